@@ -1,0 +1,114 @@
+/* cpu.c — CPU feature detection, choice of kernel path, thread count, status messages. */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *ck_status_message(ck_status status) {
+    switch (status) {
+    case CK_OK: return "ok";
+    case CK_ERR_NULL_POINTER: return "a required pointer argument is NULL";
+    case CK_ERR_INVALID_SIZE: return "a size, stride or count is zero, negative or too large";
+    case CK_ERR_SHAPE_MISMATCH: return "sizes are inconsistent with each other";
+    case CK_ERR_OUT_OF_MEMORY: return "out of memory";
+    case CK_ERR_UNSUPPORTED: return "not supported by this CPU or build";
+    case CK_ERR_BLAS_UNAVAILABLE: return "OpenBLAS could not be loaded (install libopenblas0 or libopenblas-dev)";
+    }
+    return "unknown status code";
+}
+
+int ck_isa_supported(ck_isa isa) {
+    switch (isa) {
+    case CK_ISA_SCALAR: return 1;
+#if defined(__x86_64__)
+    case CK_ISA_AVX2: return __builtin_cpu_supports("avx2") ? 1 : 0;
+    case CK_ISA_AVX512:
+        return (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) ? 1 : 0;
+#else
+    case CK_ISA_AVX2:
+    case CK_ISA_AVX512: return 0;
+#endif
+    }
+    return 0;
+}
+
+ck_isa ck_isa_best(void) {
+    if (ck_isa_supported(CK_ISA_AVX512)) return CK_ISA_AVX512;
+    if (ck_isa_supported(CK_ISA_AVX2)) return CK_ISA_AVX2;
+    return CK_ISA_SCALAR;
+}
+
+const char *ck_isa_name(ck_isa isa) {
+    switch (isa) {
+    case CK_ISA_SCALAR: return "scalar";
+    case CK_ISA_AVX2: return "avx2";
+    case CK_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+
+/* -1: not chosen yet; otherwise a ck_isa. Configuration, not scratch: set once or by ck_isa_force. */
+static _Atomic int active_isa = -1;
+
+static ck_isa isa_from_environment(void) {
+    const char *name = getenv("BNN_ISA");
+    if (name != NULL && *name != '\0') {
+        for (int i = CK_ISA_AVX512; i >= CK_ISA_SCALAR; i--) {
+            if (strcmp(name, ck_isa_name((ck_isa)i)) == 0 && ck_isa_supported((ck_isa)i)) return (ck_isa)i;
+        }
+    }
+    return ck_isa_best();
+}
+
+ck_isa ck_isa_active(void) {
+    int isa = atomic_load(&active_isa);
+    if (isa < 0) {
+        int chosen = (int)isa_from_environment();
+        int expected = -1;
+        atomic_compare_exchange_strong(&active_isa, &expected, chosen);
+        isa = atomic_load(&active_isa);
+    }
+    return (ck_isa)isa;
+}
+
+ck_status ck_isa_force(ck_isa isa) {
+    if (isa != CK_ISA_SCALAR && isa != CK_ISA_AVX2 && isa != CK_ISA_AVX512) return CK_ERR_INVALID_SIZE;
+    if (!ck_isa_supported(isa)) return CK_ERR_UNSUPPORTED;
+    atomic_store(&active_isa, (int)isa);
+    return CK_OK;
+}
+
+const ck_kernels *ck_active_kernels(void) {
+    static const ck_kernels tables[3] = {
+        {CK_ISA_SCALAR, 4, ck_popcount_tile_scalar, ck_popcount_peak_scalar, 12 * 64},
+        {CK_ISA_AVX2, 4, ck_popcount_tile_avx2, ck_popcount_peak_avx2, 12 * 256},
+        {CK_ISA_AVX512, 6, ck_popcount_tile_avx512, ck_popcount_peak_avx512, 12 * 512},
+    };
+    return &tables[ck_isa_active()];
+}
+
+static _Atomic int thread_count = 0;
+
+ck_status ck_set_num_threads(int n) {
+    if (n < 1 || n > 4096) return CK_ERR_INVALID_SIZE;
+    atomic_store(&thread_count, n);
+    return CK_OK;
+}
+
+int ck_get_num_threads(void) {
+    int n = atomic_load(&thread_count);
+    if (n >= 1) return n;
+    n = omp_get_max_threads();
+    return n >= 1 ? n : 1;
+}
+
+void *ck_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    void *p = aligned_alloc(64, rounded);
+    if (p != NULL) memset(p, 0, rounded);
+    return p;
+}
+
+void ck_free(void *p) { free(p); }

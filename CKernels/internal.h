@@ -1,0 +1,80 @@
+/* internal.h — declarations shared by the kernel files; not part of the public API. */
+#ifndef CKERNELS_INTERNAL_H
+#define CKERNELS_INTERNAL_H
+
+/* POSIX (clock_gettime, setenv) on top of strict C11; every kernel file includes this header first. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "ckernels.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The few OpenMP runtime entry points the kernels call, declared here so the build needs no omp.h
+ * (Debian installs it under a versioned LLVM directory that other compilers do not search). */
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+int omp_get_max_threads(void);
+int omp_in_parallel(void);
+
+/* Largest sizes accepted, so that index arithmetic in 64 bits can never overflow. */
+#define CK_MAX_DIM (((int64_t)1 << 31) - 1)
+
+/* Panel width of packed bgemm weights: the columns of B one micro-kernel call covers. */
+#define CK_NR 16
+
+/* Popcount micro-kernel: computes popcounts of a tile of `mr ≤ CK_MR_MAX` rows of A against one NR-column panel
+ * of B over `kw` words and stores them into acc[i·CK_NR + j] (for all CK_NR columns, zero-padded ones
+ * included). `a[i]` points at row i's words; `b` is the panel, kw × CK_NR words interleaved by k. */
+#define CK_MR_MAX 8
+typedef void (*ck_popcount_tile_fn)(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b,
+                                    int32_t *acc);
+
+void ck_popcount_tile_scalar(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc);
+void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc);
+void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc);
+
+/* Peak loops: `iterations` steps of 12 independent XOR + popcount + add on registers; return a checksum
+ * so the work cannot be removed. Binary MACs per step: 12 × (bits per vector). */
+uint64_t ck_popcount_peak_scalar(uint64_t iterations);
+uint64_t ck_popcount_peak_avx2(uint64_t iterations);
+uint64_t ck_popcount_peak_avx512(uint64_t iterations);
+
+/* Kernel table of the active path. */
+typedef struct ck_kernels {
+    ck_isa isa;
+    int mr; /* rows per micro-tile */
+    ck_popcount_tile_fn popcount_tile;
+    uint64_t (*popcount_peak)(uint64_t iterations);
+    int peak_bits_per_step; /* binary MACs per peak step */
+} ck_kernels;
+
+const ck_kernels *ck_active_kernels(void);
+
+/* Packed bgemm weights. */
+struct ck_bgemm_weights {
+    int64_t n, k, kw; /* rows, bits, words per row */
+    int64_t panels;   /* ceil(n / CK_NR) */
+    uint64_t *data;   /* panels × kw × CK_NR words, 64-byte aligned */
+};
+
+/* Fills `w` (already zeroed) from `n` rows returned by `row(ctx, j)`; used by bgemm and bconv. */
+ck_status ck_bgemm_weights_init(ck_bgemm_weights *w, int64_t n, int64_t k,
+                                const uint64_t *(*row)(const void *ctx, int64_t j), const void *ctx);
+void ck_bgemm_weights_free(ck_bgemm_weights *w);
+
+/* Popcounts of rows a[0..m) against columns [n0, n0+nc) of packed weights (n0 a multiple of CK_NR),
+ * written to pop[i·ldp + (j − n0)]. Single-threaded; the caller parallelises. */
+void ck_bgemm_popcount_block(const ck_kernels *kern, const uint64_t *const *rows, int64_t m,
+                             const ck_bgemm_weights *w, int64_t n0, int64_t nc, int32_t *pop, int64_t ldp);
+
+/* Aligned allocation helpers (64-byte alignment, zeroed). */
+void *ck_alloc(size_t bytes);
+void ck_free(void *p);
+
+/* Argument checks. */
+static inline bool ck_size_ok(int64_t v) { return v >= 1 && v <= CK_MAX_DIM; }
+
+#endif

@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// CKernels is C11 with OpenMP. The Swift toolchain's clang understands -fopenmp but ships no OpenMP
+// runtime: Debian's libomp-dev provides libomp.so.5 in the default library path, linked here by file name.
+// The kernels declare the few omp_* functions they call, so no omp.h is needed. OpenBLAS is not linked at
+// all: CKernels/blas.c loads it at run time (see there why).
+let openMP: [CSetting] = [.unsafeFlags(["-fopenmp", "-O3", "-std=c11"])]
+let openMPRuntime: [LinkerSetting] = [.linkedLibrary(":libomp.so.5"), .linkedLibrary("dl"), .linkedLibrary("m")]
+
+let package = Package(
+    name: "swift-bnn",
+    products: [
+        // MARK: Public API
+        .library(name: "BNN", targets: ["BNN"]),
+        .library(name: "CKernels", type: .static, targets: ["CKernels"]),
+        .executable(name: "bnn", targets: ["bnn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: Implementation
+        .target(
+            name: "CKernels",
+            path: "CKernels",
+            publicHeadersPath: "include",
+            cSettings: openMP,
+            linkerSettings: openMPRuntime
+        ),
+        .target(
+            name: "BNN",
+            dependencies: ["CKernels"],
+            path: "Sources/BNN"
+        ),
+        .executableTarget(
+            name: "bnn",
+            dependencies: [
+                "BNN",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/bnn"
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BNN"], path: "Tests/CKernelsTests"),
+        .testTarget(name: "BNNTests", dependencies: ["BNN"], path: "Tests/BNNTests"),
+    ]
+)
