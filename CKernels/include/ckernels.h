@@ -239,4 +239,6 @@ ck_status ck_popcount_peak(int threads, double seconds, double *out);
 }
 #endif
 
+#include "ckernels_train.h"
+
 #endif /* CKERNELS_H */
