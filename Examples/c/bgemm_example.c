@@ -1,6 +1,7 @@
 /*
  * Using the kernels from C: pack the signs of two small float matrices, multiply them as ±1 matrices
- * with the XNOR-popcount GEMM, and check every entry against a plain float loop.
+ * with the XNOR-popcount GEMM on every kernel path the CPU supports, and check every entry against a
+ * plain loop over the floats.
  * Build and run: Examples/c/build.sh && Examples/c/bgemm_example
  */
 #include <stdint.h>
@@ -42,29 +43,37 @@ int main(void) {
         return 1;
     }
 
-    int failed = report(ck_pack_signs(&a[0][0], M, K, a_bits), "ck_pack_signs(a)") ||
-                 report(ck_pack_signs(&b[0][0], N, K, b_bits), "ck_pack_signs(b)") ||
-                 report(ck_bgemm(a_bits, b_bits, M, N, K, &out[0][0]), "ck_bgemm");
+    int32_t expected[M][N];
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            expected[i][j] = 0;
+            for (int t = 0; t < K; t++) expected[i][j] += (a[i][t] < 0.0f) == (b[j][t] < 0.0f) ? 1 : -1;
+        }
+    }
 
-    if (!failed) {
+    int failed = report(ck_pack_signs(&a[0][0], M, K, a_bits), "ck_pack_signs(a)") ||
+                 report(ck_pack_signs(&b[0][0], N, K, b_bits), "ck_pack_signs(b)");
+
+    /* Every kernel path this CPU can run must give the same exact integers. */
+    for (int isa = CK_ISA_SCALAR; isa <= CK_ISA_AVX512 && !failed; isa++) {
+        if (!ck_isa_supported((ck_isa)isa)) continue;
+        failed = report(ck_isa_force((ck_isa)isa), "ck_isa_force") ||
+                 report(ck_bgemm(a_bits, b_bits, M, N, K, &out[0][0]), "ck_bgemm");
+        if (failed) break;
         printf("ck_bgemm on the %s path, %d x %d x %d:\n", ck_isa_name(ck_isa_active()), M, N, K);
-        int mismatches = 0;
         for (int i = 0; i < M; i++) {
             for (int j = 0; j < N; j++) {
-                int32_t expected = 0;
-                for (int t = 0; t < K; t++) expected += (a[i][t] < 0.0f) == (b[j][t] < 0.0f) ? 1 : -1;
                 printf(" %4d", out[i][j]);
-                if (out[i][j] != expected) {
+                if (out[i][j] != expected[i][j]) {
                     fprintf(stderr, "\nmismatch at [%d][%d]: ck_bgemm gave %d, the float loop %d\n", i, j,
-                            out[i][j], expected);
-                    mismatches++;
+                            out[i][j], expected[i][j]);
+                    failed = 1;
                 }
             }
             printf("\n");
         }
-        if (mismatches) failed = 1;
-        else printf("matches the float loop\n");
     }
+    if (!failed) printf("matches the float loop on every path\n");
 
     free(a_bits);
     free(b_bits);
