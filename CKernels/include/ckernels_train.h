@@ -7,9 +7,134 @@
 
 #include <stdint.h>
 
+#include "ckernels.h" /* ck_status, ck_conv_shape (the include guards make either include order work) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Training kernels: conventions                                                                    */
+/*  - Float tensors are contiguous and row-major; activations NHWC, so a per-channel pass sees a      */
+/*    `rows × channels` matrix with rows = N·H·W.                                                    */
+/*  - Backward kernels take `accumulate`: 0 overwrites the gradient buffer (its old contents are     */
+/*    never read, so it may be uninitialised), nonzero adds to it (a tensor used twice gets the sum). */
+/*  - Reductions accumulate in double over fixed blocks of rows combined in a fixed order, so        */
+/*    results do not depend on the thread count.                                                    */
+/*  - Element counts may exceed 2³¹ (up to 2⁴⁰); each spatial dimension is limited as in ck_conv_shape.*/
+
+/* Element-wise ------------------------------------------------------------------------------------ */
+
+/** out[i] = a[i] + b[i] for i < n; `out` may alias `a` or `b`. */
+ck_status ck_add_f32(const float *a, const float *b, int64_t n, float *out);
+
+/** y[i] = alpha·x[i] + beta·y[i]; with beta == 0 y is only written (old contents ignored, NaN included). */
+ck_status ck_axpby_f32(int64_t n, float alpha, const float *x, float beta, float *y);
+
+/** y = max(x, 0) as PyTorch's relu (NaN stays NaN); `y` may alias `x`. */
+ck_status ck_relu_forward_f32(const float *x, int64_t n, float *y);
+
+/** dx (= or +=) grad where x > 0, else 0 (PyTorch's rule: zero gradient at x = 0). */
+ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, int accumulate, float *dx);
+
+/** y = clamp(x, min_value, max_value) as PyTorch's hardtanh (NaN stays NaN); `y` may alias `x`. */
+ck_status ck_hardtanh_forward_f32(const float *x, int64_t n, float min_value, float max_value, float *y);
+
+/** dx (= or +=) grad where min_value < x < max_value, else 0 (zero on the boundary, as PyTorch). */
+ck_status ck_hardtanh_backward_f32(const float *x, const float *grad, int64_t n, float min_value, float max_value,
+                                   int accumulate, float *dx);
+
+/** out[b][j][i] (= or +=) x[b][i][j] for `batch` row-major `rows × cols` matrices (OIHW↔OHWI, NHWC↔NCHW). */
+ck_status ck_batched_transpose_f32(const float *x, int64_t batch, int64_t rows, int64_t cols, int accumulate,
+                                   float *out);
+
+/** Copies `row` (`cols` floats) into each of the `rows` rows of `out` (a bias before a GEMM with beta = 1). */
+ck_status ck_broadcast_rows_f32(const float *row, int64_t rows, int64_t cols, float *out);
+
+/* Per-channel passes (batch norm, biases) --------------------------------------------------------- */
+
+/** Per-column mean and biased variance (divisor `rows`) of a `rows × channels` matrix, two-pass in double. */
+ck_status ck_channel_mean_var_f32(const float *x, int64_t rows, int64_t channels, float *mean, float *var);
+
+/** y = x·scale[c] + shift[c] per column c; NULL scale means 1, NULL shift means 0; `y` may alias `x`. */
+ck_status ck_channel_affine_f32(const float *x, int64_t rows, int64_t channels, const float *scale,
+                                const float *shift, float *y);
+
+/**
+ * Per-column sums of a `rows × channels` matrix: sum_g[c] = Σ g[r][c] and, when `x` and `sum_gx` are not
+ * NULL, sum_gx[c] = Σ g[r][c]·(x[r][c] − center[c]) (NULL center means 0). Written, not accumulated.
+ */
+ck_status ck_channel_sums_f32(const float *g, const float *x, const float *center, int64_t rows, int64_t channels,
+                              float *sum_g, float *sum_gx);
+
+/**
+ * dx (= or +=) a[c]·g + b[c]·(x − center[c]) + k[c] per column c: the input gradient of batch norm once the
+ * per-channel coefficients are known. NULL b (with x and center unused) or NULL k means 0.
+ */
+ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const float *center, const float *a,
+                                          const float *b, const float *k, int64_t rows, int64_t channels,
+                                          int accumulate, float *dx);
+
+/* Convolution ------------------------------------------------------------------------------------- */
+
+/**
+ * Adjoint of `ck_im2col_nhwc_f32`: adds every column entry back to the input pixel it was copied from
+ * (entries that came from padding are dropped). `cols` is `N·OH·OW × kernel_h·kernel_w·C`; `input_grad` is
+ * the NHWC input's shape. Each input pixel gathers its own contributions, so threads never collide.
+ */
+ck_status ck_col2im_nhwc_f32(const float *cols, const ck_conv_shape *shape, int accumulate, float *input_grad);
+
+/* Pooling and shortcut ---------------------------------------------------------------------------- */
+
+/**
+ * Max-pool of an NHWC input as PyTorch (padding counts as −∞, first maximum wins, NaN propagates;
+ * requires pad ≤ kernel/2 so every window sees the input). `argmax` (NULL when no backward follows) gets,
+ * per output element, the input position iy·W + ix chosen.
+ */
+ck_status ck_maxpool2d_forward_f32(const float *x, const ck_conv_shape *shape, float *y, int32_t *argmax);
+
+/** Gradient of max-pool: each input element (= or +=) the output gradients whose argmax chose it. */
+ck_status ck_maxpool2d_backward_f32(const float *grad, const int32_t *argmax, const ck_conv_shape *shape,
+                                    int accumulate, float *dx);
+
+/** Average pool of an NHWC input with zero padding counted in the divisor (PyTorch's count_include_pad). */
+ck_status ck_avgpool2d_forward_f32(const float *x, const ck_conv_shape *shape, float *y);
+
+/** Gradient of `ck_avgpool2d_forward_f32`. */
+ck_status ck_avgpool2d_backward_f32(const float *grad, const ck_conv_shape *shape, int accumulate, float *dx);
+
+/** y[n][c] = mean over the `pixels` rows of x[n] (NHWC with pixels = H·W), accumulated in double. */
+ck_status ck_global_avgpool_forward_f32(const float *x, int64_t batch, int64_t pixels, int64_t channels, float *y);
+
+/** dx[n][p][c] (= or +=) grad[n][c] / pixels. */
+ck_status ck_global_avgpool_backward_f32(const float *grad, int64_t batch, int64_t pixels, int64_t channels,
+                                         int accumulate, float *dx);
+
+/**
+ * ResNet "option A" shortcut of NHWC x: y[n][oy][ox][pad + c] = x[n][oy·stride][ox·stride][c], zero in the
+ * `pad` channels added on each side. y is `batch × ⌈height/stride⌉ × ⌈width/stride⌉ × (channels + 2·pad)`.
+ */
+ck_status ck_shortcut_a_forward_f32(const float *x, int64_t batch, int64_t height, int64_t width,
+                                    int64_t channels, int64_t stride, int64_t pad, float *y);
+
+/** Gradient of `ck_shortcut_a_forward_f32` (zero at the pixels the stride skips). */
+ck_status ck_shortcut_a_backward_f32(const float *grad, int64_t batch, int64_t height, int64_t width,
+                                     int64_t channels, int64_t stride, int64_t pad, int accumulate, float *dx);
+
+/* Loss -------------------------------------------------------------------------------------------- */
+
+/**
+ * Softmax cross-entropy per row of `rows × classes` logits, in double with the maximum subtracted:
+ * losses[r] = logsumexp(logits[r]) − logits[r][labels[r]], probs = softmax(logits) (for the backward).
+ * Labels outside 0 ..< classes give CK_ERR_INVALID_SIZE.
+ */
+ck_status ck_cross_entropy_forward_f32(const float *logits, const int64_t *labels, int64_t rows, int64_t classes,
+                                       float *losses, float *probs);
+
+/** dlogits (= or +=) scale·(probs − onehot(labels)), e.g. scale = upstream gradient / rows for the mean. */
+ck_status ck_cross_entropy_backward_f32(const float *probs, const int64_t *labels, int64_t rows, int64_t classes,
+                                        float scale, int accumulate, float *dlogits);
+
 
 #ifdef __cplusplus
 }

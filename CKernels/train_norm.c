@@ -1,0 +1,178 @@
+/* train_norm.c — per-channel passes over `rows × channels` matrices (NHWC activations with rows = N·H·W, or
+ * [N, F] features): batch-norm statistics, the affine transform, the backward reductions and input gradient.
+ *
+ * Reductions sum fixed blocks of BLOCK rows into per-block partial sums (double), then add the partials in
+ * block order on one thread: the result is the same whatever the number of threads, and the inner loops run
+ * along the contiguous channel dimension, where they vectorise. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK ((int64_t)512)
+#define MAX_ELEMENTS ((int64_t)1 << 40)
+#define PARALLEL_MIN ((int64_t)16384)
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static bool matrix_ok(int64_t rows, int64_t channels) {
+    return ck_size_ok(rows) && ck_size_ok(channels) && rows <= MAX_ELEMENTS / channels;
+}
+
+/* Adds the `blocks` partial rows of `partial` (blocks × channels) into `out` in block order. */
+static void combine(const double *partial, int64_t blocks, int64_t channels, double *out) {
+    for (int64_t c = 0; c < channels; c++) out[c] = 0.0;
+    for (int64_t b = 0; b < blocks; b++) {
+        const double *p = partial + b * channels;
+        for (int64_t c = 0; c < channels; c++) out[c] += p[c];
+    }
+}
+
+ck_status ck_channel_mean_var_f32(const float *x, int64_t rows, int64_t channels, float *mean, float *var) {
+    if (x == NULL || mean == NULL || var == NULL) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
+    double *partial = malloc((size_t)(blocks + 2) * (size_t)channels * sizeof(double));
+    if (partial == NULL) return CK_ERR_OUT_OF_MEMORY;
+    double *center = partial + blocks * channels, *total = center + channels;
+    const int threads = ck_get_num_threads();
+    const bool parallel = rows * channels > PARALLEL_MIN;
+
+    /* Two passes (mean, then squared deviations from it) so that a large mean cannot cancel the variance. */
+#pragma omp parallel for num_threads(threads) if (parallel)
+    for (int64_t b = 0; b < blocks; b++) {
+        double *acc = partial + b * channels;
+        for (int64_t c = 0; c < channels; c++) acc[c] = 0.0;
+        const int64_t end = min64(rows, (b + 1) * BLOCK);
+        for (int64_t r = b * BLOCK; r < end; r++) {
+            const float *row = x + r * channels;
+            for (int64_t c = 0; c < channels; c++) acc[c] += (double)row[c];
+        }
+    }
+    combine(partial, blocks, channels, total);
+    for (int64_t c = 0; c < channels; c++) center[c] = total[c] / (double)rows;
+
+#pragma omp parallel for num_threads(threads) if (parallel)
+    for (int64_t b = 0; b < blocks; b++) {
+        double *acc = partial + b * channels;
+        for (int64_t c = 0; c < channels; c++) acc[c] = 0.0;
+        const int64_t end = min64(rows, (b + 1) * BLOCK);
+        for (int64_t r = b * BLOCK; r < end; r++) {
+            const float *row = x + r * channels;
+            for (int64_t c = 0; c < channels; c++) {
+                const double d = (double)row[c] - center[c];
+                acc[c] += d * d;
+            }
+        }
+    }
+    combine(partial, blocks, channels, total);
+    for (int64_t c = 0; c < channels; c++) {
+        mean[c] = (float)center[c];
+        var[c] = (float)(total[c] / (double)rows);
+    }
+    free(partial);
+    return CK_OK;
+}
+
+ck_status ck_channel_affine_f32(const float *x, int64_t rows, int64_t channels, const float *scale,
+                                const float *shift, float *y) {
+    if (x == NULL || y == NULL) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    const int threads = ck_get_num_threads();
+    const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
+#pragma omp parallel for num_threads(threads) if (rows * channels > PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t end = min64(rows, (b + 1) * BLOCK);
+        for (int64_t r = b * BLOCK; r < end; r++) {
+            const float *src = x + r * channels;
+            float *dst = y + r * channels;
+            if (scale != NULL && shift != NULL) {
+                for (int64_t c = 0; c < channels; c++) dst[c] = src[c] * scale[c] + shift[c];
+            } else if (scale != NULL) {
+                for (int64_t c = 0; c < channels; c++) dst[c] = src[c] * scale[c];
+            } else if (shift != NULL) {
+                for (int64_t c = 0; c < channels; c++) dst[c] = src[c] + shift[c];
+            } else if (dst != src) {
+                memcpy(dst, src, (size_t)channels * sizeof(float));
+            }
+        }
+    }
+    return CK_OK;
+}
+
+ck_status ck_channel_sums_f32(const float *g, const float *x, const float *center, int64_t rows, int64_t channels,
+                              float *sum_g, float *sum_gx) {
+    if (g == NULL || sum_g == NULL) return CK_ERR_NULL_POINTER;
+    if ((x == NULL) != (sum_gx == NULL)) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    const bool with_x = x != NULL;
+    const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
+    const int64_t width = with_x ? 2 * channels : channels; /* per block: Σg, then Σg·(x − center) */
+    double *partial = malloc((size_t)(blocks + 1) * (size_t)width * sizeof(double));
+    double *centers = malloc((size_t)channels * sizeof(double));
+    if (partial == NULL || centers == NULL) {
+        free(partial);
+        free(centers);
+        return CK_ERR_OUT_OF_MEMORY;
+    }
+    for (int64_t c = 0; c < channels; c++) centers[c] = center != NULL ? (double)center[c] : 0.0;
+    const int threads = ck_get_num_threads();
+#pragma omp parallel for num_threads(threads) if (rows * channels > PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        double *acc_g = partial + b * width, *acc_gx = acc_g + channels;
+        for (int64_t c = 0; c < width; c++) acc_g[c] = 0.0;
+        const int64_t end = min64(rows, (b + 1) * BLOCK);
+        for (int64_t r = b * BLOCK; r < end; r++) {
+            const float *gr = g + r * channels;
+            for (int64_t c = 0; c < channels; c++) acc_g[c] += (double)gr[c];
+            if (with_x) {
+                const float *xr = x + r * channels;
+                for (int64_t c = 0; c < channels; c++) acc_gx[c] += (double)gr[c] * ((double)xr[c] - centers[c]);
+            }
+        }
+    }
+    double *total = partial + blocks * width;
+    combine(partial, blocks, width, total);
+    for (int64_t c = 0; c < channels; c++) sum_g[c] = (float)total[c];
+    if (with_x) {
+        for (int64_t c = 0; c < channels; c++) sum_gx[c] = (float)total[channels + c];
+    }
+    free(partial);
+    free(centers);
+    return CK_OK;
+}
+
+ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const float *center, const float *a,
+                                          const float *b, const float *k, int64_t rows, int64_t channels,
+                                          int accumulate, float *dx) {
+    if (g == NULL || a == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
+    if (b != NULL && (x == NULL || center == NULL)) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    const int threads = ck_get_num_threads();
+    const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
+#pragma omp parallel for num_threads(threads) if (rows * channels > PARALLEL_MIN)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t end = min64(rows, (blk + 1) * BLOCK);
+        for (int64_t r = blk * BLOCK; r < end; r++) {
+            const float *gr = g + r * channels;
+            float *out = dx + r * channels;
+            if (b != NULL) {
+                const float *xr = x + r * channels;
+                if (accumulate) {
+                    for (int64_t c = 0; c < channels; c++)
+                        out[c] += a[c] * gr[c] + b[c] * (xr[c] - center[c]) + (k != NULL ? k[c] : 0.0f);
+                } else {
+                    for (int64_t c = 0; c < channels; c++)
+                        out[c] = a[c] * gr[c] + b[c] * (xr[c] - center[c]) + (k != NULL ? k[c] : 0.0f);
+                }
+            } else {
+                if (accumulate) {
+                    for (int64_t c = 0; c < channels; c++) out[c] += a[c] * gr[c] + (k != NULL ? k[c] : 0.0f);
+                } else {
+                    for (int64_t c = 0; c < channels; c++) out[c] = a[c] * gr[c] + (k != NULL ? k[c] : 0.0f);
+                }
+            }
+        }
+    }
+    return CK_OK;
+}
