@@ -37,9 +37,27 @@ let package = Package(
             name: "bnn",
             dependencies: [
                 "BNN",
+                "BNNBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/bnn"
+        ),
+
+        // MARK: Benchmarks
+        // The benchmark code is a library so that `bnn bench kernels` and the standalone `bnn-bench` run the
+        // same measurements. It calls the C API directly: what it times is the kernels, not a wrapper.
+        .target(
+            name: "BNNBenchmarks",
+            dependencies: [
+                "CKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/BNNBenchmarks"
+        ),
+        .executableTarget(
+            name: "bnn-bench",
+            dependencies: ["BNNBenchmarks"],
+            path: "Benchmarks/bnn-bench"
         ),
 
         // MARK: Tests
