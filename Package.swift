@@ -5,7 +5,7 @@ import PackageDescription
 // runtime: Debian's libomp-dev provides libomp.so.5 in the default library path, linked here by file name.
 // The kernels declare the few omp_* functions they call, so no omp.h is needed. OpenBLAS is not linked at
 // all: CKernels/blas.c loads it at run time (see there why).
-let openMP: [CSetting] = [.unsafeFlags(["-fopenmp", "-O3", "-std=c11"])]
+let openMP: [CSetting] = [.unsafeFlags(["-fopenmp", "-O3", "-std=c11", "-ffp-contract=off"])]
 let openMPRuntime: [LinkerSetting] = [.linkedLibrary(":libomp.so.5"), .linkedLibrary("dl"), .linkedLibrary("m")]
 
 let package = Package(

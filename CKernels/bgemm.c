@@ -74,28 +74,38 @@ ck_status ck_bgemm_weights_shape(const ck_bgemm_weights *w, int64_t *n, int64_t 
     return CK_OK;
 }
 
-void ck_bgemm_popcount_block(const ck_kernels *kern, const uint64_t *const *rows, int64_t m,
-                             const ck_bgemm_weights *w, int64_t n0, int64_t nc, int32_t *pop, int64_t ldp) {
+void ck_bgemm_dot_block(const ck_kernels *kern, const uint64_t *const *rows, int64_t m, const ck_bgemm_weights *w,
+                        int64_t n0, int64_t nc, int32_t k, int32_t *dot, int64_t ldd, const ck_row_segments *seg) {
     const int mr = kern->mr;
     const int64_t kw = w->kw;
-    int32_t tile[CK_MR_MAX * CK_NR] __attribute__((aligned(64)));
+    const ck_row_segments whole = {1, kw, 0};
+    if (seg == NULL) seg = &whole;
+    int32_t edge[CK_MR_MAX * CK_NR] __attribute__((aligned(64)));
     const uint64_t *a[CK_MR_MAX];
     for (int64_t j0 = n0; j0 < n0 + nc; j0 += CK_NR) {
         const uint64_t *panel = w->data + (j0 / CK_NR) * kw * CK_NR;
-        int64_t cols = n0 + nc - j0 < CK_NR ? n0 + nc - j0 : CK_NR;
+        const int64_t cols = n0 + nc - j0 < CK_NR ? n0 + nc - j0 : CK_NR;
         for (int64_t i0 = 0; i0 < m; i0 += mr) {
-            int64_t height = m - i0 < mr ? m - i0 : mr;
+            const int64_t height = m - i0 < mr ? m - i0 : mr;
             /* Rows past the end repeat the last row: valid memory, results dropped. */
             for (int i = 0; i < mr; i++) a[i] = rows[i0 + (i < height ? i : height - 1)];
-            memset(tile, 0, sizeof tile);
-            for (int64_t t0 = 0; t0 < kw; t0 += KC) {
-                int64_t kc = kw - t0 < KC ? kw - t0 : KC;
-                const uint64_t *ak[CK_MR_MAX];
-                for (int i = 0; i < mr; i++) ak[i] = a[i] + t0;
-                kern->popcount_tile(mr, kc, ak, panel + t0 * CK_NR, tile);
+            /* Full tiles are written in place; edge tiles go through a local tile. */
+            const int full = height == mr && cols == CK_NR;
+            int32_t *out = full ? dot + i0 * ldd + (j0 - n0) : edge;
+            const int64_t ldo = full ? ldd : CK_NR;
+            for (int64_t sg = 0; sg < seg->count; sg++) {
+                for (int64_t t0 = 0; t0 < seg->words; t0 += KC) {
+                    const int64_t kc = seg->words - t0 < KC ? seg->words - t0 : KC;
+                    const int64_t t = sg * seg->words + t0; /* position in the panel */
+                    const uint64_t *ak[CK_MR_MAX];
+                    for (int i = 0; i < mr; i++) ak[i] = a[i] + sg * seg->stride + t0;
+                    const int flags = (t > 0 ? CK_TILE_ACCUMULATE : 0) | (t + kc == kw ? CK_TILE_FINAL : 0);
+                    kern->popcount_tile(mr, kc, ak, panel + t * CK_NR, out, ldo, flags, k);
+                }
             }
-            for (int64_t i = 0; i < height; i++) {
-                memcpy(pop + (i0 + i) * ldp + (j0 - n0), tile + i * CK_NR, (size_t)cols * sizeof(int32_t));
+            if (!full) {
+                for (int64_t i = 0; i < height; i++)
+                    memcpy(dot + (i0 + i) * ldd + (j0 - n0), edge + i * CK_NR, (size_t)cols * sizeof(int32_t));
             }
         }
     }
@@ -124,12 +134,7 @@ ck_status ck_bgemm_packed(const uint64_t *a, int64_t m, const ck_bgemm_weights *
             int64_t i0 = (task / col_blocks) * MC, j0 = (task % col_blocks) * NC;
             int64_t mc = m - i0 < MC ? m - i0 : MC, nc = n - j0 < NC ? n - j0 : NC;
             for (int64_t i = 0; i < mc; i++) rows[i] = a + (i0 + i) * kw;
-            int32_t *block = out + i0 * ldo + j0;
-            ck_bgemm_popcount_block(kern, rows, mc, w, j0, nc, block, ldo);
-            for (int64_t i = 0; i < mc; i++) {
-                int32_t *r = block + i * ldo;
-                for (int64_t j = 0; j < nc; j++) r[j] = (int32_t)k - 2 * r[j];
-            }
+            ck_bgemm_dot_block(kern, rows, mc, w, j0, nc, (int32_t)k, out + i0 * ldo + j0, ldo, NULL);
         }
         ck_free(rows);
     }

@@ -20,7 +20,7 @@ static inline __attribute__((always_inline)) AVX2 __m256i nibble_table(void) {
 }
 
 /* One row of A against the 16 columns of a panel (four 4-word vectors). */
-static AVX2 void row_tile(int64_t kw, const uint64_t *a, const uint64_t *b, int32_t *acc) {
+static AVX2 void row_tile(int64_t kw, const uint64_t *a, const uint64_t *b, int32_t *row, int flags, int32_t k) {
     const __m256i table = nibble_table(), low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     __m256i wide[4] = {zero, zero, zero, zero};
     for (int64_t t0 = 0; t0 < kw; t0 += 31) {
@@ -38,12 +38,16 @@ static AVX2 void row_tile(int64_t kw, const uint64_t *a, const uint64_t *b, int3
     for (int v = 0; v < 4; v++) {
         uint64_t lanes[4];
         _mm256_storeu_si256((__m256i *)lanes, wide[v]);
-        for (int j = 0; j < 4; j++) acc[4 * v + j] += (int32_t)lanes[j];
+        for (int j = 0; j < 4; j++) {
+            int32_t x = (int32_t)lanes[j] + ((flags & CK_TILE_ACCUMULATE) ? row[4 * v + j] : 0);
+            row[4 * v + j] = (flags & CK_TILE_FINAL) ? k - 2 * x : x;
+        }
     }
 }
 
-AVX2 void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc) {
-    for (int i = 0; i < mr; i++) row_tile(kw, a[i], b, acc + i * CK_NR);
+AVX2 void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
+                               int64_t ldo, int flags, int32_t k) {
+    for (int i = 0; i < mr; i++) row_tile(kw, a[i], b, out + i * ldo, flags, k);
 }
 
 /* Twelve byte accumulators of XOR + nibble-lookup popcount + ADD on registers; the empty asm keeps the
@@ -68,8 +72,9 @@ AVX2 uint64_t ck_popcount_peak_avx2(uint64_t iterations) {
 }
 
 #else
-void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc) {
-    ck_popcount_tile_scalar(mr, kw, a, b, acc);
+void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
+                           int64_t ldo, int flags, int32_t k) {
+    ck_popcount_tile_scalar(mr, kw, a, b, out, ldo, flags, k);
 }
 uint64_t ck_popcount_peak_avx2(uint64_t iterations) { return iterations; }
 #endif

@@ -9,7 +9,8 @@
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
 
 static inline __attribute__((always_inline)) AVX512 void
-tile(const int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc) {
+tile(const int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out, int64_t ldo, int flags,
+     int32_t k) {
     __m512i s0[CK_MR_MAX], s1[CK_MR_MAX];
     for (int i = 0; i < mr; i++) s0[i] = s1[i] = _mm512_setzero_si512();
     for (int64_t t = 0; t < kw; t++) {
@@ -21,22 +22,25 @@ tile(const int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int3
             s1[i] = _mm512_add_epi64(s1[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b1)));
         }
     }
+    const __m512i kv = _mm512_set1_epi32(k);
     for (int i = 0; i < mr; i++) {
-        __m256i lo = _mm512_cvtepi64_epi32(s0[i]), hi = _mm512_cvtepi64_epi32(s1[i]);
-        __m256i *dst = (__m256i *)(acc + i * CK_NR);
-        _mm256_storeu_si256(dst, _mm256_add_epi32(_mm256_loadu_si256(dst), lo));
-        _mm256_storeu_si256(dst + 1, _mm256_add_epi32(_mm256_loadu_si256(dst + 1), hi));
+        __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(s0[i])),
+                                       _mm512_cvtepi64_epi32(s1[i]), 1);
+        int32_t *row = out + i * ldo;
+        if (flags & CK_TILE_ACCUMULATE) x = _mm512_add_epi32(x, _mm512_loadu_si512((const void *)row));
+        if (flags & CK_TILE_FINAL) x = _mm512_sub_epi32(kv, _mm512_slli_epi32(x, 1));
+        _mm512_storeu_si512((void *)row, x);
     }
 }
 
 AVX512 void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b,
-                                    int32_t *acc) {
+                                    int32_t *out, int64_t ldo, int flags, int32_t k) {
     switch (mr) {
-    case 8: tile(8, kw, a, b, acc); break;
-    case 6: tile(6, kw, a, b, acc); break;
-    case 4: tile(4, kw, a, b, acc); break;
+    case 8: tile(8, kw, a, b, out, ldo, flags, k); break;
+    case 6: tile(6, kw, a, b, out, ldo, flags, k); break;
+    case 4: tile(4, kw, a, b, out, ldo, flags, k); break;
     default:
-        for (int i = 0; i < mr; i++) tile(1, kw, a + i, b, acc + i * CK_NR);
+        for (int i = 0; i < mr; i++) tile(1, kw, a + i, b, out + i * ldo, ldo, flags, k);
         break;
     }
 }
@@ -60,8 +64,9 @@ AVX512 uint64_t ck_popcount_peak_avx512(uint64_t iterations) {
 }
 
 #else
-void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *acc) {
-    ck_popcount_tile_scalar(mr, kw, a, b, acc);
+void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
+                             int64_t ldo, int flags, int32_t k) {
+    ck_popcount_tile_scalar(mr, kw, a, b, out, ldo, flags, k);
 }
 uint64_t ck_popcount_peak_avx512(uint64_t iterations) { return iterations; }
 #endif

@@ -1,0 +1,343 @@
+/* bconv.c — binary conv2d on packed NHWC input, exact zero-padding correction, fused output transform,
+ * and binary max-pool.
+ *
+ * A convolution is a bgemm: row p is the packed patch under output pixel p (bit-level im2col), column o is
+ * filter o packed the same way, and popcounts come from the bgemm micro-kernels.
+ *
+ * Zero padding: a padded tap's bits are 0, which means +1, so it adds Σ_c w[o][c][tap] — the filter's
+ * "tap sum" — where the zero-padded convolution adds 0. Each output pixel whose window crosses the border
+ * subtracts the tap sums of its padded taps: the result is the exact integer of the float convolution of
+ * the ±1 input padded with zeros. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ck_bconv_weights {
+    int64_t out_channels, channels, kernel_h, kernel_w;
+    int bit_level;        /* 1: patch is one bit string of kh·kw·C bits; 0: kh·kw taps of ck_words(C) words */
+    int64_t patch_words;  /* words per patch row */
+    int32_t *tap_sum;     /* [kh·kw][out_channels]: Σ_c of the ±1 weights of each tap */
+    ck_bgemm_weights gemm; /* filters as patch rows, in bgemm panels */
+};
+
+/* Rows of filters in patch layout, built once at creation. */
+typedef struct {
+    const uint64_t *rows;
+    int64_t words;
+} patch_rows;
+
+static const uint64_t *patch_row(const void *ctx, int64_t j) {
+    const patch_rows *p = ctx;
+    return p->rows + j * p->words;
+}
+
+static inline uint64_t low_mask(int64_t bits) { return bits >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << bits) - 1); }
+
+/* ORs `bits` bits of `src` (ck_words(bits) words, bits past `bits` ignored) into `dst` at bit `offset`. */
+static inline void put_bits(uint64_t *dst, int64_t offset, const uint64_t *src, int64_t bits) {
+    const int64_t shift = offset & 63;
+    uint64_t *d = dst + (offset >> 6);
+    for (int64_t w = 0; w * 64 < bits; w++) {
+        const int64_t n = bits - w * 64 < 64 ? bits - w * 64 : 64;
+        const uint64_t v = src[w] & low_mask(n);
+        d[w] |= v << shift;
+        /* Touch the next word only if bits spill into it: it may be past the end of the row. */
+        if (shift + n > 64) d[w + 1] |= v >> (64 - shift);
+    }
+}
+
+/* Writes the patch of filter rows / input pixels for one tap into a patch row (zeroed beforehand). */
+static inline void put_tap(const ck_bconv_weights *w, uint64_t *patch, int64_t tap, const uint64_t *pixel) {
+    const int64_t c = w->channels, cw = ck_words(c);
+    if (w->bit_level) {
+        put_bits(patch, tap * c, pixel, c);
+    } else {
+        uint64_t *dst = patch + tap * cw;
+        for (int64_t i = 0; i < cw - 1; i++) dst[i] = pixel[i];
+        dst[cw - 1] = pixel[cw - 1] & low_mask(c - (cw - 1) * 64);
+    }
+}
+
+static ck_status create(const uint64_t *ohwi_bits, int64_t o, int64_t c, int64_t kh, int64_t kw,
+                        ck_bconv_weights **out) {
+    const int64_t taps = kh * kw, cw = ck_words(c);
+    ck_bconv_weights *w = ck_alloc(sizeof *w);
+    if (w == NULL) return CK_ERR_OUT_OF_MEMORY;
+    *w = (ck_bconv_weights){.out_channels = o, .channels = c, .kernel_h = kh, .kernel_w = kw};
+    w->bit_level = ck_words(taps * c) < taps * cw;
+    w->patch_words = w->bit_level ? ck_words(taps * c) : taps * cw;
+    w->tap_sum = ck_alloc((size_t)(taps * o) * sizeof(int32_t));
+    uint64_t *rows = ck_alloc((size_t)(o * w->patch_words) * sizeof(uint64_t));
+    ck_status status = (w->tap_sum == NULL || rows == NULL) ? CK_ERR_OUT_OF_MEMORY : CK_OK;
+    for (int64_t f = 0; status == CK_OK && f < o; f++) {
+        for (int64_t tap = 0; tap < taps; tap++) {
+            const uint64_t *src = ohwi_bits + (f * taps + tap) * cw;
+            put_tap(w, rows + f * w->patch_words, tap, src);
+            int64_t negative = 0;
+            for (int64_t i = 0; i < cw; i++) negative += __builtin_popcountll(src[i] & low_mask(c - i * 64));
+            w->tap_sum[tap * o + f] = (int32_t)(c - 2 * negative);
+        }
+    }
+    if (status == CK_OK) {
+        patch_rows ctx = {rows, w->patch_words};
+        status = ck_bgemm_weights_init(&w->gemm, o, w->patch_words * 64, patch_row, &ctx);
+    }
+    ck_free(rows);
+    if (status != CK_OK) {
+        ck_bconv_weights_destroy(w);
+        return status;
+    }
+    *out = w;
+    return CK_OK;
+}
+
+static ck_status check_weight_sizes(int64_t o, int64_t c, int64_t kh, int64_t kw) {
+    if (!ck_size_ok(o) || !ck_size_ok(c) || !ck_size_ok(kh) || !ck_size_ok(kw)) return CK_ERR_INVALID_SIZE;
+    if (kh * kw > CK_MAX_DIM || kh * kw * c > CK_MAX_DIM || o * kh * kw * c > CK_MAX_DIM * 64)
+        return CK_ERR_INVALID_SIZE;
+    return CK_OK;
+}
+
+ck_status ck_bconv_weights_create_from_bits(const uint64_t *bits, int64_t o, int64_t c, int64_t kh, int64_t kw,
+                                            ck_bconv_weights **out) {
+    if (out == NULL) return CK_ERR_NULL_POINTER;
+    *out = NULL;
+    if (bits == NULL) return CK_ERR_NULL_POINTER;
+    ck_status status = check_weight_sizes(o, c, kh, kw);
+    if (status != CK_OK) return status;
+    return create(bits, o, c, kh, kw, out);
+}
+
+ck_status ck_bconv_weights_create(const float *w_oihw, int64_t o, int64_t c, int64_t kh, int64_t kw,
+                                  ck_bconv_weights **out) {
+    if (out == NULL) return CK_ERR_NULL_POINTER;
+    *out = NULL;
+    if (w_oihw == NULL) return CK_ERR_NULL_POINTER;
+    ck_status status = check_weight_sizes(o, c, kh, kw);
+    if (status != CK_OK) return status;
+    const int64_t taps = kh * kw, cw = ck_words(c);
+    /* OIHW → OHWI sign bits, the layout of packed NHWC activations. */
+    uint64_t *bits = ck_alloc((size_t)(o * taps * cw) * sizeof(uint64_t));
+    if (bits == NULL) return CK_ERR_OUT_OF_MEMORY;
+    for (int64_t f = 0; f < o; f++)
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t tap = 0; tap < taps; tap++)
+                if (w_oihw[(f * c + ch) * taps + tap] < 0.0f)
+                    bits[(f * taps + tap) * cw + (ch >> 6)] |= (uint64_t)1 << (ch & 63);
+    status = create(bits, o, c, kh, kw, out);
+    ck_free(bits);
+    return status;
+}
+
+void ck_bconv_weights_destroy(ck_bconv_weights *w) {
+    if (w == NULL) return;
+    ck_bgemm_weights_free(&w->gemm);
+    ck_free(w->tap_sum);
+    ck_free(w);
+}
+
+int ck_bconv_weights_bit_level(const ck_bconv_weights *w) { return w == NULL ? -1 : w->bit_level; }
+
+/* Output pixels per unit of work, and output channels per unit: 64, so each unit writes whole words of
+ * the packed-sign output and no two threads share a word. */
+enum { PIXEL_BLOCK = 96, CHANNEL_BLOCK = 64 };
+
+/* Writes outputs [o0, o0+nc) of `pixels` consecutive output pixels starting at p0, from the dot products
+ * of their patches (padded taps counted as +1), which it corrects in place. Branch-free inner loops: the
+ * optional parts of the transform become neutral values (scale 1, bias 0, clamp at −∞). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+transform_block(const ck_bconv_weights *w, const ck_output_transform *t, int64_t oh, int64_t ow,
+                const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t *dot,
+                int64_t ldd) {
+    const int64_t o = w->out_channels, kh = w->kernel_h, kw = w->kernel_w;
+    float scale[CHANNEL_BLOCK], bias[CHANNEL_BLOCK], zero[CHANNEL_BLOCK], y[CHANNEL_BLOCK];
+    for (int64_t j = 0; j < nc; j++) {
+        scale[j] = t->scale != NULL ? t->scale[o0 + j] : 1.0f;
+        bias[j] = t->bias != NULL ? t->bias[o0 + j] : 0.0f;
+        zero[j] = 0.0f;
+    }
+    const int32_t floor_before = (t->flags & CK_RELU_BEFORE) ? 0 : INT32_MIN;
+    const float floor_after = (t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
+    const int want_float = t->out != NULL || t->out_bits != NULL;
+    for (int64_t i = 0; i < pixels; i++) {
+        const int64_t p = p0 + i, oy = (p / ow) % oh, ox = p % ow;
+        int32_t *restrict acc = dot + i * ldd;
+        const int64_t y0 = oy * s->stride_h - s->pad_h, x0 = ox * s->stride_w - s->pad_w;
+        if (y0 < 0 || x0 < 0 || y0 + kh > s->height || x0 + kw > s->width) {
+            for (int64_t a = 0; a < kh; a++) {
+                for (int64_t b = 0; b < kw; b++) {
+                    if (y0 + a >= 0 && y0 + a < s->height && x0 + b >= 0 && x0 + b < s->width) continue;
+                    const int32_t *sum = w->tap_sum + (a * kw + b) * o + o0;
+                    for (int64_t j = 0; j < nc; j++) acc[j] -= sum[j];
+                }
+            }
+        }
+        if (t->out_int != NULL) memcpy(t->out_int + p * o + o0, acc, (size_t)nc * sizeof(int32_t));
+        if (!want_float) continue;
+        const float *restrict r = t->residual != NULL ? t->residual + p * o + o0 : zero;
+        float *restrict dst = t->out != NULL ? t->out + p * o + o0 : y;
+        for (int64_t j = 0; j < nc; j++) {
+            const int32_t v = acc[j] < floor_before ? floor_before : acc[j];
+            const float u = (float)v * scale[j] + bias[j] + r[j];
+            dst[j] = u < floor_after ? floor_after : u;
+        }
+        if (t->out_bits != NULL) {
+            uint64_t bits = 0;
+            for (int64_t j = 0; j < nc; j++) bits |= (uint64_t)(dst[j] < 0.0f) << j;
+            t->out_bits[p * ck_words(o) + o0 / 64] = bits;
+        }
+    }
+}
+
+/* Word layout: a patch is kernel_h runs of kernel_w·ck_words(C) words, each contiguous in the input once the
+ * input is zero-padded, so the micro-kernels read the (padded) input in place — no im2col. Returns the
+ * buffer rows point into (the input itself when there is no padding) or NULL if out of memory. */
+static const uint64_t *padded_input(const uint64_t *input, const ck_conv_shape *s, int threads, uint64_t **owned) {
+    *owned = NULL;
+    if (s->pad_h == 0 && s->pad_w == 0) return input;
+    const int64_t cw = ck_words(s->channels), hp = s->height + 2 * s->pad_h, wp = s->width + 2 * s->pad_w;
+    uint64_t *padded = malloc((size_t)(s->batch * hp * wp * cw) * sizeof(uint64_t));
+    if (padded == NULL) return NULL;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < s->batch * hp; r++) {
+        const int64_t n = r / hp, y = r % hp - s->pad_h;
+        uint64_t *dst = padded + r * wp * cw;
+        if (y < 0 || y >= s->height) {
+            memset(dst, 0, (size_t)(wp * cw) * sizeof(uint64_t));
+            continue;
+        }
+        memset(dst, 0, (size_t)(s->pad_w * cw) * sizeof(uint64_t));
+        memcpy(dst + s->pad_w * cw, input + (n * s->height + y) * s->width * cw,
+               (size_t)(s->width * cw) * sizeof(uint64_t));
+        memset(dst + (s->pad_w + s->width) * cw, 0, (size_t)(s->pad_w * cw) * sizeof(uint64_t));
+    }
+    *owned = padded;
+    return padded;
+}
+
+/* Bit layout: the im2col of every output pixel into patch rows of `words` words; padded taps stay 0 (+1). */
+static uint64_t *bit_patches(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh,
+                             int64_t ow, int threads) {
+    const int64_t words = w->patch_words, cw = ck_words(s->channels), kh = s->kernel_h, kw = s->kernel_w;
+    uint64_t *patches = malloc((size_t)(s->batch * oh * ow * words) * sizeof(uint64_t));
+    if (patches == NULL) return NULL;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < s->batch * oh; r++) {
+        const int64_t n = r / oh, oy = r % oh;
+        for (int64_t ox = 0; ox < ow; ox++) {
+            uint64_t *patch = patches + (r * ow + ox) * words;
+            memset(patch, 0, (size_t)words * sizeof(uint64_t));
+            for (int64_t a = 0; a < kh; a++) {
+                const int64_t iy = oy * s->stride_h - s->pad_h + a;
+                if (iy < 0 || iy >= s->height) continue;
+                const uint64_t *line = input + (n * s->height + iy) * s->width * cw;
+                for (int64_t b = 0; b < kw; b++) {
+                    const int64_t ix = ox * s->stride_w - s->pad_w + b;
+                    if (ix >= 0 && ix < s->width) put_tap(w, patch, a * kw + b, line + ix * cw);
+                }
+            }
+        }
+    }
+    return patches;
+}
+
+ck_status ck_bconv2d(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
+                     const ck_output_transform *t) {
+    if (input == NULL || s == NULL || w == NULL || t == NULL) return CK_ERR_NULL_POINTER;
+    if (t->out_int == NULL && t->out == NULL && t->out_bits == NULL) return CK_ERR_NULL_POINTER;
+    int64_t oh, ow;
+    ck_status status = ck_conv_output_size(s, &oh, &ow);
+    if (status != CK_OK) return status;
+    if (s->channels != w->channels || s->kernel_h != w->kernel_h || s->kernel_w != w->kernel_w)
+        return CK_ERR_SHAPE_MISMATCH;
+    if (t->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER)) return CK_ERR_INVALID_SIZE;
+    const ck_kernels *kern = ck_active_kernels();
+    const int threads = ck_get_num_threads();
+    const int64_t pixels = s->batch * oh * ow, cw = ck_words(s->channels), o = w->out_channels;
+    const int32_t k_all = (int32_t)(s->kernel_h * s->kernel_w * s->channels);
+
+    /* Where row p (output pixel p's patch) starts: base + p's offset, and how it continues. */
+    uint64_t *owned = NULL;
+    const uint64_t *base;
+    ck_row_segments seg;
+    int64_t hp, wp;
+    if (w->bit_level) {
+        owned = bit_patches(input, s, w, oh, ow, threads);
+        base = owned;
+        seg = (ck_row_segments){1, w->patch_words, 0};
+        hp = wp = 0;
+    } else {
+        base = padded_input(input, s, threads, &owned);
+        hp = s->height + 2 * s->pad_h;
+        wp = s->width + 2 * s->pad_w;
+        seg = (ck_row_segments){s->kernel_h, s->kernel_w * cw, wp * cw};
+    }
+    if (base == NULL) return CK_ERR_OUT_OF_MEMORY;
+
+    /* Popcount GEMM and output transform per (pixel block, channel block), blocks handed out from a
+     * shared counter. */
+    const int64_t pixel_blocks = (pixels + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
+    const int64_t channel_blocks = (o + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
+    const int64_t tasks = pixel_blocks * channel_blocks;
+    _Atomic int64_t next_task = 0;
+    _Atomic int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        int32_t *dot = ck_alloc(PIXEL_BLOCK * CHANNEL_BLOCK * sizeof(int32_t));
+        const uint64_t **rows = ck_alloc(PIXEL_BLOCK * sizeof *rows);
+        if (dot == NULL || rows == NULL) atomic_store(&failed, 1);
+        for (int64_t task = atomic_fetch_add(&next_task, 1); dot != NULL && rows != NULL && task < tasks;
+             task = atomic_fetch_add(&next_task, 1)) {
+            const int64_t p0 = (task / channel_blocks) * PIXEL_BLOCK, o0 = (task % channel_blocks) * CHANNEL_BLOCK;
+            const int64_t mb = pixels - p0 < PIXEL_BLOCK ? pixels - p0 : PIXEL_BLOCK;
+            const int64_t nb = o - o0 < CHANNEL_BLOCK ? o - o0 : CHANNEL_BLOCK;
+            for (int64_t i = 0; i < mb; i++) {
+                const int64_t p = p0 + i;
+                if (w->bit_level) {
+                    rows[i] = base + p * w->patch_words;
+                } else {
+                    const int64_t n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
+                    rows[i] = base + ((n * hp + oy * s->stride_h) * wp + ox * s->stride_w) * cw;
+                }
+            }
+            ck_bgemm_dot_block(kern, rows, mb, &w->gemm, o0, nb, k_all, dot, CHANNEL_BLOCK, &seg);
+            transform_block(w, t, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
+        }
+        ck_free(dot);
+        ck_free(rows);
+    }
+    free(owned);
+    return atomic_load(&failed) ? CK_ERR_OUT_OF_MEMORY : CK_OK;
+}
+
+ck_status ck_bmaxpool2d(const uint64_t *input, const ck_conv_shape *s, uint64_t *out) {
+    if (input == NULL || s == NULL || out == NULL) return CK_ERR_NULL_POINTER;
+    int64_t oh, ow;
+    ck_status status = ck_conv_output_size(s, &oh, &ow);
+    if (status != CK_OK) return status;
+    /* PyTorch requires pad ≤ kernel/2, so every window holds at least one real pixel. */
+    if (2 * s->pad_h > s->kernel_h || 2 * s->pad_w > s->kernel_w) return CK_ERR_SHAPE_MISMATCH;
+    const int64_t cw = ck_words(s->channels), pixels = s->batch * oh * ow;
+    const int threads = ck_get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t p = 0; p < pixels; p++) {
+        const int64_t n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
+        uint64_t *dst = out + p * cw;
+        for (int64_t i = 0; i < cw; i++) dst[i] = ~(uint64_t)0;
+        for (int64_t a = 0; a < s->kernel_h; a++) {
+            const int64_t iy = oy * s->stride_h - s->pad_h + a;
+            if (iy < 0 || iy >= s->height) continue;
+            for (int64_t b = 0; b < s->kernel_w; b++) {
+                const int64_t ix = ox * s->stride_w - s->pad_w + b;
+                if (ix < 0 || ix >= s->width) continue;
+                const uint64_t *src = input + ((n * s->height + iy) * s->width + ix) * cw;
+                for (int64_t i = 0; i < cw; i++) dst[i] &= src[i];
+            }
+        }
+        dst[cw - 1] &= low_mask(s->channels - (cw - 1) * 64);
+    }
+    return CK_OK;
+}
