@@ -93,14 +93,20 @@ void ck_bgemm_dot_block(const ck_kernels *kern, const uint64_t *const *rows, int
             const int full = height == mr && cols == CK_NR;
             int32_t *out = full ? dot + i0 * ldd + (j0 - n0) : edge;
             const int64_t ldo = full ? ldd : CK_NR;
-            for (int64_t sg = 0; sg < seg->count; sg++) {
-                for (int64_t t0 = 0; t0 < seg->words; t0 += KC) {
-                    const int64_t kc = seg->words - t0 < KC ? seg->words - t0 : KC;
-                    const int64_t t = sg * seg->words + t0; /* position in the panel */
-                    const uint64_t *ak[CK_MR_MAX];
-                    for (int i = 0; i < mr; i++) ak[i] = a[i] + sg * seg->stride + t0;
-                    const int flags = (t > 0 ? CK_TILE_ACCUMULATE : 0) | (t + kc == kw ? CK_TILE_FINAL : 0);
-                    kern->popcount_tile(mr, kc, ak, panel + t * CK_NR, out, ldo, flags, k);
+            if (seg->count * seg->words <= KC) {
+                kern->popcount_tile(mr, seg, a, panel, out, ldo, CK_TILE_FINAL, k);
+            } else {
+                /* Long rows: KC words at a time so the panel slice stays in L1. */
+                for (int64_t sg = 0; sg < seg->count; sg++) {
+                    for (int64_t t0 = 0; t0 < seg->words; t0 += KC) {
+                        const ck_row_segments piece = {1, seg->words - t0 < KC ? seg->words - t0 : KC, 0};
+                        const int64_t t = sg * seg->words + t0; /* position in the panel */
+                        const uint64_t *ak[CK_MR_MAX];
+                        for (int i = 0; i < mr; i++) ak[i] = a[i] + sg * seg->stride + t0;
+                        const int flags =
+                            (t > 0 ? CK_TILE_ACCUMULATE : 0) | (t + piece.words == kw ? CK_TILE_FINAL : 0);
+                        kern->popcount_tile(mr, &piece, ak, panel + t * CK_NR, out, ldo, flags, k);
+                    }
                 }
             }
             if (!full) {

@@ -20,9 +20,13 @@ static inline __attribute__((always_inline)) AVX2 __m256i nibble_table(void) {
 }
 
 /* One row of A against the 16 columns of a panel (four 4-word vectors). */
-static AVX2 void row_tile(int64_t kw, const uint64_t *a, const uint64_t *b, int32_t *row, int flags, int32_t k) {
+static AVX2 void row_tile(const ck_row_segments *seg, const uint64_t *a_row, const uint64_t *b_panel, int32_t *row,
+                          int flags, int32_t k) {
     const __m256i table = nibble_table(), low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     __m256i wide[4] = {zero, zero, zero, zero};
+    for (int64_t r = 0; r < seg->count; r++) {
+    const uint64_t *a = a_row + r * seg->stride, *b = b_panel + r * seg->words * CK_NR;
+    const int64_t kw = seg->words;
     for (int64_t t0 = 0; t0 < kw; t0 += 31) {
         int64_t end = t0 + 31 < kw ? t0 + 31 : kw;
         __m256i bytes[4] = {zero, zero, zero, zero};
@@ -35,6 +39,7 @@ static AVX2 void row_tile(int64_t kw, const uint64_t *a, const uint64_t *b, int3
         }
         for (int v = 0; v < 4; v++) wide[v] = _mm256_add_epi64(wide[v], _mm256_sad_epu8(bytes[v], zero));
     }
+    }
     for (int v = 0; v < 4; v++) {
         uint64_t lanes[4];
         _mm256_storeu_si256((__m256i *)lanes, wide[v]);
@@ -45,9 +50,9 @@ static AVX2 void row_tile(int64_t kw, const uint64_t *a, const uint64_t *b, int3
     }
 }
 
-AVX2 void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                               int64_t ldo, int flags, int32_t k) {
-    for (int i = 0; i < mr; i++) row_tile(kw, a[i], b, out + i * ldo, flags, k);
+AVX2 void ck_popcount_tile_avx2(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                               int32_t *out, int64_t ldo, int flags, int32_t k) {
+    for (int i = 0; i < mr; i++) row_tile(seg, a[i], b, out + i * ldo, flags, k);
 }
 
 /* Twelve byte accumulators of XOR + nibble-lookup popcount + ADD on registers; the empty asm keeps the
@@ -72,9 +77,9 @@ AVX2 uint64_t ck_popcount_peak_avx2(uint64_t iterations) {
 }
 
 #else
-void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                           int64_t ldo, int flags, int32_t k) {
-    ck_popcount_tile_scalar(mr, kw, a, b, out, ldo, flags, k);
+void ck_popcount_tile_avx2(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                           int32_t *out, int64_t ldo, int flags, int32_t k) {
+    ck_popcount_tile_scalar(mr, seg, a, b, out, ldo, flags, k);
 }
 uint64_t ck_popcount_peak_avx2(uint64_t iterations) { return iterations; }
 #endif

@@ -9,17 +9,23 @@
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
 
 static inline __attribute__((always_inline)) AVX512 void
-tile(const int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out, int64_t ldo, int flags,
-     int32_t k) {
+tile(const int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b, int32_t *out,
+     int64_t ldo, int flags, int32_t k) {
     __m512i s0[CK_MR_MAX], s1[CK_MR_MAX];
     for (int i = 0; i < mr; i++) s0[i] = s1[i] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < kw; t++) {
-        const __m512i b0 = _mm512_load_si512((const void *)(b + t * CK_NR));
-        const __m512i b1 = _mm512_load_si512((const void *)(b + t * CK_NR + 8));
-        for (int i = 0; i < mr; i++) {
-            const __m512i ai = _mm512_set1_epi64((long long)a[i][t]);
-            s0[i] = _mm512_add_epi64(s0[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b0)));
-            s1[i] = _mm512_add_epi64(s1[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b1)));
+    const int64_t words = seg->words;
+    for (int64_t r = 0; r < seg->count; r++) {
+        const uint64_t *ar[CK_MR_MAX];
+        for (int i = 0; i < mr; i++) ar[i] = a[i] + r * seg->stride;
+        const uint64_t *br = b + r * words * CK_NR;
+        for (int64_t t = 0; t < words; t++) {
+            const __m512i b0 = _mm512_load_si512((const void *)(br + t * CK_NR));
+            const __m512i b1 = _mm512_load_si512((const void *)(br + t * CK_NR + 8));
+            for (int i = 0; i < mr; i++) {
+                const __m512i ai = _mm512_set1_epi64((long long)ar[i][t]);
+                s0[i] = _mm512_add_epi64(s0[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b0)));
+                s1[i] = _mm512_add_epi64(s1[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b1)));
+            }
         }
     }
     const __m512i kv = _mm512_set1_epi32(k);
@@ -33,14 +39,14 @@ tile(const int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int3
     }
 }
 
-AVX512 void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b,
+AVX512 void ck_popcount_tile_avx512(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
                                     int32_t *out, int64_t ldo, int flags, int32_t k) {
     switch (mr) {
-    case 8: tile(8, kw, a, b, out, ldo, flags, k); break;
-    case 6: tile(6, kw, a, b, out, ldo, flags, k); break;
-    case 4: tile(4, kw, a, b, out, ldo, flags, k); break;
+    case 8: tile(8, seg, a, b, out, ldo, flags, k); break;
+    case 6: tile(6, seg, a, b, out, ldo, flags, k); break;
+    case 4: tile(4, seg, a, b, out, ldo, flags, k); break;
     default:
-        for (int i = 0; i < mr; i++) tile(1, kw, a + i, b, out + i * ldo, ldo, flags, k);
+        for (int i = 0; i < mr; i++) tile(1, seg, a + i, b, out + i * ldo, ldo, flags, k);
         break;
     }
 }
@@ -64,9 +70,9 @@ AVX512 uint64_t ck_popcount_peak_avx512(uint64_t iterations) {
 }
 
 #else
-void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                             int64_t ldo, int flags, int32_t k) {
-    ck_popcount_tile_scalar(mr, kw, a, b, out, ldo, flags, k);
+void ck_popcount_tile_avx512(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                             int32_t *out, int64_t ldo, int flags, int32_t k) {
+    ck_popcount_tile_scalar(mr, seg, a, b, out, ldo, flags, k);
 }
 uint64_t ck_popcount_peak_avx512(uint64_t iterations) { return iterations; }
 #endif

@@ -1,13 +1,16 @@
 /* bgemm_scalar.c — portable micro-kernel and popcount peak (plain C, any CPU). */
 #include "internal.h"
 
-void ck_popcount_tile_scalar(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                             int64_t ldo, int flags, int32_t k) {
+void ck_popcount_tile_scalar(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                             int32_t *out, int64_t ldo, int flags, int32_t k) {
     for (int i = 0; i < mr; i++) {
         int64_t sums[CK_NR] = {0};
-        for (int64_t t = 0; t < kw; t++) {
-            const uint64_t at = a[i][t];
-            for (int j = 0; j < CK_NR; j++) sums[j] += __builtin_popcountll(at ^ b[t * CK_NR + j]);
+        for (int64_t r = 0; r < seg->count; r++) {
+            const uint64_t *ar = a[i] + r * seg->stride, *br = b + r * seg->words * CK_NR;
+            for (int64_t t = 0; t < seg->words; t++) {
+                const uint64_t at = ar[t];
+                for (int j = 0; j < CK_NR; j++) sums[j] += __builtin_popcountll(at ^ br[t * CK_NR + j]);
+            }
         }
         int32_t *row = out + i * ldo;
         for (int j = 0; j < CK_NR; j++) {

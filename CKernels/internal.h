@@ -25,22 +25,28 @@ int omp_in_parallel(void);
 /* Panel width of packed bgemm weights: the columns of B one micro-kernel call covers. */
 #define CK_NR 16
 
+/* How a row of A is laid out in memory: `count` runs of `words` words, run r starting `stride` words after
+ * run r − 1 (a convolution reads a patch as kernel_h runs straight from the input). One run for a GEMM. */
+typedef struct ck_row_segments {
+    int64_t count, words, stride;
+} ck_row_segments;
+
 /* Popcount micro-kernel: popcounts of a tile of `mr ≤ CK_MR_MAX` rows of A against one CK_NR-column panel
- * of B over `kw` words, for all CK_NR columns (zero-padded ones included). `a[i]` points at row i's words;
- * `b` is the panel, kw × CK_NR words interleaved by word. Result x[i][j] goes to out[i·ldo + j]:
+ * of B, for all CK_NR columns (zero-padded ones included). Row i is read as the runs `seg` describes starting
+ * at a[i]; `b` is the panel, one CK_NR-word group per word of the row. Result x[i][j] goes to out[i·ldo + j]:
  *   x = popcount, plus out's previous value if `flags & CK_TILE_ACCUMULATE`,
  *   then replaced by k − 2·x if `flags & CK_TILE_FINAL` (the ±1 dot product). */
 #define CK_MR_MAX 8
 enum { CK_TILE_ACCUMULATE = 1, CK_TILE_FINAL = 2 };
-typedef void (*ck_popcount_tile_fn)(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                                    int64_t ldo, int flags, int32_t k);
+typedef void (*ck_popcount_tile_fn)(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                                    int32_t *out, int64_t ldo, int flags, int32_t k);
 
-void ck_popcount_tile_scalar(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                              int64_t ldo, int flags, int32_t k);
-void ck_popcount_tile_avx2(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                              int64_t ldo, int flags, int32_t k);
-void ck_popcount_tile_avx512(int mr, int64_t kw, const uint64_t *const *a, const uint64_t *b, int32_t *out,
-                              int64_t ldo, int flags, int32_t k);
+void ck_popcount_tile_scalar(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                              int32_t *out, int64_t ldo, int flags, int32_t k);
+void ck_popcount_tile_avx2(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                              int32_t *out, int64_t ldo, int flags, int32_t k);
+void ck_popcount_tile_avx512(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
+                              int32_t *out, int64_t ldo, int flags, int32_t k);
 
 /* Peak loops: `iterations` steps of 12 independent XOR + popcount + add on registers; return a checksum
  * so the work cannot be removed. Binary MACs per step: 12 × (bits per vector). */
@@ -70,12 +76,6 @@ struct ck_bgemm_weights {
 ck_status ck_bgemm_weights_init(ck_bgemm_weights *w, int64_t n, int64_t k,
                                 const uint64_t *(*row)(const void *ctx, int64_t j), const void *ctx);
 void ck_bgemm_weights_free(ck_bgemm_weights *w);
-
-/* How a row of A is laid out in memory: `count` runs of `words` words, run r starting `stride` words after
- * run r − 1 (a convolution reads a patch as kernel_h runs straight from the input). NULL: one run. */
-typedef struct ck_row_segments {
-    int64_t count, words, stride;
-} ck_row_segments;
 
 /* Dot products k − 2·popcount of rows[0..m) against columns [n0, n0+nc) of packed weights (n0 a multiple
  * of CK_NR), written to dot[i·ldd + (j − n0)]. Single-threaded; the caller parallelises. */
