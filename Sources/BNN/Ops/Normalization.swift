@@ -1,0 +1,175 @@
+import CKernels
+
+/// Running mean and variance of a batch-norm layer (PyTorch's `running_mean`, `running_var`,
+/// `num_batches_tracked`): state saved with the model and updated by training-mode forwards, not parameters.
+public final class BatchNormStatistics: @unchecked Sendable {
+    /// Running mean per channel, `[C]`.
+    public let runningMean: Tensor
+    /// Running (unbiased) variance per channel, `[C]`.
+    public let runningVar: Tensor
+    /// Training-mode forwards seen so far.
+    public var numBatchesTracked: Int
+    /// Weight of the new batch in the running averages; nil for a cumulative average (1 / numBatchesTracked).
+    public var momentum: Float?
+
+    /// Fresh statistics as PyTorch initialises them: mean 0, variance 1, no batches.
+    public convenience init(channels: Int, momentum: Float? = 0.1) throws {
+        guard channels >= 1 else {
+            throw TensorError("BatchNormStatistics: `channels` must be at least 1, got \(channels)")
+        }
+        try self.init(
+            runningMean: Tensor.zeros(shape: [channels]), runningVar: Tensor.ones(shape: [channels]),
+            numBatchesTracked: 0, momentum: momentum)
+    }
+
+    /// Statistics from existing tensors (e.g. loaded from a checkpoint); both must have shape `[C]`.
+    public init(runningMean: Tensor, runningVar: Tensor, numBatchesTracked: Int = 0, momentum: Float? = 0.1) throws {
+        guard runningMean.rank == 1, runningMean.count >= 1, runningVar.shape == runningMean.shape else {
+            throw TensorError(
+                "BatchNormStatistics: `runningMean` and `runningVar` must both have shape [C], got "
+                    + "\(runningMean.shape) and \(runningVar.shape)")
+        }
+        if let momentum, !(momentum >= 0 && momentum <= 1) {
+            throw TensorError("BatchNormStatistics: `momentum` must be in [0, 1] or nil, got \(momentum)")
+        }
+        self.runningMean = runningMean
+        self.runningVar = runningVar
+        self.numBatchesTracked = numBatchesTracked
+        self.momentum = momentum
+    }
+
+    /// Number of channels.
+    public var channels: Int { runningMean.count }
+}
+
+/// Batch normalisation of an NHWC tensor `[N, H, W, C]` over N·H·W per channel, as
+/// `torch.nn.functional.batch_norm` on the NCHW equivalent.
+///
+/// Training: normalises with the batch mean and biased variance and, if `statistics` is given, updates it
+/// (running variance from the unbiased batch variance; `numBatchesTracked` += 1). Evaluation: normalises with
+/// `statistics`. `weight` (γ) and `bias` (β) are `[C]`; nil means 1 and 0.
+public func batchNorm2d(
+    _ x: Tensor, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?, training: Bool, eps: Float = 1e-5
+) throws -> Tensor {
+    try requireRank(x, 4, "x", of: "batchNorm2d", layout: "[N, H, W, C]")
+    return try batchNorm(x, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
+                         operation: "batchNorm2d")
+}
+
+/// Batch normalisation of features `[N, F]` per feature, as `torch.nn.BatchNorm1d` (same rules as `batchNorm2d`).
+public func batchNorm1d(
+    _ x: Tensor, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?, training: Bool, eps: Float = 1e-5
+) throws -> Tensor {
+    try requireRank(x, 2, "x", of: "batchNorm1d", layout: "[N, F]")
+    return try batchNorm(x, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
+                         operation: "batchNorm1d")
+}
+
+/// Both ranks are a `rows × channels` matrix with the channel innermost.
+private func batchNorm(
+    _ x: Tensor, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?, training: Bool, eps: Float,
+    operation: String
+) throws -> Tensor {
+    try requireNonEmpty(x, "x", of: operation)
+    let channels = x.shape[x.rank - 1], rows = x.count / channels
+    if let weight { try requireShape(weight, [channels], "weight", of: operation, because: "γ, one per channel") }
+    if let bias { try requireShape(bias, [channels], "bias", of: operation, because: "β, one per channel") }
+    if let statistics, statistics.channels != channels {
+        throw TensorError(
+            "\(operation): `statistics` has \(statistics.channels) channels but `x` \(x.shape) has \(channels)")
+    }
+    guard eps > 0 else { throw TensorError("\(operation): `eps` must be positive, got \(eps)") }
+    let context = "\(operation)(x \(x.shape), training: \(training))"
+
+    var mean = [Float](repeating: 0, count: channels)
+    var variance = [Float](repeating: 0, count: channels)
+    if training {
+        guard rows > 1 else {
+            throw TensorError(
+                "\(operation): training needs more than one value per channel, `x` \(x.shape) has \(rows)")
+        }
+        try check(ck_channel_mean_var_f32(x.pointer, Int64(rows), Int64(channels), &mean, &variance), context)
+        if let statistics { updateRunningStatistics(statistics, mean: mean, biasedVariance: variance, rows: rows) }
+    } else {
+        guard let statistics else {
+            throw TensorError("\(operation): evaluation mode (training: false) needs `statistics`")
+        }
+        mean = statistics.runningMean.scalars
+        variance = statistics.runningVar.scalars
+    }
+    let invstd = variance.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) }
+    let gamma = weight?.scalars ?? [Float](repeating: 1, count: channels)
+    let beta = bias?.scalars ?? [Float](repeating: 0, count: channels)
+    var scale = [Float](repeating: 0, count: channels), shift = scale
+    for c in 0..<channels {
+        scale[c] = gamma[c] * invstd[c]
+        shift[c] = beta[c] - mean[c] * scale[c]
+    }
+    let result = Tensor(uninitializedShape: x.shape)
+    try check(ck_channel_affine_f32(x.pointer, Int64(rows), Int64(channels), scale, shift, result.pointer), context)
+
+    result.record(operation, inputs: [x, weight, bias]) { gradient in
+        let needSumGX = (training && x.requiresGrad) || weight?.requiresGrad == true
+        let needSumG = (training && x.requiresGrad) || bias?.requiresGrad == true
+        var sumG = [Float](repeating: 0, count: channels), sumGX = sumG
+        if needSumGX {
+            try check(
+                ck_channel_sums_f32(gradient.pointer, x.pointer, mean, Int64(rows), Int64(channels), &sumG, &sumGX),
+                "\(context) backward")
+        } else if needSumG {
+            try check(
+                ck_channel_sums_f32(gradient.pointer, nil, nil, Int64(rows), Int64(channels), &sumG, nil),
+                "\(context) backward")
+        }
+        if let weight, weight.requiresGrad {
+            accumulateChannels((0..<channels).map { sumGX[$0] * invstd[$0] }, into: weight)
+        }
+        if let bias, bias.requiresGrad { accumulateChannels(sumG, into: bias) }
+        guard x.requiresGrad else { return }
+        if training {
+            // dx = γ·invstd·(g − Σg/M − x̂·Σ(g·x̂)/M) with x̂ = (x − mean)·invstd, as a·g + b·(x − mean) + k.
+            let m = Double(rows)
+            var a = scale, b = scale, k = scale
+            for c in 0..<channels {
+                let s = Double(scale[c]), i = Double(invstd[c])
+                a[c] = Float(s)
+                b[c] = Float(-s * i * i * Double(sumGX[c]) / m)
+                k[c] = Float(-s * Double(sumG[c]) / m)
+            }
+            try x.accumulateGradient { buffer, accumulate in
+                try check(
+                    ck_batchnorm_backward_input_f32(
+                        gradient.pointer, x.pointer, mean, a, b, k, Int64(rows), Int64(channels), accumulate ? 1 : 0,
+                        buffer.baseAddress!),
+                    "\(context) backward")
+            }
+        } else {
+            try x.accumulateGradient { buffer, accumulate in
+                try check(
+                    ck_batchnorm_backward_input_f32(
+                        gradient.pointer, nil, nil, scale, nil, nil, Int64(rows), Int64(channels), accumulate ? 1 : 0,
+                        buffer.baseAddress!),
+                    "\(context) backward")
+            }
+        }
+    }
+    return result
+}
+
+/// PyTorch's update: n += 1; factor = momentum ?? 1/n; running = (1 − factor)·running + factor·batch, with the
+/// unbiased batch variance (divisor rows − 1).
+private func updateRunningStatistics(_ statistics: BatchNormStatistics, mean: [Float], biasedVariance: [Float], rows: Int) {
+    statistics.numBatchesTracked += 1
+    let factor = statistics.momentum.map { Double($0) } ?? 1 / Double(statistics.numBatchesTracked)
+    let correction = Double(rows) / Double(rows - 1)
+    statistics.runningMean.withUnsafeMutableBufferPointer { running in
+        for c in running.indices {
+            running[c] = Float(factor * Double(mean[c]) + (1 - factor) * Double(running[c]))
+        }
+    }
+    statistics.runningVar.withUnsafeMutableBufferPointer { running in
+        for c in running.indices {
+            running[c] = Float(factor * Double(biasedVariance[c]) * correction + (1 - factor) * Double(running[c]))
+        }
+    }
+}
