@@ -1,0 +1,482 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a safetensors file could not be read or written, naming the file and, where it applies, the tensor.
+public struct SafeTensorsError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The file ("<memory>" for bytes parsed in memory, empty for a tensor built in memory).
+    public let file: String
+    /// The tensor concerned, if the problem is about one.
+    public let tensor: String?
+    /// What is wrong, with expected and found values.
+    public let reason: String
+
+    /// An error about `file`, and `tensor` if given.
+    public init(file: String, tensor: String? = nil, reason: String) {
+        self.file = file
+        self.tensor = tensor
+        self.reason = reason
+    }
+
+    public var description: String {
+        let place = file.isEmpty ? "safetensors" : "safetensors file \(file)"
+        if let tensor { return "\(place), tensor \"\(tensor)\": \(reason)" }
+        return "\(place): \(reason)"
+    }
+}
+
+/// A value type that can be stored in a safetensors tensor element by element (little-endian).
+public protocol SafeTensorsElement: Sendable {
+    /// The dtype this Swift type maps to.
+    static var safeTensorsDType: SafeTensors.DType { get }
+    /// The value with its bytes reversed (used only on big-endian hosts).
+    var byteReversed: Self { get }
+}
+
+extension Float: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .f32 }
+    public var byteReversed: Float { Float(bitPattern: bitPattern.byteSwapped) }
+}
+extension Double: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .f64 }
+    public var byteReversed: Double { Double(bitPattern: bitPattern.byteSwapped) }
+}
+extension Int64: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .i64 }
+    public var byteReversed: Int64 { byteSwapped }
+}
+extension Int32: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .i32 }
+    public var byteReversed: Int32 { byteSwapped }
+}
+extension Int16: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .i16 }
+    public var byteReversed: Int16 { byteSwapped }
+}
+extension Int8: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .i8 }
+    public var byteReversed: Int8 { self }
+}
+extension UInt64: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .u64 }
+    public var byteReversed: UInt64 { byteSwapped }
+}
+extension UInt32: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .u32 }
+    public var byteReversed: UInt32 { byteSwapped }
+}
+extension UInt16: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .u16 }
+    public var byteReversed: UInt16 { byteSwapped }
+}
+extension UInt8: SafeTensorsElement {
+    public static var safeTensorsDType: SafeTensors.DType { .u8 }
+    public var byteReversed: UInt8 { self }
+}
+
+/// Reading and writing the safetensors format: an 8-byte little-endian header length N, N bytes of JSON
+/// describing each tensor (dtype, shape, byte range) plus optional string metadata, then the bytes.
+public enum SafeTensors {
+    /// Element types of the format. Every one can be read and written as raw bytes; typed access exists for
+    /// those with a Swift type (`SafeTensorsElement`) and for BOOL.
+    public enum DType: String, Sendable, CaseIterable, Equatable {
+        case bool = "BOOL"
+        case u8 = "U8"
+        case i8 = "I8"
+        case f8e5m2 = "F8_E5M2"
+        case f8e4m3 = "F8_E4M3"
+        case i16 = "I16"
+        case u16 = "U16"
+        case f16 = "F16"
+        case bf16 = "BF16"
+        case i32 = "I32"
+        case u32 = "U32"
+        case f32 = "F32"
+        case f64 = "F64"
+        case i64 = "I64"
+        case u64 = "U64"
+
+        /// Bytes per element.
+        public var byteSize: Int {
+            switch self {
+            case .bool, .u8, .i8, .f8e5m2, .f8e4m3: return 1
+            case .i16, .u16, .f16, .bf16: return 2
+            case .i32, .u32, .f32: return 4
+            case .f64, .i64, .u64: return 8
+            }
+        }
+    }
+
+    /// Headers larger than this are refused (the reference implementation's limit), so a corrupt length
+    /// cannot make the reader allocate gigabytes.
+    public static let maximumHeaderSize = 100_000_000
+
+    /// One tensor: dtype, shape and its bytes (little-endian, row-major), always consistent with each other.
+    public struct TensorData: Sendable, Equatable {
+        /// Element type.
+        public let dtype: DType
+        /// Dimensions, outermost first; [] for a scalar.
+        public let shape: [Int]
+        /// The elements, little-endian, row-major.
+        public let bytes: [UInt8]
+
+        /// Wraps raw bytes; throws unless `bytes.count == product(shape) × dtype.byteSize`.
+        public init(dtype: DType, shape: [Int], bytes: [UInt8]) throws(SafeTensorsError) {
+            guard let expected = TensorData.byteCount(dtype: dtype, shape: shape) else {
+                throw SafeTensorsError(file: "", reason: "shape \(shape) is negative or too large for \(dtype.rawValue)")
+            }
+            guard expected == bytes.count else {
+                throw SafeTensorsError(file: "", reason: "shape \(shape) of \(dtype.rawValue) needs \(expected) bytes, found \(bytes.count)")
+            }
+            self.dtype = dtype
+            self.shape = shape
+            self.bytes = bytes
+        }
+
+        /// Stores `values` (row-major) with the given shape; throws if the counts differ.
+        public init<Element: SafeTensorsElement>(_ values: [Element], shape: [Int]) throws(SafeTensorsError) {
+            var bytes = [UInt8](repeating: 0, count: values.count * MemoryLayout<Element>.stride)
+            if SafeTensors.hostIsLittleEndian {
+                values.withUnsafeBytes { source in bytes.withUnsafeMutableBytes { $0.copyMemory(from: source) } }
+            } else {
+                values.map(\.byteReversed).withUnsafeBytes { source in bytes.withUnsafeMutableBytes { $0.copyMemory(from: source) } }
+            }
+            try self.init(dtype: Element.safeTensorsDType, shape: shape, bytes: bytes)
+        }
+
+        /// Stores booleans as BOOL (one byte, 0 or 1).
+        public init(bools values: [Bool], shape: [Int]) throws(SafeTensorsError) {
+            try self.init(dtype: .bool, shape: shape, bytes: values.map { $0 ? 1 : 0 })
+        }
+
+        /// The number of elements (1 for a scalar, shape []).
+        public var elementCount: Int { shape.reduce(1, *) }
+
+        /// The elements as `Element`; throws if the dtype is not `Element`'s.
+        public func values<Element: SafeTensorsElement>(as type: Element.Type) throws(SafeTensorsError) -> [Element] {
+            guard dtype == Element.safeTensorsDType else {
+                throw SafeTensorsError(file: "", reason: "dtype is \(dtype.rawValue), not \(Element.safeTensorsDType.rawValue)")
+            }
+            let count = bytes.count / MemoryLayout<Element>.stride
+            let values = [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+                bytes.withUnsafeBytes { source in
+                    UnsafeMutableRawBufferPointer(buffer).copyMemory(from: source)
+                }
+                initialized = count
+            }
+            return SafeTensors.hostIsLittleEndian ? values : values.map(\.byteReversed)
+        }
+
+        /// F32 elements.
+        public func floats() throws(SafeTensorsError) -> [Float] { try values(as: Float.self) }
+        /// F64 elements.
+        public func doubles() throws(SafeTensorsError) -> [Double] { try values(as: Double.self) }
+        /// I64 elements.
+        public func int64s() throws(SafeTensorsError) -> [Int64] { try values(as: Int64.self) }
+        /// I32 elements.
+        public func int32s() throws(SafeTensorsError) -> [Int32] { try values(as: Int32.self) }
+        /// U8 elements.
+        public func uint8s() throws(SafeTensorsError) -> [UInt8] { try values(as: UInt8.self) }
+        /// U64 elements.
+        public func uint64s() throws(SafeTensorsError) -> [UInt64] { try values(as: UInt64.self) }
+
+        /// BOOL elements; throws on a byte other than 0 or 1.
+        public func bools() throws(SafeTensorsError) -> [Bool] {
+            guard dtype == .bool else { throw SafeTensorsError(file: "", reason: "dtype is \(dtype.rawValue), not BOOL") }
+            if let index = bytes.firstIndex(where: { $0 > 1 }) {
+                throw SafeTensorsError(file: "", reason: "BOOL element \(index) holds \(bytes[index]), expected 0 or 1")
+            }
+            return bytes.map { $0 == 1 }
+        }
+
+        /// product(shape) × byteSize, or nil on a negative dimension or overflow.
+        static func byteCount(dtype: DType, shape: [Int]) -> Int? {
+            var count = dtype.byteSize
+            for dimension in shape {
+                guard dimension >= 0 else { return nil }
+                let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+                if overflow { return nil }
+                count = product
+            }
+            return count
+        }
+    }
+
+    static let hostIsLittleEndian = 1.littleEndian == 1
+
+    // MARK: Reading
+
+    /// Reads and validates a whole file.
+    public static func read(_ url: URL) throws(SafeTensorsError) -> SafeTensorsFile {
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .mappedIfSafe)
+        } catch {
+            throw SafeTensorsError(file: url.path, reason: "cannot be read: \(error.localizedDescription)")
+        }
+        return try parse(data, file: url.path)
+    }
+
+    /// Parses and validates the bytes of a safetensors file; `file` names it in errors.
+    public static func parse(_ data: Data, file: String = "<memory>") throws(SafeTensorsError) -> SafeTensorsFile {
+        func fail(_ reason: String, tensor: String? = nil) -> SafeTensorsError {
+            SafeTensorsError(file: file, tensor: tensor, reason: reason)
+        }
+        let base = data.startIndex
+        guard data.count >= 8 else {
+            throw fail("file is \(data.count) bytes, shorter than the 8-byte header length")
+        }
+        var headerLength64: UInt64 = 0
+        for i in 0..<8 { headerLength64 |= UInt64(data[base + i]) << (8 * UInt64(i)) }
+        let available = UInt64(data.count - 8)
+        guard headerLength64 <= available else {
+            throw fail("header length \(headerLength64) exceeds the \(available) bytes that follow it")
+        }
+        guard headerLength64 <= UInt64(maximumHeaderSize) else {
+            throw fail("header length \(headerLength64) exceeds the limit of \(maximumHeaderSize) bytes")
+        }
+        let headerLength = Int(headerLength64)
+        guard headerLength >= 2 else { throw fail("header length \(headerLength) is too small for a JSON object") }
+        let header = [UInt8](data[(base + 8)..<(base + 8 + headerLength)])
+        guard header[0] == UInt8(ascii: "{") else {
+            throw fail("header does not start with '{' (found byte 0x\(String(header[0], radix: 16)) at offset 8)")
+        }
+        let json: HeaderJSON
+        do {
+            json = try HeaderJSON.parse(header)
+        } catch {
+            throw fail("header is not valid JSON at file offset \(8 + error.offset): \(error.message)")
+        }
+        guard case .object(let entries) = json else { throw fail("header is not a JSON object") }
+
+        let bufferStart = 8 + headerLength
+        let bufferLength = data.count - bufferStart
+        var metadata: [String: String] = [:]
+        var infos: [(name: String, dtype: DType, shape: [Int], begin: Int, end: Int)] = []
+        var seen = Set<String>()
+        for (name, value) in entries {
+            guard seen.insert(name).inserted else {
+                throw fail(name == "__metadata__" ? "__metadata__ appears twice" : "tensor name appears twice in the header", tensor: name == "__metadata__" ? nil : name)
+            }
+            if name == "__metadata__" {
+                guard case .object(let pairs) = value else { throw fail("__metadata__ is \(value.kindName), expected an object of strings") }
+                for (key, item) in pairs {
+                    guard case .string(let text) = item else {
+                        throw fail("__metadata__ entry \"\(key)\" is \(item.kindName), expected a string")
+                    }
+                    guard metadata.updateValue(text, forKey: key) == nil else { throw fail("__metadata__ key \"\(key)\" appears twice") }
+                }
+                continue
+            }
+            guard case .object(let fields) = value else { throw fail("entry is \(value.kindName), expected an object", tensor: name) }
+            var dtypeValue: HeaderJSON?, shapeValue: HeaderJSON?, offsetsValue: HeaderJSON?
+            for (key, item) in fields {
+                switch key {
+                case "dtype", "shape", "data_offsets":
+                    let duplicate: Bool
+                    switch key {
+                    case "dtype": duplicate = dtypeValue != nil; dtypeValue = item
+                    case "shape": duplicate = shapeValue != nil; shapeValue = item
+                    default: duplicate = offsetsValue != nil; offsetsValue = item
+                    }
+                    if duplicate { throw fail("field \"\(key)\" appears twice", tensor: name) }
+                default:
+                    throw fail("unknown field \"\(key)\" (expected dtype, shape, data_offsets)", tensor: name)
+                }
+            }
+            guard case .string(let dtypeName)? = dtypeValue else {
+                throw fail("dtype is \(dtypeValue?.kindName ?? "missing"), expected a string", tensor: name)
+            }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw fail("unknown dtype \"\(dtypeName)\" (known: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))", tensor: name)
+            }
+            guard case .array(let dimensions)? = shapeValue else {
+                throw fail("shape is \(shapeValue?.kindName ?? "missing"), expected an array of integers", tensor: name)
+            }
+            var shape: [Int] = []
+            for dimension in dimensions {
+                guard let size = dimension.nonNegativeInt else {
+                    throw fail("shape \(HeaderJSON.array(dimensions).serialized()) holds \(dimension.serialized()), expected non-negative integers", tensor: name)
+                }
+                shape.append(size)
+            }
+            guard case .array(let offsets)? = offsetsValue, offsets.count == 2,
+                  let begin = offsets[0].nonNegativeInt, let end = offsets[1].nonNegativeInt else {
+                throw fail("data_offsets is \(offsetsValue?.serialized() ?? "missing"), expected [begin, end] with non-negative integers", tensor: name)
+            }
+            guard begin <= end else { throw fail("data_offsets [\(begin), \(end)] ends before it begins", tensor: name) }
+            guard end <= bufferLength else {
+                throw fail("data_offsets [\(begin), \(end)] reach past the \(bufferLength)-byte data buffer (file offset \(bufferStart + end) > size \(data.count))", tensor: name)
+            }
+            guard let expected = TensorData.byteCount(dtype: dtype, shape: shape) else {
+                throw fail("shape \(shape) of \(dtype.rawValue) is too large", tensor: name)
+            }
+            guard expected == end - begin else {
+                throw fail("shape \(shape) of \(dtype.rawValue) needs \(expected) bytes, data_offsets [\(begin), \(end)] hold \(end - begin)", tensor: name)
+            }
+            infos.append((name: name, dtype: dtype, shape: shape, begin: begin, end: end))
+        }
+
+        // The buffer must be covered exactly, without overlap or hole, as the format requires.
+        let sorted = infos.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        var covered = 0
+        var previous: String?
+        for info in sorted {
+            if info.begin < covered {
+                throw fail("data_offsets [\(info.begin), \(info.end)] overlap tensor \"\(previous ?? "")\", which ends at \(covered)", tensor: info.name)
+            }
+            if info.begin > covered {
+                throw fail("data buffer bytes \(covered)..<\(info.begin) belong to no tensor (holes are not allowed)")
+            }
+            covered = info.end
+            previous = info.name
+        }
+        if covered != bufferLength {
+            throw fail("data buffer is \(bufferLength) bytes but the tensors cover \(covered): \(bufferLength - covered) trailing byte(s) belong to no tensor")
+        }
+
+        var tensors: [String: TensorData] = [:]
+        for info in sorted {
+            let bytes = [UInt8](data[(base + bufferStart + info.begin)..<(base + bufferStart + info.end)])
+            do {
+                tensors[info.name] = try TensorData(dtype: info.dtype, shape: info.shape, bytes: bytes)
+            } catch {
+                throw fail(error.reason, tensor: info.name)
+            }
+        }
+        return SafeTensorsFile(tensors: tensors, metadata: metadata, names: sorted.map(\.name))
+    }
+
+    // MARK: Writing
+
+    /// The complete file contents: tensors ordered by element size (largest first), then by name (UTF-8
+    /// byte order); header padded with spaces to a multiple of 8 bytes, so every tensor is aligned.
+    public static func serialize(_ tensors: [String: TensorData], metadata: [String: String] = [:]) throws(SafeTensorsError) -> [UInt8] {
+        let (header, names) = try makeHeader(tensors, metadata: metadata, file: "<memory>")
+        var result = header
+        for name in names { result.append(contentsOf: tensors[name]!.bytes) }
+        return result
+    }
+
+    /// Writes a file atomically: the bytes go to a temporary file in the same directory, which is flushed
+    /// to disk and then renamed over `url`, so a crash leaves either the old file or the new one.
+    public static func write(_ tensors: [String: TensorData], metadata: [String: String] = [:], to url: URL) throws(SafeTensorsError) {
+        let path = url.path
+        let (header, names) = try makeHeader(tensors, metadata: metadata, file: path)
+        let directory = url.deletingLastPathComponent().path
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))").path
+        func systemError(_ what: String) -> SafeTensorsError {
+            SafeTensorsError(file: path, reason: "\(what) failed: \(String(cString: strerror(errno)))")
+        }
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw systemError("creating the temporary file \(temporary)") }
+        var closed = false
+        var renamed = false
+        defer {
+            if !closed { _ = close(descriptor) }
+            if !renamed { _ = unlink(temporary) }
+        }
+        guard writeAll(descriptor, header) else { throw systemError("writing the header to \(temporary)") }
+        for name in names {
+            guard writeAll(descriptor, tensors[name]!.bytes) else { throw systemError("writing tensor \"\(name)\" to \(temporary)") }
+        }
+        guard fsync(descriptor) == 0 else { throw systemError("flushing \(temporary) to disk") }
+        closed = true
+        guard close(descriptor) == 0 else { throw systemError("closing \(temporary)") }
+        guard rename(temporary, path) == 0 else { throw systemError("renaming \(temporary) to \(path)") }
+        renamed = true
+        // Persist the rename itself; failure here cannot undo the write, so it is not reported.
+        let directoryDescriptor = open(directory.isEmpty ? "." : directory, O_RDONLY | O_CLOEXEC)
+        if directoryDescriptor >= 0 {
+            _ = fsync(directoryDescriptor)
+            _ = close(directoryDescriptor)
+        }
+    }
+
+    /// Writes every byte, retrying on interruption and short writes.
+    private static func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = systemWrite(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += written
+            }
+            return true
+        }
+    }
+
+    /// The 8-byte length plus padded JSON header, and the tensor names in data order.
+    private static func makeHeader(_ tensors: [String: TensorData], metadata: [String: String], file: String)
+        throws(SafeTensorsError) -> ([UInt8], [String])
+    {
+        let byUTF8: (String, String) -> Bool = { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        // Larger elements first keeps every tensor aligned to its element size (the header ends on a
+        // multiple of 8), as the reference writer does; names break ties so the order is deterministic.
+        let names = tensors.keys.sorted { a, b in
+            let (sizeA, sizeB) = (tensors[a]!.dtype.byteSize, tensors[b]!.dtype.byteSize)
+            return sizeA != sizeB ? sizeA > sizeB : byUTF8(a, b)
+        }
+        var entries: [(key: String, value: HeaderJSON)] = []
+        if !metadata.isEmpty {
+            entries.append((key: "__metadata__",
+                            value: .object(metadata.keys.sorted(by: byUTF8).map { (key: $0, value: .string(metadata[$0]!)) })))
+        }
+        var offset = 0
+        for name in names {
+            guard name != "__metadata__" else {
+                throw SafeTensorsError(file: file, tensor: name, reason: "\"__metadata__\" is reserved and cannot name a tensor")
+            }
+            let tensor = tensors[name]!
+            let end = offset + tensor.bytes.count
+            entries.append((key: name, value: .object([
+                (key: "dtype", value: .string(tensor.dtype.rawValue)),
+                (key: "shape", value: .array(tensor.shape.map { .number(String($0)) })),
+                (key: "data_offsets", value: .array([.number(String(offset)), .number(String(end))])),
+            ])))
+            offset = end
+        }
+        var json = Array(HeaderJSON.object(entries).serialized().utf8)
+        json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
+        guard json.count <= maximumHeaderSize else {
+            throw SafeTensorsError(file: file, reason: "header would be \(json.count) bytes, over the limit of \(maximumHeaderSize)")
+        }
+        var result = [UInt8]()
+        result.reserveCapacity(8 + json.count)
+        let length = UInt64(json.count)
+        for i in 0..<8 { result.append(UInt8(truncatingIfNeeded: length >> (8 * UInt64(i)))) }
+        result.append(contentsOf: json)
+        return (result, names)
+    }
+}
+
+/// POSIX write(2), named apart from `SafeTensors.write`.
+private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    return Glibc.write(descriptor, bytes, count)
+    #elseif canImport(Musl)
+    return Musl.write(descriptor, bytes, count)
+    #else
+    return Darwin.write(descriptor, bytes, count)
+    #endif
+}
+
+/// The contents of a safetensors file: tensors by name, the `__metadata__` strings, and the names in the
+/// order of their data in the file.
+public struct SafeTensorsFile: Sendable, Equatable {
+    /// Every tensor, by name.
+    public let tensors: [String: SafeTensors.TensorData]
+    /// The `__metadata__` map (empty when absent).
+    public let metadata: [String: String]
+    /// Tensor names ordered by data offset.
+    public let names: [String]
+}
