@@ -83,7 +83,7 @@ const ck_kernels *ck_active_kernels(void) {
     static const ck_kernels tables[3] = {
         {CK_ISA_SCALAR, 4, ck_popcount_tile_scalar, ck_popcount_peak_scalar, 12 * 64},
         {CK_ISA_AVX2, 4, ck_popcount_tile_avx2, ck_popcount_peak_avx2, 12 * 256},
-        {CK_ISA_AVX512, 6, ck_popcount_tile_avx512, ck_popcount_peak_avx512, 12 * 512},
+        {CK_ISA_AVX512, CK_AVX512_MR, ck_popcount_tile_avx512, ck_popcount_peak_avx512, 12 * 512},
     };
     return &tables[ck_isa_active()];
 }

@@ -37,6 +37,9 @@ typedef struct ck_row_segments {
  *   x = popcount, plus out's previous value if `flags & CK_TILE_ACCUMULATE`,
  *   then replaced by k − 2·x if `flags & CK_TILE_FINAL` (the ±1 dot product). */
 #define CK_MR_MAX 8
+#ifndef CK_AVX512_MR
+#define CK_AVX512_MR 4 /* rows per AVX-512 micro-tile: 4 × 2 accumulators (measured best of 4, 6, 8 here) */
+#endif
 enum { CK_TILE_ACCUMULATE = 1, CK_TILE_FINAL = 2 };
 typedef void (*ck_popcount_tile_fn)(int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b,
                                     int32_t *out, int64_t ldo, int flags, int32_t k);
