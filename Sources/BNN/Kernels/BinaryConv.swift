@@ -298,6 +298,13 @@ extension Kernels {
     ) throws {
         let operation = "Kernels.binaryMaxPool2d"
         let (outHeight, outWidth) = try geometry.validatedOutputSize(operation: operation, argument: "geometry")
+        // As in PyTorch, padding beyond half the window is refused: a window could then hold no real pixel.
+        for (pad, kernel, name) in [
+            (geometry.padHeight, geometry.kernelHeight, "padHeight"), (geometry.padWidth, geometry.kernelWidth, "padWidth"),
+        ] where 2 * pad > kernel {
+            throw KernelError.argument(
+                "geometry.\(name)", of: operation, "is \(pad), more than half the \(kernel)-wide window")
+        }
         let words = wordCount(bits: geometry.channels)
         let inputWords = try Require.product(
             [geometry.batch, geometry.height, geometry.width, words], "geometry", of: operation)

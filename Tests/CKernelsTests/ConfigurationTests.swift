@@ -1,0 +1,48 @@
+import BNN
+import CKernels
+import Testing
+
+extension EveryPath {
+    @Test("paths: scalar is always supported, the best path is the fastest supported, force switches paths")
+    func paths() throws {
+        let supported = Kernels.supportedPaths
+        #expect(supported.first == .scalar)
+        #expect(supported.last == Kernels.bestPath)
+        #expect(KernelPath(ck_isa_best()) == Kernels.bestPath)
+        for path in KernelPath.allCases {
+            #expect(path.isSupported == (ck_isa_supported(path.cValue) != 0))
+            #expect(path.name == ["scalar", "avx2", "avx512"][path.rawValue])
+            #expect(KernelPath(path.cValue) == path)
+        }
+        defer { _ = ck_isa_force(ck_isa_best()) }
+        for path in supported {
+            try Kernels.force(path)
+            #expect(Kernels.isa == path)
+            #expect(ck_isa_active() == path.cValue)
+        }
+    }
+
+    @Test("threads: set and read back")
+    func threads() throws {
+        let previous = Kernels.threads
+        #expect(previous >= 1)
+        defer { _ = ck_set_num_threads(Int32(previous)) }
+        for n in [1, 3, 2] {
+            try Kernels.setThreads(n)
+            #expect(Kernels.threads == n)
+            #expect(ck_get_num_threads() == Int32(n))
+        }
+    }
+
+    @Test("popcount peak is a positive finite rate on every path")
+    func popcountPeak() throws {
+        defer { _ = ck_isa_force(ck_isa_best()) }
+        for path in Kernels.supportedPaths {
+            try Kernels.force(path)
+            for threads in [1, 2] {
+                let rate = try Kernels.popcountPeak(threads: threads, seconds: 0.02)
+                #expect(rate.isFinite && rate > 0, "\(path.name), \(threads) threads: \(rate)")
+            }
+        }
+    }
+}
