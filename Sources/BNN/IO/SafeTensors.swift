@@ -211,11 +211,12 @@ public enum SafeTensors {
 
     // MARK: Reading
 
-    /// Reads and validates a whole file.
+    /// Reads and validates a whole file. The file is read into memory rather than mapped: a mapped file
+    /// truncated by another process while being read would crash the reader.
     public static func read(_ url: URL) throws(SafeTensorsError) -> SafeTensorsFile {
         let data: Data
         do {
-            data = try Data(contentsOf: url, options: .mappedIfSafe)
+            data = try Data(contentsOf: url)
         } catch {
             throw SafeTensorsError(file: url.path, reason: "cannot be read: \(error.localizedDescription)")
         }
