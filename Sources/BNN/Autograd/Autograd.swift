@@ -96,7 +96,9 @@ extension Tensor {
         } else {
             guard count == 1 else {
                 throw TensorError(
-                    "backward(): tensor of shape \(shape) has \(count) elements; pass backward(gradient:) for non-scalars")
+                    "backward(): tensor of shape \(shape) has \(count) elements; "
+                        + "pass backward(gradient:) for non-scalars"
+                )
             }
             try accumulateGradient(Tensor(1))
         }

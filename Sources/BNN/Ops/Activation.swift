@@ -8,7 +8,8 @@ public func relu(_ x: Tensor) throws -> Tensor {
     result.record("relu", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             try check(
-                ck_relu_backward_f32(x.pointer, gradient.pointer, Int64(x.count), accumulate ? 1 : 0, buffer.baseAddress!),
+                ck_relu_backward_f32(
+                    x.pointer, gradient.pointer, Int64(x.count), accumulate ? 1 : 0, buffer.baseAddress!),
                 "relu backward (\(x.shape))")
         }
     }

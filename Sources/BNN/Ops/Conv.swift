@@ -27,13 +27,16 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
         input: input.shape, kernel: (kernelH, kernelW), stride: stride, padding: padding, operation: operation)
     var shape = geometry.shape
     let (outH, outW) = (geometry.outputHeight, geometry.outputWidth)
-    let rows = batch * outH * outW, taps = kernelH * kernelW, depth = taps * channels
+    let rows = batch * outH * outW
+    let taps = kernelH * kernelW
+    let depth = taps * channels
     let context = "conv2d(input \(input.shape), weight \(weight.shape), stride \(stride), padding \(padding))"
 
     // OIHW → OHWI so that a weight row matches an im2col row (kh, kw, c).
     let weightRows = Tensor(uninitializedShape: [outChannels, depth])
     try check(
-        ck_batched_transpose_f32(weight.pointer, Int64(outChannels), Int64(channels), Int64(taps), 0, weightRows.pointer),
+        ck_batched_transpose_f32(
+            weight.pointer, Int64(outChannels), Int64(channels), Int64(taps), 0, weightRows.pointer),
         context)
     // A 1×1 stride-1 unpadded convolution reads the input as its own column matrix.
     let direct = kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0

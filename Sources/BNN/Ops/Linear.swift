@@ -9,7 +9,9 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
     let (batch, inFeatures, outFeatures) = (x.shape[0], x.shape[1], weight.shape[0])
     guard weight.shape[1] == inFeatures else {
         throw TensorError(
-            "linear: `weight` \(weight.shape) expects \(weight.shape[1]) input features but `x` \(x.shape) has \(inFeatures)")
+            "linear: `weight` \(weight.shape) expects \(weight.shape[1]) input features but `x` \(x.shape) has "
+                + "\(inFeatures)"
+        )
     }
     if let bias { try requireShape(bias, [outFeatures], "bias", of: "linear", because: "one value per output feature") }
     let context = "linear(x \(x.shape), weight \(weight.shape))"
@@ -40,7 +42,9 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
         }
         if let bias, bias.requiresGrad {
             var sums = [Float](repeating: 0, count: outFeatures)
-            try check(ck_channel_sums_f32(g, nil, nil, Int64(batch), Int64(outFeatures), &sums, nil), "\(context) backward db")
+            try check(
+                ck_channel_sums_f32(g, nil, nil, Int64(batch), Int64(outFeatures), &sums, nil), "\(context) backward db"
+            )
             accumulateChannels(sums, into: bias)
         }
     }

@@ -17,7 +17,8 @@ public func crossEntropy(_ logits: Tensor, labels: [Int]) throws -> Tensor {
     var losses = [Float](repeating: 0, count: rows)
     let probabilities = Tensor(uninitializedShape: logits.shape)
     try check(
-        ck_cross_entropy_forward_f32(logits.pointer, indices, Int64(rows), Int64(classes), &losses, probabilities.pointer),
+        ck_cross_entropy_forward_f32(
+            logits.pointer, indices, Int64(rows), Int64(classes), &losses, probabilities.pointer),
         "crossEntropy(logits \(logits.shape))")
     let mean = losses.reduce(0.0) { $0 + Double($1) } / Double(rows)
     let result = Tensor(Float(mean))

@@ -13,7 +13,9 @@ public func topKCorrect(_ logits: Tensor, labels: [Int], k: Int = 1) throws -> I
     return logits.withUnsafeBufferPointer { values in
         var correct = 0
         for row in 0..<rows {
-            let base = row * classes, label = labels[row], target = values[base + label]
+            let base = row * classes
+            let label = labels[row]
+            let target = values[base + label]
             // Rank of the label: classes strictly above it, plus equal ones that come first.
             var above = 0
             for c in 0..<classes {

@@ -52,8 +52,9 @@ public func batchNorm2d(
     _ x: Tensor, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?, training: Bool, eps: Float = 1e-5
 ) throws -> Tensor {
     try requireRank(x, 4, "x", of: "batchNorm2d", layout: "[N, H, W, C]")
-    return try batchNorm(x, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
-                         operation: "batchNorm2d")
+    return try batchNorm(
+        x, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
+        operation: "batchNorm2d")
 }
 
 /// Batch normalisation of features `[N, F]` per feature, as `torch.nn.BatchNorm1d` (same rules as `batchNorm2d`).
@@ -61,8 +62,9 @@ public func batchNorm1d(
     _ x: Tensor, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?, training: Bool, eps: Float = 1e-5
 ) throws -> Tensor {
     try requireRank(x, 2, "x", of: "batchNorm1d", layout: "[N, F]")
-    return try batchNorm(x, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
-                         operation: "batchNorm1d")
+    return try batchNorm(
+        x, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
+        operation: "batchNorm1d")
 }
 
 /// Both ranks are a `rows × channels` matrix with the channel innermost.
@@ -71,7 +73,8 @@ private func batchNorm(
     operation: String
 ) throws -> Tensor {
     try requireNonEmpty(x, "x", of: operation)
-    let channels = x.shape[x.rank - 1], rows = x.count / channels
+    let channels = x.shape[x.rank - 1]
+    let rows = x.count / channels
     if let weight { try requireShape(weight, [channels], "weight", of: operation, because: "γ, one per channel") }
     if let bias { try requireShape(bias, [channels], "bias", of: operation, because: "β, one per channel") }
     if let statistics, statistics.channels != channels {
@@ -100,7 +103,8 @@ private func batchNorm(
     let invstd = variance.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) }
     let gamma = weight?.scalars ?? [Float](repeating: 1, count: channels)
     let beta = bias?.scalars ?? [Float](repeating: 0, count: channels)
-    var scale = [Float](repeating: 0, count: channels), shift = scale
+    var scale = [Float](repeating: 0, count: channels)
+    var shift = scale
     for c in 0..<channels {
         scale[c] = gamma[c] * invstd[c]
         shift[c] = beta[c] - mean[c] * scale[c]
@@ -111,7 +115,8 @@ private func batchNorm(
     result.record(operation, inputs: [x, weight, bias]) { gradient in
         let needSumGX = (training && x.requiresGrad) || weight?.requiresGrad == true
         let needSumG = (training && x.requiresGrad) || bias?.requiresGrad == true
-        var sumG = [Float](repeating: 0, count: channels), sumGX = sumG
+        var sumG = [Float](repeating: 0, count: channels)
+        var sumGX = sumG
         if needSumGX {
             try check(
                 ck_channel_sums_f32(gradient.pointer, x.pointer, mean, Int64(rows), Int64(channels), &sumG, &sumGX),
@@ -129,9 +134,12 @@ private func batchNorm(
         if training {
             // dx = γ·invstd·(g − Σg/M − x̂·Σ(g·x̂)/M) with x̂ = (x − mean)·invstd, as a·g + b·(x − mean) + k.
             let m = Double(rows)
-            var a = scale, b = scale, k = scale
+            var a = scale
+            var b = scale
+            var k = scale
             for c in 0..<channels {
-                let s = Double(scale[c]), i = Double(invstd[c])
+                let s = Double(scale[c])
+                let i = Double(invstd[c])
                 a[c] = Float(s)
                 b[c] = Float(-s * i * i * Double(sumGX[c]) / m)
                 k[c] = Float(-s * Double(sumG[c]) / m)
@@ -158,7 +166,9 @@ private func batchNorm(
 
 /// PyTorch's update: n += 1; factor = momentum ?? 1/n; running = (1 − factor)·running + factor·batch, with the
 /// unbiased batch variance (divisor rows − 1).
-private func updateRunningStatistics(_ statistics: BatchNormStatistics, mean: [Float], biasedVariance: [Float], rows: Int) {
+private func updateRunningStatistics(
+    _ statistics: BatchNormStatistics, mean: [Float], biasedVariance: [Float], rows: Int
+) {
     statistics.numBatchesTracked += 1
     let factor = statistics.momentum.map { Double($0) } ?? 1 / Double(statistics.numBatchesTracked)
     let correction = Double(rows) / Double(rows - 1)

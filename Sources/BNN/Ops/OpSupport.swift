@@ -49,7 +49,8 @@ func windowGeometry(
         batch: Int64(input[0]), height: Int64(height), width: Int64(width), channels: Int64(input[3]),
         kernel_h: Int64(kernel.0), kernel_w: Int64(kernel.1), stride_h: Int64(stride), stride_w: Int64(stride),
         pad_h: Int64(padding), pad_w: Int64(padding))
-    var outputHeight: Int64 = 0, outputWidth: Int64 = 0
+    var outputHeight: Int64 = 0
+    var outputWidth: Int64 = 0
     try check(
         ck_conv_output_size(&shape, &outputHeight, &outputWidth),
         "\(operation): input \(input), kernel \(kernel.0)×\(kernel.1), stride \(stride), padding \(padding)")

@@ -3,8 +3,10 @@ import CKernels
 /// Max-pool of an NHWC tensor as `torch.nn.functional.max_pool2d` (padding counts as −∞, the first maximum of a
 /// window gets the gradient); `stride` defaults to `kernelSize`, `padding` must not exceed kernelSize / 2.
 public func maxPool2d(_ x: Tensor, kernelSize: Int, stride: Int? = nil, padding: Int = 0) throws -> Tensor {
-    var (shape, result) = try poolSetup(x, kernelSize: kernelSize, stride: stride, padding: padding, operation: "maxPool2d")
-    let context = "maxPool2d(x \(x.shape), kernelSize \(kernelSize), stride \(stride ?? kernelSize), padding \(padding))"
+    var (shape, result) = try poolSetup(
+        x, kernelSize: kernelSize, stride: stride, padding: padding, operation: "maxPool2d")
+    let context =
+        "maxPool2d(x \(x.shape), kernelSize \(kernelSize), stride \(stride ?? kernelSize), padding \(padding))"
     guard Tensor.isRecording([x]) else {
         try check(ck_maxpool2d_forward_f32(x.pointer, &shape, result.pointer, nil), context)
         return result
@@ -35,8 +37,10 @@ private final class ArgmaxBuffer {
 /// Average pool of an NHWC tensor as `torch.nn.functional.avg_pool2d` with `count_include_pad=True` (zero
 /// padding counts in the divisor kernelSize²); `stride` defaults to `kernelSize`.
 public func avgPool2d(_ x: Tensor, kernelSize: Int, stride: Int? = nil, padding: Int = 0) throws -> Tensor {
-    var (shape, result) = try poolSetup(x, kernelSize: kernelSize, stride: stride, padding: padding, operation: "avgPool2d")
-    let context = "avgPool2d(x \(x.shape), kernelSize \(kernelSize), stride \(stride ?? kernelSize), padding \(padding))"
+    var (shape, result) = try poolSetup(
+        x, kernelSize: kernelSize, stride: stride, padding: padding, operation: "avgPool2d")
+    let context =
+        "avgPool2d(x \(x.shape), kernelSize \(kernelSize), stride \(stride ?? kernelSize), padding \(padding))"
     try check(ck_avgpool2d_forward_f32(x.pointer, &shape, result.pointer), context)
     result.record("avgPool2d", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in

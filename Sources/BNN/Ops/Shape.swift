@@ -26,7 +26,8 @@ public func reshape(_ x: Tensor, to shape: [Int]) throws -> Tensor {
 /// on NCHW. Other ranks flatten in place (rank 2 is returned unchanged).
 public func flatten(_ x: Tensor) throws -> Tensor {
     guard x.rank >= 1 else { throw TensorError("flatten: needs at least one dimension, got a scalar") }
-    let batch = x.shape[0], features = x.rank == 1 ? 1 : x.count / max(batch, 1)
+    let batch = x.shape[0]
+    let features = x.rank == 1 ? 1 : x.count / max(batch, 1)
     if x.rank == 2 { return x }
     guard x.rank == 4, x.shape[1] * x.shape[2] > 1, x.shape[3] > 1 else {
         return try reshape(x, to: [batch, features])

@@ -41,7 +41,8 @@ public final class Tensor: @unchecked Sendable {
     public convenience init(shape: [Int], data: [Float], requiresGrad: Bool = false) throws {
         let count = try Tensor.elementCount(shape, "Tensor(shape:data:)")
         guard data.count == count else {
-            throw TensorError("Tensor(shape:data:): `data` has \(data.count) elements but shape \(shape) holds \(count)")
+            throw TensorError(
+                "Tensor(shape:data:): `data` has \(data.count) elements but shape \(shape) holds \(count)")
         }
         self.init(uninitializedShape: shape)
         self.requiresGrad = requiresGrad
@@ -150,7 +151,8 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// Calls `body` with writable elements; changes are not recorded by autograd (for optimizers and loaders).
-    public func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+    public func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R
+    {
         try withExtendedLifetime(storage) { try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count)) }
     }
 

@@ -39,7 +39,8 @@ final class BufferCache: Sendable {
 
     private init() {
         // A quarter of physical memory: room for a training step's activations without starving the rest.
-        let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
+        let pages = sysconf(Int32(_SC_PHYS_PAGES))
+        let pageSize = sysconf(Int32(_SC_PAGESIZE))
         let physical = pages > 0 && pageSize > 0 ? pages * pageSize : 4 << 30
         state = Mutex(State(limit: physical / 4))
     }
@@ -61,7 +62,8 @@ final class BufferCache: Sendable {
             state.hits += 1
             return address
         }
-        let raw = reused.flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
+        let raw =
+            reused.flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
             ?? UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         return (raw.bindMemory(to: Float.self, capacity: bytes / MemoryLayout<Float>.stride), bytes)
     }
