@@ -29,6 +29,21 @@ struct ConvCase: CustomStringConvertible, Sendable {
     var outputWidth: Int { (width + 2 * padWidth - kernelWidth) / strideWidth + 1 }
     var outputPixels: Int { batch * outputHeight * outputWidth }
 
+    /// Where element `index` of an NHWC output is, for failure messages.
+    func locateElement(_ index: Int) -> String {
+        locatePixel(index / outputChannels) + " channel \(index % outputChannels)"
+    }
+
+    /// Where word `index` of a packed NHWC output is.
+    func locateWord(_ index: Int) -> String {
+        let words = (outputChannels + 63) / 64
+        return locatePixel(index / words) + " word \(index % words)"
+    }
+
+    private func locatePixel(_ p: Int) -> String {
+        "image \(p / (outputHeight * outputWidth)) y \((p / outputWidth) % outputHeight) x \(p % outputWidth)"
+    }
+
     var description: String {
         "N\(batch) H\(height) W\(width) C\(channels) → O\(outputChannels), kernel \(kernelHeight)×\(kernelWidth), "
             + "stride \(strideHeight)×\(strideWidth), pad \(padHeight)×\(padWidth)"
@@ -214,18 +229,11 @@ extension EveryPath {
                     }
                 }
                 #expect(status == CK_OK, "\(context): \(String(cString: ck_status_message(status)))")
-                let mismatch = firstMismatch(outInt, expected)
-                #expect(
-                    mismatch == nil,
-                    """
-                    out_int \(context): \(mismatchCount(outInt, expected)) of \(count) wrong; first at output pixel \
-                    \((mismatch?.index ?? 0) / c.outputChannels) channel \((mismatch?.index ?? 0) % c.outputChannels): \
-                    got \(mismatch?.got ?? 0), expected \(mismatch?.expected ?? 0)
-                    """)
+                expectEqualElements(outInt, expected, "out_int \(context)", locate: c.locateElement)
                 let plain = expected.map(Float.init)
-                #expect(outFloat == plain, "out without transform \(context): \(mismatchCount(outFloat, plain)) wrong")
+                expectEqualElements(outFloat, plain, "out without transform \(context)", locate: c.locateElement)
                 let plainBits = packRows(plain.map(referenceSign), rows: c.outputPixels, columns: c.outputChannels)
-                #expect(outBits == plainBits, "out_bits without transform \(context): \(mismatchCount(outBits, plainBits)) words wrong")
+                expectEqualElements(outBits, plainBits, "out_bits without transform \(context)", locate: c.locateWord)
 
                 for t in transformCases {
                     let transform = OutputTransform(
@@ -233,7 +241,7 @@ extension EveryPath {
                         reluBefore: t.reluBefore, reluAfter: t.reluAfter, outputs: [.integers, .floats, .bits])
                     let result = try Kernels.binaryConv2d(input: input, geometry: c.geometry, weights: weights, transform: transform)
                     #expect(result.height == c.outputHeight && result.width == c.outputWidth)
-                    #expect(result.integers == expected, "out_int with \(t.name), \(context)")
+                    expectEqualElements(result.integers, expected, "out_int with \(t.name), \(context)", locate: c.locateElement)
                     let want = referenceTransform(
                         expected, channels: c.outputChannels, scale: transform.scale, bias: transform.bias,
                         residual: transform.residual, reluBefore: t.reluBefore, reluAfter: t.reluAfter)
@@ -243,12 +251,13 @@ extension EveryPath {
                     #expect(
                         wrong == 0,
                         """
-                        out with \(t.name), \(context): \(wrong) wrong; first at \(firstWrong ?? -1): \
-                        got \(firstWrong.map { got[$0] } ?? 0), expected \(firstWrong.map { want[$0] } ?? 0)
+                        out with \(t.name), \(context): \(wrong) of \(want.count) wrong; first at \
+                        \(firstWrong.map(c.locateElement) ?? "-"): got \(firstWrong.map { got[$0] } ?? 0), \
+                        expected \(firstWrong.map { want[$0] } ?? 0)
                         """)
                     // The bits are the sign of the float output the kernel wrote (sign(0) = +1).
                     let wantBits = packRows(got.map(referenceSign), rows: c.outputPixels, columns: c.outputChannels)
-                    #expect(result.bits?.words == wantBits, "out_bits with \(t.name), \(context)")
+                    expectEqualElements(result.bits?.words, wantBits, "out_bits with \(t.name), \(context)", locate: c.locateWord)
 
                     // Bits alone, through the pointer-level entry, must be the same bits.
                     var alone = [UInt64](repeating: ~0, count: bitWords)
@@ -261,7 +270,7 @@ extension EveryPath {
                             }
                         }
                     }
-                    #expect(alone == wantBits, "out_bits alone with \(t.name), \(context)")
+                    expectEqualElements(alone, wantBits, "out_bits alone with \(t.name), \(context)", locate: c.locateWord)
                 }
             }
         }

@@ -72,14 +72,9 @@ extension EveryPath {
             let oneShot = try Kernels.bgemm(a: a, b: b)
             let packed = try weights.multiply(a)
             for (name, got) in [("ck_bgemm", oneShot), ("ck_bgemm_packed", packed)] {
-                let mismatch = firstMismatch(got, expected)
-                #expect(
-                    mismatch == nil,
-                    """
-                    \(name) \(shape), \(configuration): \(mismatchCount(got, expected)) wrong; first at \
-                    row \((mismatch?.index ?? 0) / n) column \((mismatch?.index ?? 0) % n): \
-                    got \(mismatch?.got ?? 0), expected \(mismatch?.expected ?? 0)
-                    """)
+                expectEqualElements(got, expected, "\(name) \(shape), \(configuration)") {
+                    "row \($0 / n) column \($0 % n)"
+                }
             }
         }
     }
@@ -98,9 +93,9 @@ extension EveryPath {
                 for round in 0..<2 {
                     for which in [round, 1 - round] {
                         let got = try weights.multiply(operands[which])
-                        #expect(
-                            got == expected[which],
-                            "\(shape), \(configuration), operand \(which): \(mismatchCount(got, expected[which])) wrong")
+                        expectEqualElements(got, expected[which], "\(shape), \(configuration), operand \(which)") {
+                            "row \($0 / shape.n) column \($0 % shape.n)"
+                        }
                     }
                 }
             }

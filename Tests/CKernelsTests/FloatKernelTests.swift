@@ -74,12 +74,12 @@ func referenceSgemm(
         let x = (0..<(g.inputPixels * g.channels)).map { _ in Float.random(in: -3...3, using: &rng) }
         let expected = referenceIm2col(x, g)
         let got = try Kernels.im2colNHWC(input: x, geometry: g)
-        #expect(got == expected, "\(g): \(mismatchCount(got, expected)) of \(expected.count) wrong")
+        expectEqualElements(got, expected, "Kernels.im2colNHWC \(g)")
         // Garbage first: padding taps must be written as zeros.
         var direct = [Float](repeating: .nan, count: expected.count)
         var shape = g.cShape
         #expect(ck_im2col_nhwc_f32(x, &shape, &direct) == CK_OK)
-        #expect(direct == expected, "ck_im2col_nhwc_f32 \(g)")
+        expectEqualElements(direct, expected, "ck_im2col_nhwc_f32 \(g)")
     }
 
     struct GEMMCase: CustomStringConvertible, Sendable {

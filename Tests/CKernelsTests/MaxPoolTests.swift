@@ -54,10 +54,10 @@ extension EveryPath {
             var shape = g.cShape
             let status = input.withUnsafeWords { ck_bmaxpool2d($0.baseAddress, &shape, &direct) }
             #expect(status == CK_OK)
-            #expect(direct == expected, "ck_bmaxpool2d \(g), \(configuration): \(mismatchCount(direct, expected)) words wrong")
+            expectEqualElements(direct, expected, "ck_bmaxpool2d \(g), \(configuration)") { "word \($0)" }
             let pooled = try Kernels.binaryMaxPool2d(input: input, geometry: g)
             #expect(pooled.rows == g.batch * oh * ow && pooled.columns == g.channels)
-            #expect(pooled.words == expected, "Kernels.binaryMaxPool2d \(g), \(configuration)")
+            expectEqualElements(pooled.words, expected, "Kernels.binaryMaxPool2d \(g), \(configuration)") { "word \($0)" }
         }
     }
 }

@@ -20,17 +20,17 @@ extension EveryPath {
                 // Garbage in the output first: leftover bits must be written as zero, not merely left alone.
                 var words = [UInt64](repeating: ~0, count: expected.count)
                 #expect(ck_pack_signs(values, Int64(rows), Int64(columns), &words) == CK_OK)
-                #expect(words == expected, "ck_pack_signs \(context): \(mismatchCount(words, expected)) words differ")
+                expectEqualElements(words, expected, "ck_pack_signs \(context)") { "word \($0)" }
 
                 var unpacked = [Float](repeating: .nan, count: rows * columns)
                 #expect(ck_unpack_signs(expected, Int64(rows), Int64(columns), &unpacked) == CK_OK)
                 let expectedValues = signs.map(Float.init)
-                #expect(unpacked == expectedValues, "ck_unpack_signs \(context)")
+                expectEqualElements(unpacked, expectedValues, "ck_unpack_signs \(context)")
 
                 let packed = try PackedBits(signsOf: values, rows: rows, columns: columns)
-                #expect(packed.words == expected, "PackedBits(signsOf:) \(context)")
+                expectEqualElements(packed.words, expected, "PackedBits(signsOf:) \(context)") { "word \($0)" }
                 #expect(packed.wordsPerRow == (columns + 63) / 64)
-                #expect(packed.unpacked() == expectedValues, "PackedBits.unpacked \(context)")
+                expectEqualElements(packed.unpacked(), expectedValues, "PackedBits.unpacked \(context)")
                 let probe = (rows / 2, columns - 1)
                 #expect(packed[probe.0, probe.1] == Float(signs[probe.0 * columns + probe.1]))
             }
@@ -59,10 +59,12 @@ extension EveryPath {
                 var words = [UInt64](repeating: ~0, count: expected.count)
                 #expect(
                     ck_pack_signs_nchw(values, Int64(n), Int64(channels), Int64(h), Int64(w), &words) == CK_OK)
-                #expect(words == expected, "ck_pack_signs_nchw n \(n) c \(channels) h \(h) w \(w), \(configuration)")
+                expectEqualElements(words, expected, "ck_pack_signs_nchw n \(n) c \(channels) h \(h) w \(w), \(configuration)") {
+                    "word \($0)"
+                }
                 let packed = try PackedBits(signsOfNCHW: values, n: n, c: channels, h: h, w: w)
                 #expect(packed.rows == n * h * w && packed.columns == channels)
-                #expect(packed.words == expected, "PackedBits(signsOfNCHW:) n \(n) c \(channels) h \(h) w \(w)")
+                expectEqualElements(packed.words, expected, "PackedBits(signsOfNCHW:) n \(n) c \(channels) h \(h) w \(w)")
             }
         }
     }

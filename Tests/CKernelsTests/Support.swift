@@ -103,6 +103,31 @@ func forEachConfiguration(_ body: (KernelConfiguration) throws -> Void) throws {
     }
 }
 
+/// Records one short issue when `got` differs from `expected` (how many elements differ, and the first
+/// one, located by `locate`), instead of printing both arrays. Returns whether they are equal.
+@discardableResult
+func expectEqualElements<T: Equatable>(
+    _ got: [T]?, _ expected: [T], _ context: @autoclosure () -> String,
+    locate: (Int) -> String = { "index \($0)" }, sourceLocation: SourceLocation = #_sourceLocation
+) -> Bool {
+    guard let got else {
+        Issue.record("\(context()): no output", sourceLocation: sourceLocation)
+        return false
+    }
+    guard got.count == expected.count else {
+        Issue.record(
+            "\(context()): \(got.count) elements, expected \(expected.count)", sourceLocation: sourceLocation)
+        return false
+    }
+    guard let first = firstMismatch(got, expected) else { return true }
+    Issue.record(
+        """
+        \(context()): \(mismatchCount(got, expected)) of \(expected.count) elements differ; first at \
+        \(locate(first.index)): got \(first.got), expected \(first.expected)
+        """, sourceLocation: sourceLocation)
+    return false
+}
+
 /// Index and values of the first difference between two equal-length arrays, or nil.
 func firstMismatch<T: Equatable>(_ got: [T], _ expected: [T]) -> (index: Int, got: T, expected: T)? {
     guard got.count == expected.count else { return nil }
