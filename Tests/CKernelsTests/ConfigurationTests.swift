@@ -14,7 +14,8 @@ extension EveryPath {
             #expect(path.name == ["scalar", "avx2", "avx512"][path.rawValue])
             #expect(KernelPath(path.cValue) == path)
         }
-        defer { _ = ck_isa_force(ck_isa_best()) }
+        let previous = ck_isa_active()
+        defer { _ = ck_isa_force(previous) }
         for path in supported {
             try Kernels.force(path)
             #expect(Kernels.isa == path)
@@ -36,7 +37,8 @@ extension EveryPath {
 
     @Test("popcount peak is a positive finite rate on every path")
     func popcountPeak() throws {
-        defer { _ = ck_isa_force(ck_isa_best()) }
+        let previous = ck_isa_active()
+        defer { _ = ck_isa_force(previous) }
         for path in Kernels.supportedPaths {
             try Kernels.force(path)
             for threads in [1, 2] {

@@ -86,12 +86,13 @@ let everyConfiguration: [KernelConfiguration] = Kernels.supportedPaths.flatMap {
 }
 
 /// Runs `body` once per configuration with that path forced and that thread count set, then restores the
-/// best path and the previous thread count. Only call it from the serialized `EveryPath` suite: the
-/// settings are global to the process.
+/// previous path (the best one unless BNN_ISA chose another) and thread count. Only call it from the
+/// serialized `EveryPath` suite: the settings are global to the process.
 func forEachConfiguration(_ body: (KernelConfiguration) throws -> Void) throws {
+    let previousPath = ck_isa_active()
     let previousThreads = Kernels.threads
     defer {
-        _ = ck_isa_force(ck_isa_best())
+        _ = ck_isa_force(previousPath)
         _ = ck_set_num_threads(Int32(previousThreads))
     }
     for configuration in everyConfiguration {

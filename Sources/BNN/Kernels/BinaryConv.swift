@@ -92,6 +92,7 @@ public struct OutputTransform: Sendable {
     /// Which outputs a convolution writes.
     public struct Outputs: OptionSet, Sendable {
         public let rawValue: Int
+        /// A set from its raw bits (1 integers, 2 floats, 4 bits).
         public init(rawValue: Int) { self.rawValue = rawValue }
         /// The exact integer dot products `acc`.
         public static let integers = Outputs(rawValue: 1)

@@ -56,21 +56,29 @@ public struct PackedBits: Sendable, Equatable {
     /// Packs the signs of a row-major `rows × columns` float matrix (for NHWC activations: rows = N·H·W,
     /// columns = C). Negative values become −1; 0, −0 and positive values become +1.
     public init(signsOf values: [Float], rows: Int, columns: Int) throws {
+        self = try values.withUnsafeBufferPointer { try PackedBits(signsOf: $0, rows: rows, columns: columns) }
+    }
+
+    /// Pointer form of `init(signsOf:rows:columns:)`, for floats that live in other storage (no copy).
+    public init(signsOf values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws {
         let operation = "PackedBits(signsOf:rows:columns:)"
         try self.init(zeroRows: rows, columns: columns, operation: operation)
         let expected = try Require.product([rows, columns], "rows", of: operation)
         try Require.count(values.count, expected, "signsOf", of: operation, shape: "rows \(rows) × columns \(columns)")
-        try values.withUnsafeBufferPointer { x in
-            try words.withUnsafeMutableBufferPointer { out in
-                try check(
-                    ck_pack_signs(x.baseAddress, Int64(rows), Int64(columns), out.baseAddress),
-                    "\(operation) with rows \(rows), columns \(columns)")
-            }
+        try words.withUnsafeMutableBufferPointer { out in
+            try check(
+                ck_pack_signs(values.baseAddress, Int64(rows), Int64(columns), out.baseAddress),
+                "\(operation) with rows \(rows), columns \(columns)")
         }
     }
 
     /// Packs the signs of an NCHW float tensor into packed NHWC: `n·h·w` rows of `c` columns.
     public init(signsOfNCHW values: [Float], n: Int, c: Int, h: Int, w: Int) throws {
+        self = try values.withUnsafeBufferPointer { try PackedBits(signsOfNCHW: $0, n: n, c: c, h: h, w: w) }
+    }
+
+    /// Pointer form of `init(signsOfNCHW:n:c:h:w:)`.
+    public init(signsOfNCHW values: UnsafeBufferPointer<Float>, n: Int, c: Int, h: Int, w: Int) throws {
         let operation = "PackedBits(signsOfNCHW:n:c:h:w:)"
         try Require.size(n, "n", of: operation)
         try Require.size(c, "c", of: operation)
@@ -80,12 +88,10 @@ public struct PackedBits: Sendable, Equatable {
         try self.init(zeroRows: pixels, columns: c, operation: operation)
         let expected = try Require.product([n, c, h, w], "n", of: operation)
         try Require.count(values.count, expected, "signsOfNCHW", of: operation, shape: "n \(n) × c \(c) × h \(h) × w \(w)")
-        try values.withUnsafeBufferPointer { x in
-            try words.withUnsafeMutableBufferPointer { out in
-                try check(
-                    ck_pack_signs_nchw(x.baseAddress, Int64(n), Int64(c), Int64(h), Int64(w), out.baseAddress),
-                    "\(operation) with n \(n), c \(c), h \(h), w \(w)")
-            }
+        try words.withUnsafeMutableBufferPointer { out in
+            try check(
+                ck_pack_signs_nchw(values.baseAddress, Int64(n), Int64(c), Int64(h), Int64(w), out.baseAddress),
+                "\(operation) with n \(n), c \(c), h \(h), w \(w)")
         }
     }
 
