@@ -1,5 +1,6 @@
-import BNN
 import Testing
+
+@testable import BNN
 
 /// Direct convolution in double: NHWC input, OIHW weight, zero padding; returns NHWC output.
 func naiveConv2d(
@@ -57,8 +58,12 @@ struct OpsConvTests {
         Case(input: [3, 5, 4, 1], outChannels: 1, kernel: (2, 3), stride: 1, padding: 0, bias: true),
     ]
 
-    @Test("forward equals a direct convolution", arguments: cases)
-    func forward(_ c: Case) throws {
+    @Test("forward equals a direct convolution, in one chunk or one image per chunk", arguments: cases, [false, true])
+    func forward(_ c: Case, chunked: Bool) throws {
+        try ConvolutionPlan.$chunkBytesOverride.withValue(chunked ? 1 : nil) { try forwardCase(c) }
+    }
+
+    private func forwardCase(_ c: Case) throws {
         var rng = GradCheckRandom(seed: 11)
         let x = try randomTensor(c.input, &rng)
         let w = try randomTensor([c.outChannels, c.input[3], c.kernel.0, c.kernel.1], &rng)
@@ -69,8 +74,14 @@ struct OpsConvTests {
         #expect(maxDifference(y.scalars, reference.values) < 1e-5)
     }
 
-    @Test("input, weight and bias gradients match finite differences", arguments: cases)
-    func gradients(_ c: Case) throws {
+    @Test(
+        "input, weight and bias gradients match finite differences, in one chunk or one image per chunk",
+        arguments: cases, [false, true])
+    func gradients(_ c: Case, chunked: Bool) throws {
+        try ConvolutionPlan.$chunkBytesOverride.withValue(chunked ? 1 : nil) { try gradientCase(c) }
+    }
+
+    private func gradientCase(_ c: Case) throws {
         var rng = GradCheckRandom(seed: 12)
         let x = try randomTensor(c.input, requiresGrad: true, &rng)
         let w = try randomTensor([c.outChannels, c.input[3], c.kernel.0, c.kernel.1], requiresGrad: true, &rng)

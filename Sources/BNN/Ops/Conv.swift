@@ -13,7 +13,7 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
     try requireRank(weight, 4, "weight", of: operation, layout: "[O, C, KH, KW]")
     try requireNonEmpty(input, "input", of: operation)
     try requireNonEmpty(weight, "weight", of: operation)
-    let (batch, channels) = (input.shape[0], input.shape[3])
+    let channels = input.shape[3]
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
     guard weight.shape[1] == channels else {
         throw TensorError(
@@ -25,86 +25,179 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
     }
     let geometry = try windowGeometry(
         input: input.shape, kernel: (kernelH, kernelW), stride: stride, padding: padding, operation: operation)
-    var shape = geometry.shape
-    let (outH, outW) = (geometry.outputHeight, geometry.outputWidth)
-    let rows = batch * outH * outW
-    let taps = kernelH * kernelW
-    let depth = taps * channels
-    let context = "conv2d(input \(input.shape), weight \(weight.shape), stride \(stride), padding \(padding))"
+    let plan = ConvolutionPlan(
+        shape: geometry.shape, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
+        outChannels: outChannels,
+        context: "conv2d(input \(input.shape), weight \(weight.shape), stride \(stride), padding \(padding))")
 
     // OIHW → OHWI so that a weight row matches an im2col row (kh, kw, c).
-    let weightRows = Tensor(uninitializedShape: [outChannels, depth])
+    let weightRows = Tensor(uninitializedShape: [outChannels, plan.depth])
     try check(
         ck_batched_transpose_f32(
-            weight.pointer, Int64(outChannels), Int64(channels), Int64(taps), 0, weightRows.pointer),
-        context)
-    // A 1×1 stride-1 unpadded convolution reads the input as its own column matrix.
-    let direct = kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0
-    let columns: Tensor
-    if direct {
-        columns = input
-    } else {
-        columns = Tensor(uninitializedShape: [rows, depth])
-        try check(ck_im2col_nhwc_f32(input.pointer, &shape, columns.pointer), context)
-    }
-    let result = Tensor(uninitializedShape: [batch, outH, outW, outChannels])
+            weight.pointer, Int64(outChannels), Int64(channels), Int64(plan.taps), 0, weightRows.pointer),
+        plan.context)
+    let result = Tensor(uninitializedShape: [plan.batch, plan.outputHeight, plan.outputWidth, outChannels])
     if let bias {
-        try check(ck_broadcast_rows_f32(bias.pointer, Int64(rows), Int64(outChannels), result.pointer), context)
+        try check(
+            ck_broadcast_rows_f32(bias.pointer, Int64(plan.rows), Int64(outChannels), result.pointer), plan.context)
     }
-    try sgemm(
-        transposeA: false, transposeB: true, m: rows, n: outChannels, k: depth, a: columns.pointer, lda: depth,
-        b: weightRows.pointer, ldb: depth, beta: bias == nil ? 0 : 1, c: result.pointer, ldc: outChannels, context)
-    withExtendedLifetime((weightRows, columns)) {}
-
+    try plan.forward(
+        input: input.pointer, weightRows: weightRows.pointer, accumulate: bias != nil, output: result.pointer)
     guard Tensor.isRecording([input, weight, bias]) else { return result }
-    // Columns are kept only when the weight gradient needs them.
-    let savedColumns = weight.requiresGrad ? columns : nil
+
     result.record(operation, inputs: [input, weight, bias]) { gradient in
-        let g = gradient.pointer
-        if weight.requiresGrad, let savedColumns {
-            let weightGradient = Tensor(uninitializedShape: [outChannels, depth])
-            try sgemm(
-                transposeA: true, transposeB: false, m: outChannels, n: depth, k: rows, a: g, lda: outChannels,
-                b: savedColumns.pointer, ldb: depth, beta: 0, c: weightGradient.pointer, ldc: depth,
-                "\(context) backward dW")
+        let weightGradient = weight.requiresGrad ? Tensor(uninitializedShape: [outChannels, plan.depth]) : nil
+        if input.requiresGrad {
+            try input.accumulateGradient { buffer, accumulate in
+                try plan.backward(
+                    input: input.pointer, weightRows: weightRows.pointer, gradient: gradient.pointer,
+                    weightGradient: weightGradient?.pointer, inputGradient: buffer.baseAddress!,
+                    accumulateInput: accumulate)
+            }
+        } else {
+            try plan.backward(
+                input: input.pointer, weightRows: weightRows.pointer, gradient: gradient.pointer,
+                weightGradient: weightGradient?.pointer, inputGradient: nil, accumulateInput: false)
+        }
+        if let weightGradient {
+            // OHWI → OIHW.
             try weight.accumulateGradient { buffer, accumulate in
                 try check(
                     ck_batched_transpose_f32(
-                        weightGradient.pointer, Int64(outChannels), Int64(taps), Int64(channels), accumulate ? 1 : 0,
-                        buffer.baseAddress!),
-                    "\(context) backward dW")
+                        weightGradient.pointer, Int64(outChannels), Int64(plan.taps), Int64(channels),
+                        accumulate ? 1 : 0, buffer.baseAddress!),
+                    "\(plan.context) backward dW")
             }
-            withExtendedLifetime(weightGradient) {}
         }
         if let bias, bias.requiresGrad {
             var sums = [Float](repeating: 0, count: outChannels)
             try check(
-                ck_channel_sums_f32(g, nil, nil, Int64(rows), Int64(outChannels), &sums, nil), "\(context) backward db")
+                ck_channel_sums_f32(gradient.pointer, nil, nil, Int64(plan.rows), Int64(outChannels), &sums, nil),
+                "\(plan.context) backward db")
             accumulateChannels(sums, into: bias)
         }
-        if input.requiresGrad {
-            if direct {
-                try input.accumulateGradient { buffer, accumulate in
-                    try sgemm(
-                        transposeA: false, transposeB: false, m: rows, n: depth, k: outChannels, a: g, lda: outChannels,
-                        b: weightRows.pointer, ldb: depth, beta: accumulate ? 1 : 0, c: buffer.baseAddress!, ldc: depth,
-                        "\(context) backward dX")
-                }
-            } else {
-                let columnGradient = Tensor(uninitializedShape: [rows, depth])
-                try sgemm(
-                    transposeA: false, transposeB: false, m: rows, n: depth, k: outChannels, a: g, lda: outChannels,
-                    b: weightRows.pointer, ldb: depth, beta: 0, c: columnGradient.pointer, ldc: depth,
-                    "\(context) backward dX")
-                try input.accumulateGradient { buffer, accumulate in
-                    var shape = shape
-                    try check(
-                        ck_col2im_nhwc_f32(columnGradient.pointer, &shape, accumulate ? 1 : 0, buffer.baseAddress!),
-                        "\(context) backward dX")
-                }
-                withExtendedLifetime(columnGradient) {}
-            }
-        }
+        withExtendedLifetime(weightRows) {}
     }
     return result
+}
+
+/// The GEMM structure of one convolution, processed in chunks of whole images.
+///
+/// The full column matrix is KH·KW times the input (150 MB for a 3×3 layer of 16 channels at batch 256 on 32×32).
+/// Chunks of about `chunkBytes` of columns are built, used by the GEMM while still in cache, and rebuilt in the
+/// backward pass instead of being kept: less memory traffic and no per-layer buffer of that size.
+struct ConvolutionPlan {
+    /// Target size of one chunk of columns: well inside the L3 cache of current x86 CPUs.
+    static let chunkBytes = 4 << 20
+    /// Replaces `chunkBytes` within a task (tests use it to split small convolutions into one image per chunk).
+    @TaskLocal static var chunkBytesOverride: Int?
+
+    let shape: ck_conv_shape
+    let outputHeight: Int, outputWidth: Int, outChannels: Int
+    let batch: Int, taps: Int, depth: Int, rows: Int
+    /// Input floats per image and output rows per image.
+    let inputStride: Int, rowsPerImage: Int
+    /// A 1×1 stride-1 unpadded convolution reads the input as its own column matrix.
+    let direct: Bool
+    let imagesPerChunk: Int
+    let context: String
+
+    init(shape: ck_conv_shape, outputHeight: Int, outputWidth: Int, outChannels: Int, context: String) {
+        self.shape = shape
+        self.outputHeight = outputHeight
+        self.outputWidth = outputWidth
+        self.outChannels = outChannels
+        self.context = context
+        batch = Int(shape.batch)
+        taps = Int(shape.kernel_h * shape.kernel_w)
+        depth = taps * Int(shape.channels)
+        rowsPerImage = outputHeight * outputWidth
+        rows = batch * rowsPerImage
+        inputStride = Int(shape.height * shape.width * shape.channels)
+        direct = taps == 1 && shape.stride_h == 1 && shape.stride_w == 1 && shape.pad_h == 0 && shape.pad_w == 0
+        let bytesPerImage = rowsPerImage * depth * MemoryLayout<Float>.stride
+        imagesPerChunk =
+            direct ? batch : max(1, min(batch, (Self.chunkBytesOverride ?? Self.chunkBytes) / max(bytesPerImage, 1)))
+    }
+
+    /// Geometry of the chunk of `images` images.
+    private func chunkShape(_ images: Int) -> ck_conv_shape {
+        var chunk = shape
+        chunk.batch = Int64(images)
+        return chunk
+    }
+
+    /// output (= or +=) columns · weightRowsᵀ, `[rows, outChannels]`.
+    func forward(
+        input: UnsafePointer<Float>, weightRows: UnsafePointer<Float>, accumulate: Bool,
+        output: UnsafeMutablePointer<Float>
+    ) throws {
+        if direct {
+            try sgemm(
+                transposeA: false, transposeB: true, m: rows, n: outChannels, k: depth, a: input, lda: depth,
+                b: weightRows, ldb: depth, beta: accumulate ? 1 : 0, c: output, ldc: outChannels, context)
+            return
+        }
+        let columns = Tensor(uninitializedShape: [imagesPerChunk * rowsPerImage, depth])
+        for first in stride(from: 0, to: batch, by: imagesPerChunk) {
+            let images = min(imagesPerChunk, batch - first)
+            var chunk = chunkShape(images)
+            try check(ck_im2col_nhwc_f32(input + first * inputStride, &chunk, columns.pointer), context)
+            try sgemm(
+                transposeA: false, transposeB: true, m: images * rowsPerImage, n: outChannels, k: depth,
+                a: columns.pointer, lda: depth, b: weightRows, ldb: depth, beta: accumulate ? 1 : 0,
+                c: output + first * rowsPerImage * outChannels, ldc: outChannels, context)
+        }
+        withExtendedLifetime(columns) {}
+    }
+
+    /// weightGradient (OHWI, overwritten) = gradientᵀ · columns; inputGradient (= or +=) col2im(gradient ·
+    /// weightRows). Either output may be nil.
+    func backward(
+        input: UnsafePointer<Float>, weightRows: UnsafePointer<Float>, gradient: UnsafePointer<Float>,
+        weightGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?,
+        accumulateInput: Bool
+    ) throws {
+        if direct {
+            if let weightGradient {
+                try sgemm(
+                    transposeA: true, transposeB: false, m: outChannels, n: depth, k: rows, a: gradient,
+                    lda: outChannels, b: input, ldb: depth, beta: 0, c: weightGradient, ldc: depth,
+                    "\(context) backward dW")
+            }
+            if let inputGradient {
+                try sgemm(
+                    transposeA: false, transposeB: false, m: rows, n: depth, k: outChannels, a: gradient,
+                    lda: outChannels, b: weightRows, ldb: depth, beta: accumulateInput ? 1 : 0, c: inputGradient,
+                    ldc: depth, "\(context) backward dX")
+            }
+            return
+        }
+        let chunkRows = imagesPerChunk * rowsPerImage
+        let columns = weightGradient != nil ? Tensor(uninitializedShape: [chunkRows, depth]) : nil
+        let columnGradient = inputGradient != nil ? Tensor(uninitializedShape: [chunkRows, depth]) : nil
+        for first in stride(from: 0, to: batch, by: imagesPerChunk) {
+            let images = min(imagesPerChunk, batch - first)
+            var chunk = chunkShape(images)
+            let g = gradient + first * rowsPerImage * outChannels
+            if let weightGradient, let columns {
+                try check(ck_im2col_nhwc_f32(input + first * inputStride, &chunk, columns.pointer), context)
+                try sgemm(
+                    transposeA: true, transposeB: false, m: outChannels, n: depth, k: images * rowsPerImage, a: g,
+                    lda: outChannels, b: columns.pointer, ldb: depth, beta: first == 0 ? 0 : 1, c: weightGradient,
+                    ldc: depth, "\(context) backward dW")
+            }
+            if let inputGradient, let columnGradient {
+                try sgemm(
+                    transposeA: false, transposeB: false, m: images * rowsPerImage, n: depth, k: outChannels, a: g,
+                    lda: outChannels, b: weightRows, ldb: depth, beta: 0, c: columnGradient.pointer, ldc: depth,
+                    "\(context) backward dX")
+                try check(
+                    ck_col2im_nhwc_f32(
+                        columnGradient.pointer, &chunk, accumulateInput ? 1 : 0, inputGradient + first * inputStride),
+                    "\(context) backward dX")
+            }
+        }
+        withExtendedLifetime((columns, columnGradient)) {}
+    }
 }
