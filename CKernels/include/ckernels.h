@@ -61,7 +61,10 @@ int ck_isa_supported(ck_isa isa);
  */
 ck_isa ck_isa_active(void);
 
-/** Forces a path for later calls in this process (tests use it to run each path). */
+/**
+ * Forces a path for later calls in this process (tests use it to run each path). CK_ERR_UNSUPPORTED if the
+ * CPU cannot run it, CK_ERR_INVALID_SIZE if `isa` is not a ck_isa value.
+ */
 ck_status ck_isa_force(ck_isa isa);
 
 /** Lower-case name of a path ("scalar", "avx2", "avx512"). */
@@ -187,14 +190,17 @@ typedef struct ck_output_transform {
 /**
  * Binary 2-d convolution of packed NHWC input (`shape->batch·height·width` rows of `ck_words(channels)`
  * words) with `w`. Zero padding is exact: every output equals the float convolution of the ±1 input
- * padded with zeros.
+ * padded with zeros. Unknown bits in `transform->flags` are rejected with CK_ERR_INVALID_SIZE; weights made
+ * for another channel count or kernel size with CK_ERR_SHAPE_MISMATCH.
  */
 ck_status ck_bconv2d(const uint64_t *input, const ck_conv_shape *shape, const ck_bconv_weights *w,
                      const ck_output_transform *transform);
 
 /**
  * Binary max-pool of packed NHWC input. With bit 1 meaning −1, max over ±1 values is the AND of the
- * bits in the window; padded positions are ignored (as PyTorch pads max-pool with −∞).
+ * bits in the window; padded positions are ignored (as PyTorch pads max-pool with −∞). As in PyTorch the
+ * padding may be at most half the window (2·pad ≤ kernel), else CK_ERR_SHAPE_MISMATCH. The output is packed
+ * NHWC with the same channel count.
  */
 ck_status ck_bmaxpool2d(const uint64_t *input, const ck_conv_shape *shape, uint64_t *out);
 
