@@ -68,10 +68,17 @@ ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, int
 #pragma omp parallel for num_threads(threads) if (chunks > 1)
     for (int64_t ch = 0; ch < chunks; ch++) {
         const int64_t end = min64(n, (ch + 1) * CHUNK);
+        /* The gradient is loaded unconditionally so the select vectorises (a conditional load would not). */
         if (accumulate) {
-            for (int64_t i = ch * CHUNK; i < end; i++) dx[i] += x[i] > 0.0f ? grad[i] : 0.0f;
+            for (int64_t i = ch * CHUNK; i < end; i++) {
+                const float g = grad[i];
+                dx[i] += x[i] > 0.0f ? g : 0.0f;
+            }
         } else {
-            for (int64_t i = ch * CHUNK; i < end; i++) dx[i] = x[i] > 0.0f ? grad[i] : 0.0f;
+            for (int64_t i = ch * CHUNK; i < end; i++) {
+                const float g = grad[i];
+                dx[i] = x[i] > 0.0f ? g : 0.0f;
+            }
         }
     }
     return CK_OK;
@@ -86,8 +93,9 @@ ck_status ck_hardtanh_forward_f32(const float *x, int64_t n, float min_value, fl
     for (int64_t ch = 0; ch < chunks; ch++) {
         const int64_t end = min64(n, (ch + 1) * CHUNK);
         for (int64_t i = ch * CHUNK; i < end; i++) {
-            const float v = x[i];
-            y[i] = v < min_value ? min_value : (v > max_value ? max_value : v);
+            float v = x[i];
+            v = v < min_value ? min_value : v; /* NaN fails both compares and passes through */
+            y[i] = v > max_value ? max_value : v;
         }
     }
     return CK_OK;
@@ -103,11 +111,15 @@ ck_status ck_hardtanh_backward_f32(const float *x, const float *grad, int64_t n,
     for (int64_t ch = 0; ch < chunks; ch++) {
         const int64_t end = min64(n, (ch + 1) * CHUNK);
         if (accumulate) {
-            for (int64_t i = ch * CHUNK; i < end; i++)
-                dx[i] += (x[i] > min_value && x[i] < max_value) ? grad[i] : 0.0f;
+            for (int64_t i = ch * CHUNK; i < end; i++) {
+                const float g = grad[i], v = x[i];
+                dx[i] += (v > min_value) & (v < max_value) ? g : 0.0f;
+            }
         } else {
-            for (int64_t i = ch * CHUNK; i < end; i++)
-                dx[i] = (x[i] > min_value && x[i] < max_value) ? grad[i] : 0.0f;
+            for (int64_t i = ch * CHUNK; i < end; i++) {
+                const float g = grad[i], v = x[i];
+                dx[i] = (v > min_value) & (v < max_value) ? g : 0.0f;
+            }
         }
     }
     return CK_OK;

@@ -91,7 +91,10 @@ ck_status ck_maxpool2d_backward_f32(const float *grad, const int32_t *argmax, co
                 const int64_t o = (n * oh + oy) * ow + tx / s->stride_w;
                 const float *g = grad + o * c;
                 const int32_t *index = argmax + o * c;
-                for (int64_t k = 0; k < c; k++) out[k] += index[k] == position ? g[k] : 0.0f;
+                for (int64_t k = 0; k < c; k++) {
+                    const float v = g[k]; /* unconditional load: the select then vectorises */
+                    out[k] += index[k] == position ? v : 0.0f;
+                }
             }
         }
     }
