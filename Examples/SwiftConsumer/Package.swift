@@ -13,7 +13,6 @@ let package = Package(
             name: "SwiftConsumer",
             dependencies: [
                 .product(name: "BNN", package: "swift-bnn"),
-                .product(name: "CKernels", package: "swift-bnn"),
             ]
         ),
     ]
