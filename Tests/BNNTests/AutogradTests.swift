@@ -118,7 +118,10 @@ struct AutogradTests {
         let y = try Tensor(unsafeUninitializedShape: x.shape) { out in
             x.withUnsafeBufferPointer { source in for i in source.indices { out[i] = source[i] * source[i] } }
         }
+        var recordedInsideBackward = true
         y.record("square", inputs: [x]) { gradient in
+            // Ops used by a backward rule record nothing.
+            recordedInsideBackward = try multiply(x, by: 1).requiresGrad
             let g = gradient.scalars
             let values = x.scalars
             x.accumulateGradient { buffer, accumulate in
@@ -127,6 +130,7 @@ struct AutogradTests {
         }
         try add(y, x).backward(gradient: Tensor.ones(shape: [3]))
         #expect(x.grad?.scalars == [3, -3, 7])
+        #expect(!recordedInsideBackward)
     }
 
     @Test("tensor construction validates shapes and data")

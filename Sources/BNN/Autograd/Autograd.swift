@@ -102,13 +102,16 @@ extension Tensor {
             }
             try accumulateGradient(Tensor(1))
         }
-        for tensor in try topologicalOrder().reversed() {
-            // A result no gradient reached (e.g. only an unused branch) has nothing to propagate.
-            if let node = tensor.node, let grad = tensor.grad {
-                try node.backward(grad)
+        // Rules that use ops must not extend the graph they are consuming.
+        try withNoGrad {
+            for tensor in try topologicalOrder().reversed() {
+                // A result no gradient reached (e.g. only an unused branch) has nothing to propagate.
+                if let node = tensor.node, let grad = tensor.grad {
+                    try node.backward(grad)
+                }
+                tensor.node = nil
+                tensor.grad = nil
             }
-            tensor.node = nil
-            tensor.grad = nil
         }
     }
 

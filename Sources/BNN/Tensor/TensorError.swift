@@ -7,5 +7,6 @@ public struct TensorError: Error, CustomStringConvertible, Equatable, Sendable {
     /// An error with `message`.
     public init(_ message: String) { self.message = message }
 
+    /// The message.
     public var description: String { message }
 }
