@@ -1,0 +1,56 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Set by the SIGINT handler, read by the training loop: a lock-free atomic, the only kind of shared state
+/// a signal handler may touch.
+private let interruptRequested = Atomic<Bool>(false)
+
+/// Ctrl-C during training: the first SIGINT only raises a flag, so the loop can finish its step, save a
+/// checkpoint and exit cleanly; the handler resets itself on delivery (SA_RESETHAND), so a second Ctrl-C
+/// ends the process at once as usual.
+public enum Interrupt {
+    /// Whether a SIGINT arrived since `install()` or `reset()`.
+    public static var isRequested: Bool { interruptRequested.load(ordering: .relaxed) }
+
+    /// Clears the flag.
+    public static func reset() { interruptRequested.store(false, ordering: .relaxed) }
+
+    /// Raises the flag as SIGINT would (for callers with another way to ask for a stop, and for tests).
+    public static func request() { interruptRequested.store(true, ordering: .relaxed) }
+
+    /// Installs the one-shot SIGINT handler and clears the flag; returns false if the system refused.
+    @discardableResult
+    public static func install() -> Bool {
+        reset()
+        var action = sigaction()
+        #if canImport(Glibc)
+        action.__sigaction_handler.sa_handler = interruptHandler
+        #else
+        action.__sigaction_u.__sa_handler = interruptHandler
+        #endif
+        action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND)   // 0x80000000 on Linux
+        sigemptyset(&action.sa_mask)
+        return sigaction(SIGINT, &action, nil) == 0
+    }
+
+    /// Restores the default SIGINT behaviour (end the process).
+    public static func uninstall() {
+        var action = sigaction()
+        #if canImport(Glibc)
+        action.__sigaction_handler.sa_handler = nil   // SIG_DFL is the null handler
+        #else
+        action.__sigaction_u.__sa_handler = nil
+        #endif
+        sigemptyset(&action.sa_mask)
+        sigaction(SIGINT, &action, nil)
+    }
+}
+
+/// Only stores to the atomic: nothing else is async-signal-safe.
+private func interruptHandler(_ signal: Int32) {
+    interruptRequested.store(true, ordering: .relaxed)
+}
