@@ -113,12 +113,12 @@ ck_status ck_hardtanh_backward_f32(const float *x, const float *grad, int64_t n,
         if (accumulate) {
             for (int64_t i = ch * CHUNK; i < end; i++) {
                 const float g = grad[i], v = x[i];
-                dx[i] += (v > min_value) & (v < max_value) ? g : 0.0f;
+                dx[i] += ((v > min_value) & (v < max_value)) ? g : 0.0f;
             }
         } else {
             for (int64_t i = ch * CHUNK; i < end; i++) {
                 const float g = grad[i], v = x[i];
-                dx[i] = (v > min_value) & (v < max_value) ? g : 0.0f;
+                dx[i] = ((v > min_value) & (v < max_value)) ? g : 0.0f;
             }
         }
     }

@@ -11,6 +11,15 @@
 
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
+/* Outputs o (0 ≤ o < outputs) whose window [o·stride − pad, o·stride − pad + kernel) covers input i: [*lo, *hi]
+ * (empty when *lo > *hi). */
+static inline void covering_outputs(int64_t i, int64_t pad, int64_t kernel, int64_t stride, int64_t outputs,
+                                    int64_t *lo, int64_t *hi) {
+    const int64_t t = i + pad, first = t - kernel + 1;
+    *lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+    *hi = t / stride < outputs - 1 ? t / stride : outputs - 1;
+}
+
 /* PyTorch rejects padding above half the kernel; it also guarantees every window overlaps the input. */
 static ck_status pool_geometry(const ck_conv_shape *s, int64_t *oh, int64_t *ow) {
     ck_status status = ck_conv_output_size(s, oh, ow);
@@ -81,14 +90,12 @@ ck_status ck_maxpool2d_backward_f32(const float *grad, const int32_t *argmax, co
         const int32_t position = (int32_t)(iy * w + ix);
         float *out = dx + p * c;
         if (!accumulate) memset(out, 0, (size_t)c * sizeof(float));
-        for (int64_t i = 0; i < s->kernel_h; i++) {
-            const int64_t ty = iy + s->pad_h - i;
-            if (ty < 0 || ty % s->stride_h != 0 || ty / s->stride_h >= oh) continue;
-            const int64_t oy = ty / s->stride_h;
-            for (int64_t j = 0; j < s->kernel_w; j++) {
-                const int64_t tx = ix + s->pad_w - j;
-                if (tx < 0 || tx % s->stride_w != 0 || tx / s->stride_w >= ow) continue;
-                const int64_t o = (n * oh + oy) * ow + tx / s->stride_w;
+        int64_t oy_lo, oy_hi, ox_lo, ox_hi;
+        covering_outputs(iy, s->pad_h, s->kernel_h, s->stride_h, oh, &oy_lo, &oy_hi);
+        covering_outputs(ix, s->pad_w, s->kernel_w, s->stride_w, ow, &ox_lo, &ox_hi);
+        for (int64_t oy = oy_lo; oy <= oy_hi; oy++) {
+            for (int64_t ox = ox_lo; ox <= ox_hi; ox++) {
+                const int64_t o = (n * oh + oy) * ow + ox;
                 const float *g = grad + o * c;
                 const int32_t *index = argmax + o * c;
                 for (int64_t k = 0; k < c; k++) {
@@ -143,14 +150,12 @@ ck_status ck_avgpool2d_backward_f32(const float *grad, const ck_conv_shape *s, i
         const int64_t n = p / (h * w), iy = (p / w) % h, ix = p % w;
         float *out = dx + p * c;
         if (!accumulate) memset(out, 0, (size_t)c * sizeof(float));
-        for (int64_t i = 0; i < s->kernel_h; i++) {
-            const int64_t ty = iy + s->pad_h - i;
-            if (ty < 0 || ty % s->stride_h != 0 || ty / s->stride_h >= oh) continue;
-            const int64_t oy = ty / s->stride_h;
-            for (int64_t j = 0; j < s->kernel_w; j++) {
-                const int64_t tx = ix + s->pad_w - j;
-                if (tx < 0 || tx % s->stride_w != 0 || tx / s->stride_w >= ow) continue;
-                const float *g = grad + ((n * oh + oy) * ow + tx / s->stride_w) * c;
+        int64_t oy_lo, oy_hi, ox_lo, ox_hi;
+        covering_outputs(iy, s->pad_h, s->kernel_h, s->stride_h, oh, &oy_lo, &oy_hi);
+        covering_outputs(ix, s->pad_w, s->kernel_w, s->stride_w, ow, &ox_lo, &ox_hi);
+        for (int64_t oy = oy_lo; oy <= oy_hi; oy++) {
+            for (int64_t ox = ox_lo; ox <= ox_hi; ox++) {
+                const float *g = grad + ((n * oh + oy) * ow + ox) * c;
                 for (int64_t k = 0; k < c; k++) out[k] += g[k] / divisor;
             }
         }
