@@ -136,6 +136,57 @@ ck_status ck_cross_entropy_backward_f32(const float *probs, const int64_t *label
                                         float scale, int accumulate, float *dlogits);
 
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Estimators (the backward of sign) and binary weights                                             */
+/*  - sign(0) = +1 everywhere here, as in the bit packing (negative values, and only they, are −1).  */
+/*  - Each estimator backward is one pass: dx (= or +=) grad · r'(x); `dx` may alias `grad`.          */
+/*  - The three kernel paths (scalar, AVX2, AVX-512; see ck_isa_active) give identical bits.          */
+
+/**
+ * ReSTE: r'(x) = 0 where |x| > threshold; (1/o)·|x|^((1−o)/o) where delta < |x| ≤ threshold (the derivative
+ * of sign(x)·|x|^(1/o)); delta^(1/o)/delta where |x| ≤ delta (the secant on [0, delta], avoiding the pole at
+ * 0). With o = 1 it is the clipped STE at `threshold`. NaN x gives r' = 0. The power is a polynomial
+ * evaluation accurate to a few float ulps. Requires finite o > 0 and 0 < delta ≤ threshold, finite
+ * (else CK_ERR_INVALID_SIZE); the method uses o ≥ 1, threshold 1.5, delta 0.1.
+ */
+ck_status ck_reste_backward_f32(const float *x, const float *grad, int64_t n, float o, float threshold, float delta,
+                                int accumulate, float *dx);
+
+/** Clipped STE (BinaryConnect): dx (= or +=) grad where |x| ≤ limit, else 0 (a select, not a product). limit ≥ 0. */
+ck_status ck_clipped_ste_backward_f32(const float *x, const float *grad, int64_t n, float limit, int accumulate,
+                                      float *dx);
+
+/** Identity STE: dx (= or +=) grad (r' = 1 everywhere, so the input values are not needed). */
+ck_status ck_identity_ste_backward_f32(const float *grad, int64_t n, int accumulate, float *dx);
+
+/** ApproxSign (Bi-Real Net): r'(x) = 2 − 2|x| where |x| ≤ 1, else 0. */
+ck_status ck_approx_sign_backward_f32(const float *x, const float *grad, int64_t n, int accumulate, float *dx);
+
+/**
+ * EDE (IR-Net): r'(x) = k·t·(1 − tanh²(t·x)), evaluated as k·t·4w/(1 + w)² with w = exp(−2|t·x|) (no
+ * cancellation for large |t·x|; 0 once 2|t·x| > 87, and for NaN x). Requires finite t > 0 and finite k.
+ */
+ck_status ck_ede_backward_f32(const float *x, const float *grad, int64_t n, float t, float k, int accumulate,
+                              float *dx);
+
+/** y (= or +=) scale·sign(x) (−scale where x < 0, else +scale; −0 and NaN count as +1); `y` may alias `x`. */
+ck_status ck_sign_f32(const float *x, int64_t n, float scale, int accumulate, float *y);
+
+/**
+ * mean = Σ|x|/n and, when `squared_deviations` is not NULL, Σ(|x| − mean)² (two passes, double). α = mean|W|
+ * of a binary layer; the variance of |∂L/∂W| is squared_deviations/(n − 1) (unbiased) or /n.
+ */
+ck_status ck_abs_moments_f32(const float *x, int64_t n, double *mean, double *squared_deviations);
+
+/** out = Σ g[i]·sign(x[i]) in double: with ∂α/∂W = sign(W)/N, the gradient through α is sign(W)·out/N. */
+ck_status ck_sign_dot_f32(const float *x, const float *g, int64_t n, double *out);
+
+/**
+ * ReSTE's estimating error of one weight tensor: out = ‖sign(w)·|w|^(1/o) − sign(w)‖₂ (libm pow in double).
+ * Requires finite o > 0.
+ */
+ck_status ck_estimating_error_f32(const float *w, int64_t n, float o, double *out);
+
 #ifdef __cplusplus
 }
 #endif
