@@ -141,6 +141,16 @@ void ck_bconv_weights_destroy(ck_bconv_weights *w) {
 
 int ck_bconv_weights_bit_level(const ck_bconv_weights *w) { return w == NULL ? -1 : w->bit_level; }
 
+ck_status ck_bconv_weights_dims(const ck_bconv_weights *w, int64_t *out_channels, int64_t *channels,
+                                int64_t *kernel_h, int64_t *kernel_w) {
+    if (w == NULL) return CK_ERR_NULL_POINTER;
+    if (out_channels != NULL) *out_channels = w->out_channels;
+    if (channels != NULL) *channels = w->channels;
+    if (kernel_h != NULL) *kernel_h = w->kernel_h;
+    if (kernel_w != NULL) *kernel_w = w->kernel_w;
+    return CK_OK;
+}
+
 /* Output pixels per unit of work, and output channels per unit: 64, so each unit writes whole words of
  * the packed-sign output and no two threads share a word. */
 enum { PIXEL_BLOCK = 96, CHANNEL_BLOCK = 64 };
@@ -193,16 +203,11 @@ transform_block(const ck_bconv_weights *w, const ck_output_transform *t, int64_t
 }
 
 /* Word layout: a patch is kernel_h runs of kernel_w·ck_words(C) words, each contiguous in the input once the
- * input is zero-padded, so the micro-kernels read the (padded) input in place — no im2col. Returns the
- * buffer rows point into (the input itself when there is no padding) or NULL if out of memory. */
-static const uint64_t *padded_input(const uint64_t *input, const ck_conv_shape *s, int threads, uint64_t **owned) {
-    *owned = NULL;
-    if (s->pad_h == 0 && s->pad_w == 0) return input;
+ * input is zero-padded, so the micro-kernels read the (padded) input in place — no im2col. Rows [r0, r1) of
+ * the padded input (batch·hp rows) are written to `padded`. */
+static void pad_rows(const uint64_t *input, const ck_conv_shape *s, uint64_t *padded, int64_t r0, int64_t r1) {
     const int64_t cw = ck_words(s->channels), hp = s->height + 2 * s->pad_h, wp = s->width + 2 * s->pad_w;
-    uint64_t *padded = malloc((size_t)(s->batch * hp * wp * cw) * sizeof(uint64_t));
-    if (padded == NULL) return NULL;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < s->batch * hp; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         const int64_t n = r / hp, y = r % hp - s->pad_h;
         uint64_t *dst = padded + r * wp * cw;
         if (y < 0 || y >= s->height) {
@@ -214,18 +219,14 @@ static const uint64_t *padded_input(const uint64_t *input, const ck_conv_shape *
                (size_t)(s->width * cw) * sizeof(uint64_t));
         memset(dst + (s->pad_w + s->width) * cw, 0, (size_t)(s->pad_w * cw) * sizeof(uint64_t));
     }
-    *owned = padded;
-    return padded;
 }
 
-/* Bit layout: the im2col of every output pixel into patch rows of `words` words; padded taps stay 0 (+1). */
-static uint64_t *bit_patches(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh,
-                             int64_t ow, int threads) {
+/* Bit layout: the im2col of output rows [r0, r1) (of batch·oh) into patch rows of `words` words; padded
+ * taps stay 0 (+1). */
+static void bit_patch_rows(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh,
+                           int64_t ow, uint64_t *patches, int64_t r0, int64_t r1) {
     const int64_t words = w->patch_words, cw = ck_words(s->channels), kh = s->kernel_h, kw = s->kernel_w;
-    uint64_t *patches = malloc((size_t)(s->batch * oh * ow * words) * sizeof(uint64_t));
-    if (patches == NULL) return NULL;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < s->batch * oh; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         const int64_t n = r / oh, oy = r % oh;
         for (int64_t ox = 0; ox < ow; ox++) {
             uint64_t *patch = patches + (r * ow + ox) * words;
@@ -241,56 +242,66 @@ static uint64_t *bit_patches(const uint64_t *input, const ck_conv_shape *s, cons
             }
         }
     }
-    return patches;
 }
 
-ck_status ck_bconv2d(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
-                     const ck_output_transform *t) {
-    if (input == NULL || s == NULL || w == NULL || t == NULL) return CK_ERR_NULL_POINTER;
-    if (t->out_int == NULL && t->out == NULL && t->out_bits == NULL) return CK_ERR_NULL_POINTER;
+/* Workspace layout: [source rows: padded input or patches][per thread: dot tile, row pointers]. */
+static size_t source_words(const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh, int64_t ow) {
+    if (w->bit_level) return (size_t)(s->batch * oh * ow * w->patch_words);
+    if (s->pad_h == 0 && s->pad_w == 0) return 0;
+    return (size_t)(s->batch * (s->height + 2 * s->pad_h) * (s->width + 2 * s->pad_w) * ck_words(s->channels));
+}
+
+enum { THREAD_BYTES = PIXEL_BLOCK * CHANNEL_BLOCK * sizeof(int32_t) + PIXEL_BLOCK * sizeof(uint64_t *) };
+
+size_t ck_bconv2d_workspace_bytes(const ck_conv_shape *s, const ck_bconv_weights *w, int threads) {
     int64_t oh, ow;
-    ck_status status = ck_conv_output_size(s, &oh, &ow);
-    if (status != CK_OK) return status;
-    if (s->channels != w->channels || s->kernel_h != w->kernel_h || s->kernel_w != w->kernel_w)
-        return CK_ERR_SHAPE_MISMATCH;
-    if (t->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER)) return CK_ERR_INVALID_SIZE;
+    if (s == NULL || w == NULL || threads < 1 || ck_conv_output_size(s, &oh, &ow) != CK_OK) return 0;
+    return (source_words(s, w, oh, ow) * sizeof(uint64_t) + 63) / 64 * 64 + (size_t)threads * THREAD_BYTES;
+}
+
+/* Even split of [0, total) among `parts`: the range of part `i`. */
+static inline void split(int64_t total, int parts, int i, int64_t *begin, int64_t *end) {
+    *begin = total * i / parts;
+    *end = total * (i + 1) / parts;
+}
+
+ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
+                         const ck_output_transform *t, int threads, void *workspace) {
     const ck_kernels *kern = ck_active_kernels();
-    const int threads = ck_get_num_threads();
+    int64_t oh, ow;
+    ck_conv_output_size(s, &oh, &ow);
     const int64_t pixels = s->batch * oh * ow, cw = ck_words(s->channels), o = w->out_channels;
     const int32_t k_all = (int32_t)(s->kernel_h * s->kernel_w * s->channels);
-
-    /* Where row p (output pixel p's patch) starts: base + p's offset, and how it continues. */
-    uint64_t *owned = NULL;
-    const uint64_t *base;
-    ck_row_segments seg;
-    int64_t hp, wp;
-    if (w->bit_level) {
-        owned = bit_patches(input, s, w, oh, ow, threads);
-        base = owned;
-        seg = (ck_row_segments){1, w->patch_words, 0};
-        hp = wp = 0;
-    } else {
-        base = padded_input(input, s, threads, &owned);
-        hp = s->height + 2 * s->pad_h;
-        wp = s->width + 2 * s->pad_w;
-        seg = (ck_row_segments){s->kernel_h, s->kernel_w * cw, wp * cw};
-    }
-    if (base == NULL) return CK_ERR_OUT_OF_MEMORY;
-
-    /* Popcount GEMM and output transform per (pixel block, channel block), blocks handed out from a
-     * shared counter. */
+    uint64_t *source = workspace;
+    char *per_thread = (char *)workspace + (source_words(s, w, oh, ow) * sizeof(uint64_t) + 63) / 64 * 64;
+    const int64_t hp = s->height + 2 * s->pad_h, wp = s->width + 2 * s->pad_w;
+    const int direct = !w->bit_level && s->pad_h == 0 && s->pad_w == 0;
+    const uint64_t *base = direct ? input : source;
+    const ck_row_segments seg = w->bit_level ? (ck_row_segments){1, w->patch_words, 0}
+                                             : (ck_row_segments){s->kernel_h, s->kernel_w * cw, wp * cw};
     const int64_t pixel_blocks = (pixels + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     const int64_t channel_blocks = (o + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
     const int64_t tasks = pixel_blocks * channel_blocks;
     _Atomic int64_t next_task = 0;
-    _Atomic int failed = 0;
-#pragma omp parallel num_threads(threads)
+
+    /* Phase 1 fills the source rows (padded input or patches); phase 2 hands out (pixel block, channel block)
+     * tasks from a shared counter: popcount GEMM and output transform. One thread runs both inline. */
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        int32_t *dot = ck_alloc(PIXEL_BLOCK * CHANNEL_BLOCK * sizeof(int32_t));
-        const uint64_t **rows = ck_alloc(PIXEL_BLOCK * sizeof *rows);
-        if (dot == NULL || rows == NULL) atomic_store(&failed, 1);
-        for (int64_t task = atomic_fetch_add(&next_task, 1); dot != NULL && rows != NULL && task < tasks;
-             task = atomic_fetch_add(&next_task, 1)) {
+        /* The team may be smaller than asked (a nested region runs with one thread). */
+        const int me = threads > 1 ? omp_get_thread_num() : 0, team = threads > 1 ? omp_get_num_threads() : 1;
+        int64_t r0, r1;
+        if (w->bit_level) {
+            split(s->batch * oh, team, me, &r0, &r1);
+            bit_patch_rows(input, s, w, oh, ow, source, r0, r1);
+        } else if (!direct) {
+            split(s->batch * hp, team, me, &r0, &r1);
+            pad_rows(input, s, source, r0, r1);
+        }
+#pragma omp barrier
+        int32_t *dot = (int32_t *)(per_thread + (size_t)me * THREAD_BYTES);
+        const uint64_t **rows = (const uint64_t **)(dot + PIXEL_BLOCK * CHANNEL_BLOCK);
+        for (int64_t task = atomic_fetch_add(&next_task, 1); task < tasks; task = atomic_fetch_add(&next_task, 1)) {
             const int64_t p0 = (task / channel_blocks) * PIXEL_BLOCK, o0 = (task % channel_blocks) * CHANNEL_BLOCK;
             const int64_t mb = pixels - p0 < PIXEL_BLOCK ? pixels - p0 : PIXEL_BLOCK;
             const int64_t nb = o - o0 < CHANNEL_BLOCK ? o - o0 : CHANNEL_BLOCK;
@@ -300,17 +311,39 @@ ck_status ck_bconv2d(const uint64_t *input, const ck_conv_shape *s, const ck_bco
                     rows[i] = base + p * w->patch_words;
                 } else {
                     const int64_t n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
-                    rows[i] = base + ((n * hp + oy * s->stride_h) * wp + ox * s->stride_w) * cw;
+                    rows[i] = base + ((n * (direct ? s->height : hp) + oy * s->stride_h) * (direct ? s->width : wp) +
+                                      ox * s->stride_w) * cw;
                 }
             }
             ck_bgemm_dot_block(kern, rows, mb, &w->gemm, o0, nb, k_all, dot, CHANNEL_BLOCK, &seg);
             transform_block(w, t, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
         }
-        ck_free(dot);
-        ck_free(rows);
     }
-    free(owned);
-    return atomic_load(&failed) ? CK_ERR_OUT_OF_MEMORY : CK_OK;
+    return CK_OK;
+}
+
+ck_status ck_bconv2d_check(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
+                           const ck_output_transform *t) {
+    if (input == NULL || s == NULL || w == NULL || t == NULL) return CK_ERR_NULL_POINTER;
+    if (t->out_int == NULL && t->out == NULL && t->out_bits == NULL) return CK_ERR_NULL_POINTER;
+    ck_status status = ck_conv_output_size(s, NULL, NULL);
+    if (status != CK_OK) return status;
+    if (s->channels != w->channels || s->kernel_h != w->kernel_h || s->kernel_w != w->kernel_w)
+        return CK_ERR_SHAPE_MISMATCH;
+    if (t->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER)) return CK_ERR_INVALID_SIZE;
+    return CK_OK;
+}
+
+ck_status ck_bconv2d(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
+                     const ck_output_transform *t) {
+    ck_status status = ck_bconv2d_check(input, s, w, t);
+    if (status != CK_OK) return status;
+    const int threads = ck_get_num_threads();
+    void *workspace = malloc(ck_bconv2d_workspace_bytes(s, w, threads));
+    if (workspace == NULL) return CK_ERR_OUT_OF_MEMORY;
+    status = ck_bconv2d_run(input, s, w, t, threads, workspace);
+    free(workspace);
+    return status;
 }
 
 ck_status ck_bmaxpool2d(const uint64_t *input, const ck_conv_shape *s, uint64_t *out) {

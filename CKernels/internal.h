@@ -85,6 +85,15 @@ void ck_bgemm_weights_free(ck_bgemm_weights *w);
 void ck_bgemm_dot_block(const ck_kernels *kern, const uint64_t *const *rows, int64_t m, const ck_bgemm_weights *w,
                         int64_t n0, int64_t nc, int32_t k, int32_t *dot, int64_t ldd, const ck_row_segments *seg);
 
+/* Binary convolution in parts, for callers that plan memory once (the packed-network executor):
+ * argument checks, workspace size for `threads` threads, and the run itself (no allocation; `threads` = 1
+ * runs inline, without an OpenMP region). */
+ck_status ck_bconv2d_check(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
+                           const ck_output_transform *t);
+size_t ck_bconv2d_workspace_bytes(const ck_conv_shape *s, const ck_bconv_weights *w, int threads);
+ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
+                         const ck_output_transform *t, int threads, void *workspace);
+
 /* Aligned allocation helpers (64-byte alignment, zeroed). */
 void *ck_alloc(size_t bytes);
 void ck_free(void *p);

@@ -160,6 +160,10 @@ ck_status ck_bconv_weights_create_from_bits(const uint64_t *bits, int64_t out_ch
 /** Releases binary convolution weights (NULL is allowed). */
 void ck_bconv_weights_destroy(ck_bconv_weights *w);
 
+/** Output channels, input channels and kernel size of `w`; any pointer may be NULL. */
+ck_status ck_bconv_weights_dims(const ck_bconv_weights *w, int64_t *out_channels, int64_t *channels,
+                                int64_t *kernel_h, int64_t *kernel_w);
+
 /** 1 if `w` uses the bit-level patch layout, 0 if word-per-pixel; -1 if w is NULL. */
 int ck_bconv_weights_bit_level(const ck_bconv_weights *w);
 
@@ -246,5 +250,6 @@ ck_status ck_popcount_peak(int threads, double seconds, double *out);
 #endif
 
 #include "ckernels_train.h"
+#include "ckernels_engine.h"
 
 #endif /* CKERNELS_H */
