@@ -1,0 +1,383 @@
+/* engine.c — runs a packed network program: a validated list of kernel steps over buffers planned once.
+ *
+ * Small binary networks are limited by memory traffic, not popcount: a batch of 256 CIFAR images streamed
+ * through RAM layer by layer would spend its time moving activations. So with at least as many images as
+ * threads, each thread runs whole images through every step with its own buffers (an image's activations
+ * stay in L1/L2 from layer to layer); with fewer images, images run one after another and the threads
+ * split each layer. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_BUFFERS = 64, OUT_BLOCK = 64 };
+
+/* What is known of a buffer: kind (float or bits) and per-image shape. */
+typedef struct {
+    int defined, bits;
+    int64_t h, w, c;
+} buffer_info;
+
+struct ck_program {
+    int count;
+    ck_step *steps;
+    float **transposed; /* CONV_F32 weights as [kh][kw][C][out], so the inner loop runs over outputs */
+    int buffers;
+    buffer_info info[MAX_BUFFERS];
+    size_t offset[MAX_BUFFERS]; /* byte offset of each buffer in a thread's memory (buffer 0: the image) */
+    size_t buffer_bytes;         /* all buffers of one image */
+    int64_t input_floats, output_floats;
+    int result;
+    /* Plan for the current thread count: memory[i] holds thread i's buffers and bconv workspace. */
+    int planned_threads;
+    size_t workspace_single, workspace_team;
+    void **memory;
+};
+
+static int64_t elements(const buffer_info *b) { return b->bits ? b->h * b->w * ck_words(b->c) : b->h * b->w * b->c; }
+
+static size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+/* Output shape of a step from its input shape; CK_OK or why the step is invalid. */
+static ck_status step_output(const ck_step *st, buffer_info *out) {
+    const ck_conv_shape *s = &st->shape;
+    int64_t oh = 1, ow = 1;
+    switch (st->kind) {
+    case CK_STEP_CONV_F32:
+    case CK_STEP_BCONV:
+    case CK_STEP_BMAXPOOL: {
+        ck_status status = ck_conv_output_size(s, &oh, &ow);
+        if (status != CK_OK) return status;
+        *out = (buffer_info){1, 0, oh, ow, st->kind == CK_STEP_BMAXPOOL ? s->channels : st->out_channels};
+        return CK_OK;
+    }
+    case CK_STEP_SHORTCUT:
+        if (!ck_size_ok(s->stride_h) || s->stride_h != s->stride_w || st->out_channels < s->channels ||
+            (st->out_channels - s->channels) % 2 != 0)
+            return CK_ERR_SHAPE_MISMATCH;
+        *out = (buffer_info){1, 0, (s->height + s->stride_h - 1) / s->stride_h,
+                             (s->width + s->stride_w - 1) / s->stride_w, st->out_channels};
+        return CK_OK;
+    case CK_STEP_GLOBAL_AVGPOOL: *out = (buffer_info){1, 0, 1, 1, s->channels}; return CK_OK;
+    case CK_STEP_LINEAR: *out = (buffer_info){1, 0, 1, 1, st->out_channels}; return CK_OK;
+    }
+    return CK_ERR_INVALID_SIZE;
+}
+
+static int reads_bits(ck_step_kind kind) { return kind == CK_STEP_BCONV || kind == CK_STEP_BMAXPOOL; }
+
+static int same_shape(const buffer_info *a, const buffer_info *b) {
+    return a->bits == b->bits && a->h == b->h && a->w == b->w && a->c == b->c;
+}
+
+static ck_status check_steps(ck_program *p) {
+    for (int i = 0; i < p->count; i++) {
+        const ck_step *st = &p->steps[i];
+        const ck_conv_shape *s = &st->shape;
+        if ((unsigned)st->kind > CK_STEP_LINEAR || st->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER))
+            return CK_ERR_INVALID_SIZE;
+        if (st->kind == CK_STEP_LINEAR) {
+            if (!ck_size_ok(s->channels) || !ck_size_ok(st->out_channels)) return CK_ERR_INVALID_SIZE;
+        } else if (s->batch != 1 || !ck_size_ok(s->height) || !ck_size_ok(s->width) || !ck_size_ok(s->channels)) {
+            return CK_ERR_INVALID_SIZE;
+        }
+        if ((st->kind == CK_STEP_CONV_F32 || st->kind == CK_STEP_BCONV || st->kind == CK_STEP_LINEAR) &&
+            !ck_size_ok(st->out_channels))
+            return CK_ERR_INVALID_SIZE;
+        if ((st->kind == CK_STEP_CONV_F32 || st->kind == CK_STEP_LINEAR) && st->weights == NULL)
+            return CK_ERR_NULL_POINTER;
+        if (st->kind == CK_STEP_BCONV) {
+            int64_t o, c, kh, kw;
+            ck_status status = ck_bconv_weights_dims(st->binary_weights, &o, &c, &kh, &kw);
+            if (status != CK_OK) return status;
+            if (o != st->out_channels || c != s->channels || kh != s->kernel_h || kw != s->kernel_w)
+                return CK_ERR_SHAPE_MISMATCH;
+        }
+        const int ids[4] = {st->input, st->residual, st->output, st->output_bits};
+        for (int j = 0; j < 4; j++)
+            if (ids[j] < -1 || ids[j] >= MAX_BUFFERS) return CK_ERR_INVALID_SIZE;
+        if (st->input < 0) return CK_ERR_SHAPE_MISMATCH;
+        if (st->output == 0 || st->output_bits == 0) return CK_ERR_SHAPE_MISMATCH; /* buffer 0 is the input */
+        if (st->output < 0 && st->output_bits < 0) return CK_ERR_NULL_POINTER;
+
+        /* What the step reads must exist already, with the kind and shape it expects. */
+        buffer_info want = {1, reads_bits(st->kind), s->height, s->width, s->channels};
+        if (st->kind == CK_STEP_LINEAR) want = (buffer_info){1, 0, 1, 1, s->channels};
+        buffer_info *in = &p->info[st->input];
+        if (st->input == 0 && !in->defined) *in = want; /* the first reader of buffer 0 fixes the input shape */
+        if (!in->defined || !same_shape(in, &want)) return CK_ERR_SHAPE_MISMATCH;
+
+        buffer_info out;
+        ck_status status = step_output(st, &out);
+        if (status != CK_OK) return status;
+        if (st->residual >= 0) {
+            if (st->kind != CK_STEP_CONV_F32 && st->kind != CK_STEP_BCONV) return CK_ERR_SHAPE_MISMATCH;
+            if (!p->info[st->residual].defined || !same_shape(&p->info[st->residual], &out))
+                return CK_ERR_SHAPE_MISMATCH;
+        }
+        /* Outputs: a new buffer takes the step's shape; a reused one must already have it. */
+        if (st->output >= 0) {
+            if (st->kind == CK_STEP_BMAXPOOL || st->output == st->input || st->output == st->residual)
+                return CK_ERR_SHAPE_MISMATCH;
+            buffer_info *b = &p->info[st->output];
+            if (b->defined && !same_shape(b, &out)) return CK_ERR_SHAPE_MISMATCH;
+            *b = out;
+        }
+        if (st->output_bits >= 0) {
+            if (st->kind != CK_STEP_CONV_F32 && st->kind != CK_STEP_BCONV && st->kind != CK_STEP_BMAXPOOL)
+                return CK_ERR_SHAPE_MISMATCH;
+            if (st->output_bits == st->input || st->output_bits == st->output) return CK_ERR_SHAPE_MISMATCH;
+            buffer_info bits = out;
+            bits.bits = 1;
+            buffer_info *b = &p->info[st->output_bits];
+            if (b->defined && !same_shape(b, &bits)) return CK_ERR_SHAPE_MISMATCH;
+            *b = bits;
+        }
+        if (st->input + 1 > p->buffers) p->buffers = st->input + 1;
+        for (int j = 1; j < 4; j++)
+            if (ids[j] + 1 > p->buffers) p->buffers = ids[j] + 1;
+    }
+    const ck_step *last = &p->steps[p->count - 1];
+    if (last->output < 0) return CK_ERR_SHAPE_MISMATCH;
+    p->result = last->output;
+    p->input_floats = elements(&p->info[0]);
+    p->output_floats = elements(&p->info[p->result]);
+    return CK_OK;
+}
+
+ck_status ck_program_create(const ck_step *steps, int count, ck_program **out) {
+    if (out == NULL) return CK_ERR_NULL_POINTER;
+    *out = NULL;
+    if (steps == NULL) return CK_ERR_NULL_POINTER;
+    if (count < 1 || count > 100000) return CK_ERR_INVALID_SIZE;
+    ck_program *p = ck_alloc(sizeof *p);
+    if (p == NULL) return CK_ERR_OUT_OF_MEMORY;
+    p->count = count;
+    p->steps = ck_alloc((size_t)count * sizeof(ck_step));
+    p->transposed = ck_alloc((size_t)count * sizeof(float *));
+    if (p->steps == NULL || p->transposed == NULL) {
+        ck_program_destroy(p);
+        return CK_ERR_OUT_OF_MEMORY;
+    }
+    memcpy(p->steps, steps, (size_t)count * sizeof(ck_step));
+    ck_status status = check_steps(p);
+    for (int i = 0; status == CK_OK && i < count; i++) {
+        const ck_step *st = &p->steps[i];
+        if (st->kind != CK_STEP_CONV_F32) continue;
+        const int64_t o = st->out_channels, taps_c = st->shape.kernel_h * st->shape.kernel_w * st->shape.channels;
+        float *t = ck_alloc((size_t)(o * taps_c) * sizeof(float));
+        if (t == NULL) {
+            status = CK_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        for (int64_t f = 0; f < o; f++)
+            for (int64_t j = 0; j < taps_c; j++) t[j * o + f] = st->weights[f * taps_c + j];
+        p->transposed[i] = t;
+    }
+    if (status != CK_OK) {
+        ck_program_destroy(p);
+        return status;
+    }
+    size_t offset = 0;
+    for (int b = 1; b < p->buffers; b++) {
+        if (!p->info[b].defined) continue;
+        p->offset[b] = offset;
+        offset += round64((size_t)elements(&p->info[b]) * (p->info[b].bits ? sizeof(uint64_t) : sizeof(float)));
+    }
+    p->buffer_bytes = offset;
+    *out = p;
+    return CK_OK;
+}
+
+static void release_plan(ck_program *p) {
+    if (p->memory != NULL)
+        for (int i = 0; i < p->planned_threads; i++) ck_free(p->memory[i]);
+    ck_free(p->memory);
+    p->memory = NULL;
+    p->planned_threads = 0;
+}
+
+void ck_program_destroy(ck_program *p) {
+    if (p == NULL) return;
+    release_plan(p);
+    if (p->transposed != NULL)
+        for (int i = 0; i < p->count; i++) ck_free(p->transposed[i]);
+    ck_free(p->transposed);
+    ck_free(p->steps);
+    ck_free(p);
+}
+
+ck_status ck_program_sizes(const ck_program *p, int64_t *input_floats, int64_t *output_floats) {
+    if (p == NULL) return CK_ERR_NULL_POINTER;
+    if (input_floats != NULL) *input_floats = p->input_floats;
+    if (output_floats != NULL) *output_floats = p->output_floats;
+    return CK_OK;
+}
+
+/* Memory for `threads` threads: thread 0 can also run a layer with all threads (workspace for the team). */
+static ck_status plan(ck_program *p, int threads) {
+    if (p->planned_threads == threads) return CK_OK;
+    release_plan(p);
+    size_t single = 0, team = 0;
+    for (int i = 0; i < p->count; i++) {
+        const ck_step *st = &p->steps[i];
+        if (st->kind != CK_STEP_BCONV) continue;
+        size_t a = ck_bconv2d_workspace_bytes(&st->shape, st->binary_weights, 1);
+        size_t b = ck_bconv2d_workspace_bytes(&st->shape, st->binary_weights, threads);
+        if (a > single) single = a;
+        if (b > team) team = b;
+    }
+    p->workspace_single = round64(single);
+    p->workspace_team = round64(team);
+    p->memory = ck_alloc((size_t)threads * sizeof(void *));
+    if (p->memory == NULL) return CK_ERR_OUT_OF_MEMORY;
+    p->planned_threads = threads;
+    for (int i = 0; i < threads; i++) {
+        p->memory[i] = ck_alloc(p->buffer_bytes + (i == 0 ? p->workspace_team : p->workspace_single));
+        if (p->memory[i] == NULL) {
+            release_plan(p);
+            return CK_ERR_OUT_OF_MEMORY;
+        }
+    }
+    return CK_OK;
+}
+
+/* Float convolution of one image, output channels innermost so the multiply-adds vectorise; the transform
+ * is the one of ck_output_transform, in the same order. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+conv_f32(const ck_step *st, const float *wt, const float *in, const float *residual, float *out, uint64_t *bits,
+         int threads) {
+    const ck_conv_shape *s = &st->shape;
+    int64_t oh, ow;
+    ck_conv_output_size(s, &oh, &ow);
+    const int64_t o = st->out_channels, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
+    const float floor_before = (st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
+    const float floor_after = (st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t p = 0; p < oh * ow; p++) {
+        const int64_t oy = p / ow, ox = p % ow;
+        for (int64_t o0 = 0; o0 < o; o0 += OUT_BLOCK) {
+            const int64_t nb = o - o0 < OUT_BLOCK ? o - o0 : OUT_BLOCK;
+            float acc[OUT_BLOCK];
+            for (int64_t j = 0; j < nb; j++) acc[j] = 0.0f;
+            for (int64_t a = 0; a < kh; a++) {
+                const int64_t iy = oy * s->stride_h - s->pad_h + a;
+                if (iy < 0 || iy >= s->height) continue;
+                for (int64_t b = 0; b < kw; b++) {
+                    const int64_t ix = ox * s->stride_w - s->pad_w + b;
+                    if (ix < 0 || ix >= s->width) continue;
+                    const float *x = in + (iy * s->width + ix) * c;
+                    const float *w = wt + ((a * kw + b) * c) * o + o0;
+                    for (int64_t ch = 0; ch < c; ch++) {
+                        const float xv = x[ch];
+                        for (int64_t j = 0; j < nb; j++) acc[j] += xv * w[ch * o + j];
+                    }
+                }
+            }
+            uint64_t word = 0;
+            for (int64_t j = 0; j < nb; j++) {
+                const float v = acc[j] < floor_before ? floor_before : acc[j];
+                float y = v * (st->scale != NULL ? st->scale[o0 + j] : 1.0f) +
+                          (st->bias != NULL ? st->bias[o0 + j] : 0.0f) +
+                          (residual != NULL ? residual[p * o + o0 + j] : 0.0f);
+                y = y < floor_after ? floor_after : y;
+                if (out != NULL) out[p * o + o0 + j] = y;
+                word |= (uint64_t)(y < 0.0f) << j;
+            }
+            if (bits != NULL) bits[p * ck_words(o) + o0 / 64] = word;
+        }
+    }
+}
+
+static void shortcut(const ck_step *st, const float *in, float *out) {
+    const ck_conv_shape *s = &st->shape;
+    const int64_t stride = s->stride_h, c = s->channels, o = st->out_channels, pad = (o - c) / 2;
+    const int64_t oh = (s->height + stride - 1) / stride, ow = (s->width + stride - 1) / stride;
+    for (int64_t y = 0; y < oh; y++) {
+        for (int64_t x = 0; x < ow; x++) {
+            float *dst = out + (y * ow + x) * o;
+            const float *src = in + (y * stride * s->width + x * stride) * c;
+            for (int64_t j = 0; j < pad; j++) dst[j] = 0.0f;
+            memcpy(dst + pad, src, (size_t)c * sizeof(float));
+            for (int64_t j = pad + c; j < o; j++) dst[j] = 0.0f;
+        }
+    }
+}
+
+static void global_avgpool(const ck_step *st, const float *in, float *out) {
+    const int64_t pixels = st->shape.height * st->shape.width, c = st->shape.channels;
+    for (int64_t j = 0; j < c; j++) out[j] = 0.0f;
+    for (int64_t p = 0; p < pixels; p++)
+        for (int64_t j = 0; j < c; j++) out[j] += in[p * c + j];
+    for (int64_t j = 0; j < c; j++) out[j] /= (float)pixels;
+}
+
+static void linear(const ck_step *st, const float *in, float *out) {
+    const int64_t n = st->shape.channels, o = st->out_channels;
+    for (int64_t f = 0; f < o; f++) {
+        const float *w = st->weights + f * n;
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; i++) sum += w[i] * in[i];
+        out[f] = sum + (st->bias != NULL ? st->bias[f] : 0.0f);
+    }
+}
+
+/* Runs every step on one image with `threads` threads inside each layer, in memory `mem`. */
+static ck_status run_image(const ck_program *p, const float *image, float *result, char *mem, int threads) {
+    void *buf[MAX_BUFFERS] = {0};
+    buf[0] = (void *)image;
+    for (int b = 1; b < p->buffers; b++)
+        if (p->info[b].defined) buf[b] = mem + p->offset[b];
+    void *ws = mem + p->buffer_bytes;
+    for (int i = 0; i < p->count; i++) {
+        const ck_step *st = &p->steps[i];
+        float *out = st->output >= 0 ? buf[st->output] : NULL;
+        uint64_t *bits = st->output_bits >= 0 ? buf[st->output_bits] : NULL;
+        const float *residual = st->residual >= 0 ? buf[st->residual] : NULL;
+        switch (st->kind) {
+        case CK_STEP_CONV_F32: conv_f32(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
+        case CK_STEP_BCONV: {
+            ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
+            ck_status status = ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, threads, ws);
+            if (status != CK_OK) return status;
+            break;
+        }
+        case CK_STEP_SHORTCUT: shortcut(st, buf[st->input], out); break;
+        case CK_STEP_BMAXPOOL: {
+            ck_status status = ck_bmaxpool2d(buf[st->input], &st->shape, bits);
+            if (status != CK_OK) return status;
+            break;
+        }
+        case CK_STEP_GLOBAL_AVGPOOL: global_avgpool(st, buf[st->input], out); break;
+        case CK_STEP_LINEAR: linear(st, buf[st->input], out); break;
+        }
+    }
+    memcpy(result, buf[p->result], (size_t)p->output_floats * sizeof(float));
+    return CK_OK;
+}
+
+ck_status ck_program_run(ck_program *p, const float *images, int64_t n, float *out) {
+    if (p == NULL || images == NULL || out == NULL) return CK_ERR_NULL_POINTER;
+    if (!ck_size_ok(n)) return CK_ERR_INVALID_SIZE;
+    const int threads = ck_get_num_threads();
+    ck_status status = plan(p, threads);
+    if (status != CK_OK) return status;
+    if (n < threads || threads == 1) {
+        for (int64_t i = 0; i < n && status == CK_OK; i++)
+            status = run_image(p, images + i * p->input_floats, out + i * p->output_floats, p->memory[0], threads);
+        return status;
+    }
+    _Atomic int64_t next = 0;
+    _Atomic int failed = CK_OK;
+#pragma omp parallel num_threads(threads)
+    {
+        char *mem = p->memory[omp_get_thread_num()];
+        for (int64_t i = atomic_fetch_add(&next, 1); i < n; i = atomic_fetch_add(&next, 1)) {
+            ck_status s = run_image(p, images + i * p->input_floats, out + i * p->output_floats, mem, 1);
+            if (s != CK_OK) atomic_store(&failed, (int)s);
+        }
+    }
+    return (ck_status)atomic_load(&failed);
+}
