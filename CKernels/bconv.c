@@ -156,20 +156,23 @@ ck_status ck_bconv_weights_dims(const ck_bconv_weights *w, int64_t *out_channels
 enum { PIXEL_BLOCK = 96, CHANNEL_BLOCK = 64 };
 
 /* Writes outputs [o0, o0+nc) of `pixels` consecutive output pixels starting at p0, from the dot products
- * of their patches (padded taps counted as +1), which it corrects in place. Branch-free inner loops: the
- * optional parts of the transform become neutral values (scale 1, bias 0, clamp at −∞). */
+ * of their patches (padded taps counted as +1), which it corrects in place. `prescale` (NULL: none) multiplies
+ * the integer before the first ReLU, so y = max(acc·prescale, 0)·scale + bias reproduces, operation for
+ * operation, a network that computes α·acc, then ReLU, then batch norm. Branch-free inner loops: the optional
+ * parts of the transform become neutral values (scale 1, bias 0, clamp at −∞). */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
-transform_block(const ck_bconv_weights *w, const ck_output_transform *t, int64_t oh, int64_t ow,
-                const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t *dot,
+transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale, int64_t oh,
+                int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t *dot,
                 int64_t ldd) {
     const int64_t o = w->out_channels, kh = w->kernel_h, kw = w->kernel_w;
-    float scale[CHANNEL_BLOCK], bias[CHANNEL_BLOCK], zero[CHANNEL_BLOCK], y[CHANNEL_BLOCK];
+    float pre[CHANNEL_BLOCK], scale[CHANNEL_BLOCK], bias[CHANNEL_BLOCK], zero[CHANNEL_BLOCK], y[CHANNEL_BLOCK];
     for (int64_t j = 0; j < nc; j++) {
+        pre[j] = prescale != NULL ? prescale[o0 + j] : 1.0f;
         scale[j] = t->scale != NULL ? t->scale[o0 + j] : 1.0f;
         bias[j] = t->bias != NULL ? t->bias[o0 + j] : 0.0f;
         zero[j] = 0.0f;
     }
-    const int32_t floor_before = (t->flags & CK_RELU_BEFORE) ? 0 : INT32_MIN;
+    const float floor_before = (t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
     const float floor_after = (t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
     const int want_float = t->out != NULL || t->out_bits != NULL;
     for (int64_t i = 0; i < pixels; i++) {
@@ -190,8 +193,9 @@ transform_block(const ck_bconv_weights *w, const ck_output_transform *t, int64_t
         const float *restrict r = t->residual != NULL ? t->residual + p * o + o0 : zero;
         float *restrict dst = t->out != NULL ? t->out + p * o + o0 : y;
         for (int64_t j = 0; j < nc; j++) {
-            const int32_t v = acc[j] < floor_before ? floor_before : acc[j];
-            const float u = (float)v * scale[j] + bias[j] + r[j];
+            float v = (float)acc[j] * pre[j];
+            v = v < floor_before ? floor_before : v;
+            const float u = v * scale[j] + bias[j] + r[j];
             dst[j] = u < floor_after ? floor_after : u;
         }
         if (t->out_bits != NULL) {
@@ -266,7 +270,7 @@ static inline void split(int64_t total, int parts, int i, int64_t *begin, int64_
 }
 
 ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
-                         const ck_output_transform *t, int threads, void *workspace) {
+                         const ck_output_transform *t, const float *prescale, int threads, void *workspace) {
     const ck_kernels *kern = ck_active_kernels();
     int64_t oh, ow;
     ck_conv_output_size(s, &oh, &ow);
@@ -316,7 +320,7 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
                 }
             }
             ck_bgemm_dot_block(kern, rows, mb, &w->gemm, o0, nb, k_all, dot, CHANNEL_BLOCK, &seg);
-            transform_block(w, t, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
+            transform_block(w, t, prescale, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
         }
     }
     return CK_OK;
@@ -341,7 +345,7 @@ ck_status ck_bconv2d(const uint64_t *input, const ck_conv_shape *s, const ck_bco
     const int threads = ck_get_num_threads();
     void *workspace = malloc(ck_bconv2d_workspace_bytes(s, w, threads));
     if (workspace == NULL) return CK_ERR_OUT_OF_MEMORY;
-    status = ck_bconv2d_run(input, s, w, t, threads, workspace);
+    status = ck_bconv2d_run(input, s, w, t, NULL, threads, workspace);
     free(workspace);
     return status;
 }

@@ -311,7 +311,11 @@ static void global_avgpool(const ck_step *st, const float *in, float *out) {
     for (int64_t j = 0; j < c; j++) out[j] = 0.0f;
     for (int64_t p = 0; p < pixels; p++)
         for (int64_t j = 0; j < c; j++) out[j] += in[p * c + j];
-    for (int64_t j = 0; j < c; j++) out[j] /= (float)pixels;
+    for (int64_t j = 0; j < c; j++) {
+        out[j] /= (float)pixels;
+        if (st->scale != NULL) out[j] *= st->scale[j];
+        if (st->bias != NULL) out[j] += st->bias[j];
+    }
 }
 
 static void linear(const ck_step *st, const float *in, float *out) {
@@ -340,7 +344,8 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         case CK_STEP_CONV_F32: conv_f32(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
-            ck_status status = ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, threads, ws);
+            ck_status status =
+                ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale, threads, ws);
             if (status != CK_OK) return status;
             break;
         }

@@ -87,12 +87,13 @@ void ck_bgemm_dot_block(const ck_kernels *kern, const uint64_t *const *rows, int
 
 /* Binary convolution in parts, for callers that plan memory once (the packed-network executor):
  * argument checks, workspace size for `threads` threads, and the run itself (no allocation; `threads` = 1
- * runs inline, without an OpenMP region). */
+ * runs inline, without an OpenMP region). `prescale` (per output channel, NULL for none) multiplies the
+ * integer before CK_RELU_BEFORE: y = max(acc·prescale, 0)·scale + bias. */
 ck_status ck_bconv2d_check(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
                            const ck_output_transform *t);
 size_t ck_bconv2d_workspace_bytes(const ck_conv_shape *s, const ck_bconv_weights *w, int threads);
 ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
-                         const ck_output_transform *t, int threads, void *workspace);
+                         const ck_output_transform *t, const float *prescale, int threads, void *workspace);
 
 /* Aligned allocation helpers (64-byte alignment, zeroed). */
 void *ck_alloc(size_t bytes);

@@ -20,18 +20,24 @@ typedef enum ck_step_kind {
     CK_STEP_SHORTCUT = 2,       /**< every stride-th pixel of a float buffer, channels zero-padded to out_channels
                                      (centred: (out − C)/2 zero channels before) */
     CK_STEP_BMAXPOOL = 3,       /**< binary max-pool of a bits buffer (ck_bmaxpool2d) */
-    CK_STEP_GLOBAL_AVGPOOL = 4, /**< mean over H×W of a float buffer: C floats */
+    CK_STEP_GLOBAL_AVGPOOL = 4, /**< mean over H×W of a float buffer, then ·scale + bias if given: C floats */
     CK_STEP_LINEAR = 5          /**< out[o] = Σ_i weights[o][i]·x[i] + bias[o] over a float buffer of C floats */
 } ck_step_kind;
 
-/** One step. Buffers are numbered from 0; buffer 0 holds the input images (float). */
+/**
+ * One step. Buffers are numbered from 0; buffer 0 holds the input images (float). Conv steps write
+ *   y = max(acc·prescale, floor)·scale + bias (+ residual), then max(y, 0) if CK_RELU_AFTER,
+ * where floor is 0 with CK_RELU_BEFORE and −∞ otherwise — the order of operations of a network that
+ * computes α·conv, ReLU, batch norm and the residual add, so a packed network can reproduce it bit for bit.
+ */
 typedef struct ck_step {
     ck_step_kind kind;
     ck_conv_shape shape;       /**< per-image input geometry (batch must be 1); for LINEAR only `channels` */
     int64_t out_channels;      /**< conv, shortcut, linear outputs; ignored for pools */
     const float *weights;      /**< CONV_F32 and LINEAR */
     const ck_bconv_weights *binary_weights; /**< BCONV */
-    const float *scale, *bias; /**< conv transforms (NULL: 1, 0); LINEAR uses `bias` only */
+    const float *prescale;     /**< BCONV: multiplies the integer before CK_RELU_BEFORE (NULL: 1), see below */
+    const float *scale, *bias; /**< per output channel (NULL: 1, 0); LINEAR uses `bias` only */
     int flags;                 /**< CK_RELU_BEFORE | CK_RELU_AFTER, conv steps */
     int input;                 /**< buffer read: float, or bits for BCONV and BMAXPOOL */
     int residual;              /**< float buffer added in the conv transform, or −1 */
