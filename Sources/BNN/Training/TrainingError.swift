@@ -13,6 +13,8 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable, Sendable {
     case badCheckpoint(path: String, reason: String)
     /// A checkpoint was written by a run with a different configuration.
     case checkpointMismatch(path: String, key: String, checkpoint: String, requested: String)
+    /// A weights file does not fit the model (missing, unexpected or mismatched keys are named).
+    case badWeights(path: String, reason: String)
     /// A line of `log.jsonl` could not be read.
     case malformedLog(place: String, reason: String)
     /// A file of the run could not be read or written.
@@ -35,6 +37,8 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable, Sendable {
         case .checkpointMismatch(let path, let key, let checkpoint, let requested):
             return "checkpoint \(path) was written with \(key) = \(checkpoint), but this run asks for \(requested); "
                 + "resume with the same \(key), or start a new run in another directory"
+        case .badWeights(let path, let reason):
+            return "weights file \(path): \(reason)"
         case .malformedLog(let place, let reason):
             return "training log \(place): \(reason)"
         case .io(let path, let reason):

@@ -141,6 +141,12 @@ enum JSONNumber {
         return value.description
     }
 
+    /// The shortest text that reads back to the same `Float` (so 0.1, not 0.10000000149011612), or `null`.
+    static func format(_ value: Float) -> String {
+        guard value.isFinite else { return "null" }
+        return value.description
+    }
+
     /// `format` of a value that may be absent.
     static func format(_ value: Double?) -> String {
         guard let value else { return "null" }

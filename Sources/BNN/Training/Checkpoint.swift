@@ -1,0 +1,211 @@
+import Foundation
+
+/// `RUN_DIR/checkpoint.safetensors`: everything needed to continue a run exactly, in a file PyTorch can read.
+///
+/// Tensors: the model's state dict under PyTorch's names and shapes (F32, convolutions OIHW,
+/// `num_batches_tracked` I64 scalars), and the optimizer's state under `optimizer.<parameter>.<field>` (e.g.
+/// `optimizer.layer1.0.conv1.weight.momentum_buffer`). Metadata (strings): `format`, `format_version`,
+/// `epoch` (completed epochs), `step` (steps done in the next epoch, non-zero only after Ctrl-C),
+/// `partial_epoch` (the running sums of that epoch, JSON), `seed` and `config` (JSON of
+/// `TrainingConfiguration`).
+///
+/// In PyTorch: `sd = safetensors.torch.load_file(path)`, drop the keys starting with "optimizer.", then
+/// `model.load_state_dict(sd)` on the paper's ResNet-20.
+public struct Checkpoint: Sendable, Equatable {
+    /// The file name inside a run directory.
+    public static let fileName = "checkpoint.safetensors"
+    /// Prefix of the optimizer's entries.
+    public static let optimizerPrefix = "optimizer."
+    /// The `format` metadata value.
+    public static let format = "swift-bnn training checkpoint"
+    /// The layout version written by this library.
+    public static let formatVersion = 1
+
+    /// The model's state dict.
+    public var model: [String: SafeTensors.TensorData]
+    /// The optimizer's state dict (keys without the prefix).
+    public var optimizer: [String: SafeTensors.TensorData]
+    /// Epochs completed.
+    public var completedEpochs: Int
+    /// Steps already done in epoch `completedEpochs + 1` (after an interruption), with their running sums.
+    public var partialEpoch: PartialEpoch?
+    /// The run's configuration (its seed included).
+    public var configuration: TrainingConfiguration
+
+    /// A checkpoint of the given state.
+    public init(
+        model: [String: SafeTensors.TensorData], optimizer: [String: SafeTensors.TensorData], completedEpochs: Int,
+        partialEpoch: PartialEpoch?, configuration: TrainingConfiguration
+    ) {
+        self.model = model
+        self.optimizer = optimizer
+        self.completedEpochs = completedEpochs
+        self.partialEpoch = partialEpoch
+        self.configuration = configuration
+    }
+
+    /// The metadata strings.
+    public var metadata: [String: String] {
+        var metadata = [
+            "format": Checkpoint.format,
+            "format_version": String(Checkpoint.formatVersion),
+            "epoch": String(completedEpochs),
+            "step": String(partialEpoch?.steps ?? 0),
+            "seed": String(configuration.seed),
+            "config": configuration.json,
+        ]
+        if let partialEpoch { metadata["partial_epoch"] = partialEpoch.json }
+        return metadata
+    }
+
+    /// Writes the file atomically (temporary file, flush, rename): a crash leaves the previous checkpoint.
+    public func write(to url: URL) throws(TrainingError) {
+        var tensors = model
+        for (key, value) in optimizer {
+            let name = Checkpoint.optimizerPrefix + key
+            guard tensors[name] == nil else {
+                throw .badCheckpoint(path: url.path, reason: "model and optimizer both have an entry \"\(name)\"")
+            }
+            tensors[name] = value
+        }
+        do {
+            try SafeTensors.write(tensors, metadata: metadata, to: url)
+        } catch {
+            throw .io(path: url.path, reason: "cannot write the checkpoint: \(error)")
+        }
+    }
+
+    /// Reads a checkpoint written by `write(to:)`, naming the missing or malformed entry on failure.
+    public static func read(from url: URL) throws(TrainingError) -> Checkpoint {
+        let file: SafeTensorsFile
+        do {
+            file = try SafeTensors.read(url)
+        } catch {
+            throw .badCheckpoint(path: url.path, reason: "\(error)")
+        }
+        let path = url.path
+        let metadata = file.metadata
+        func required(_ key: String) throws(TrainingError) -> String {
+            guard let value = metadata[key] else {
+                throw .badCheckpoint(
+                    path: path,
+                    reason: "metadata lacks \"\(key)\": not a training checkpoint of this library (for weights only, "
+                        + "use `bnn eval --weights`)")
+            }
+            return value
+        }
+        guard let version = Int(try required("format_version")), version == formatVersion else {
+            throw .badCheckpoint(
+                path: path, reason: "format_version is \(metadata["format_version"] ?? "?"), this library reads \(formatVersion)")
+        }
+        guard let epoch = Int(try required("epoch")), epoch >= 0 else {
+            throw .badCheckpoint(path: path, reason: "metadata epoch \"\(metadata["epoch"] ?? "")\" is not a count")
+        }
+        var configuration = try TrainingConfiguration(json: try required("config"), place: path)
+        guard let seed = UInt64(try required("seed")) else {
+            throw .badCheckpoint(path: path, reason: "metadata seed \"\(metadata["seed"] ?? "")\" is not a 64-bit integer")
+        }
+        configuration.seed = seed
+        let steps = Int(metadata["step"] ?? "0") ?? -1
+        var partial: PartialEpoch?
+        if steps > 0 {
+            guard let text = metadata["partial_epoch"] else {
+                throw .badCheckpoint(path: path, reason: "metadata step is \(steps) but partial_epoch is missing")
+            }
+            partial = try PartialEpoch(json: text, place: path)
+            guard partial?.steps == steps else {
+                throw .badCheckpoint(path: path, reason: "metadata step \(steps) disagrees with partial_epoch")
+            }
+        } else if steps < 0 {
+            throw .badCheckpoint(path: path, reason: "metadata step \"\(metadata["step"] ?? "")\" is not a count")
+        }
+        let split = splitOptimizer(file.tensors)
+        return Checkpoint(
+            model: split.model, optimizer: split.optimizer, completedEpochs: epoch, partialEpoch: partial,
+            configuration: configuration)
+    }
+
+    /// Separates the optimizer's entries (prefix removed) from the model's.
+    public static func splitOptimizer(_ tensors: [String: SafeTensors.TensorData])
+        -> (model: [String: SafeTensors.TensorData], optimizer: [String: SafeTensors.TensorData])
+    {
+        var model: [String: SafeTensors.TensorData] = [:]
+        var optimizer: [String: SafeTensors.TensorData] = [:]
+        for (key, value) in tensors {
+            if key.hasPrefix(optimizerPrefix) {
+                optimizer[String(key.dropFirst(optimizerPrefix.count))] = value
+            } else {
+                model[key] = value
+            }
+        }
+        return (model, optimizer)
+    }
+}
+
+/// The running sums of an epoch cut short by Ctrl-C, so that the resumed epoch reports the same figures as an
+/// uninterrupted one.
+public struct PartialEpoch: Sendable, Equatable {
+    /// Steps done.
+    public var steps: Int = 0
+    /// Images seen.
+    public var images: Int = 0
+    /// Σ step loss (each a batch mean), in step order.
+    public var lossSum: Double = 0
+    /// Images classified correctly.
+    public var correct: Int = 0
+    /// Σ estimating error over the steps.
+    public var estimatingErrorSum: Double = 0
+    /// Σ gradient stability over the steps.
+    public var gradientStabilitySum: Double = 0
+    /// The indicators after the last step done.
+    public var lastEstimatingError: Double?
+    public var lastGradientStability: Double?
+    /// Seconds spent in the steps.
+    public var seconds: Double = 0
+
+    /// Nothing done yet.
+    public init() {}
+
+    /// The sums as a JSON object (numbers in their exact shortest form).
+    public var json: String {
+        let fields: [(String, String)] = [
+            ("steps", String(steps)), ("images", String(images)), ("loss_sum", JSONNumber.format(lossSum)),
+            ("correct", String(correct)), ("estimating_error_sum", JSONNumber.format(estimatingErrorSum)),
+            ("gradient_stability_sum", JSONNumber.format(gradientStabilitySum)),
+            ("last_estimating_error", JSONNumber.format(lastEstimatingError)),
+            ("last_gradient_stability", JSONNumber.format(lastGradientStability)),
+            ("seconds", JSONNumber.format(seconds)),
+        ]
+        return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+    }
+
+    /// Reads `json` as written by `json`.
+    public init(json: String, place: String) throws(TrainingError) {
+        struct Fields: Decodable {
+            var steps: Int
+            var images: Int
+            var loss_sum: Double
+            var correct: Int
+            var estimating_error_sum: Double
+            var gradient_stability_sum: Double
+            var last_estimating_error: Double?
+            var last_gradient_stability: Double?
+            var seconds: Double
+        }
+        let fields: Fields
+        do {
+            fields = try JSONDecoder().decode(Fields.self, from: Data(json.utf8))
+        } catch {
+            throw .badCheckpoint(path: place, reason: "metadata partial_epoch is unreadable: \(error)")
+        }
+        steps = fields.steps
+        images = fields.images
+        lossSum = fields.loss_sum
+        correct = fields.correct
+        estimatingErrorSum = fields.estimating_error_sum
+        gradientStabilitySum = fields.gradient_stability_sum
+        lastEstimatingError = fields.last_estimating_error
+        lastGradientStability = fields.last_gradient_stability
+        seconds = fields.seconds
+    }
+}

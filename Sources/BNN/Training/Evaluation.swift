@@ -1,0 +1,91 @@
+import Foundation
+
+/// Loss and top-1 / top-5 accuracy of a model over a data split, in evaluation mode.
+public struct EvaluationResult: Sendable, Equatable {
+    /// Mean cross-entropy over the images.
+    public var loss: Double
+    /// Images whose label has the highest logit.
+    public var top1Correct: Int
+    /// Images whose label is among the five highest logits.
+    public var top5Correct: Int
+    /// Images evaluated.
+    public var images: Int
+
+    /// Fraction of images right at top-1.
+    public var top1: Double { images > 0 ? Double(top1Correct) / Double(images) : 0 }
+    /// Fraction of images right at top-5.
+    public var top5: Double { images > 0 ? Double(top5Correct) / Double(images) : 0 }
+}
+
+/// Evaluation of a classifier on CIFAR-10 images.
+public enum Evaluation {
+    /// The paper's test batch size. In evaluation mode batch norm uses its running statistics, so the batch size
+    /// changes speed and memory, not the results.
+    public static let defaultBatchSize = 128
+
+    /// Runs `model` in evaluation mode without recording gradients over every image of `split` (file order,
+    /// normalised, not augmented, batches prepared in the background), then restores the model's mode.
+    public static func evaluate(
+        _ model: Module, on split: CIFAR10Split, batchSize: Int = defaultBatchSize
+    ) throws -> EvaluationResult {
+        let wasTraining = model.isTraining
+        model.eval()
+        defer { if wasTraining { model.train() } }
+        let batches = try CIFAR10Batches.evaluation(split, batchSize: batchSize)
+        var result = EvaluationResult(loss: 0, top1Correct: 0, top5Correct: 0, images: 0)
+        var lossSum = 0.0
+        try withNoGrad {
+            for batch in BatchLoader(batches).epoch(0) {
+                let logits = try model(batch.tensor())
+                let loss = try crossEntropy(logits, labels: batch.labels).item()
+                lossSum += Double(loss) * Double(batch.count)
+                result.top1Correct += try topKCorrect(logits, labels: batch.labels, k: 1)
+                result.top5Correct += try topKCorrect(logits, labels: batch.labels, k: min(5, logits.shape[1]))
+                result.images += batch.count
+            }
+        }
+        result.loss = result.images > 0 ? lossSum / Double(result.images) : 0
+        return result
+    }
+}
+
+extension ImageBatch {
+    /// The images as an NHWC tensor `[N, H, W, C]` (no gradient).
+    func tensor() throws -> Tensor {
+        try Tensor(shape: [count, height, width, channels], data: images)
+    }
+}
+
+extension EvaluationResult {
+    /// `{"top1": …, "top5": …, "images": …}` (accuracies as fractions), plus the mean loss.
+    public var json: String {
+        "{\"top1\": \(JSONNumber.format(top1)), \"top5\": \(JSONNumber.format(top5)), \"images\": \(images), "
+            + "\"loss\": \(JSONNumber.format(loss))}"
+    }
+}
+
+/// Model weights from a safetensors file: a training checkpoint of this library or any file with the PyTorch
+/// state-dict names of the model (e.g. saved from the paper's PyTorch code with `safetensors.torch.save_file`).
+public enum ModelWeights {
+    /// Loads `url` into `model`. Entries under "optimizer." are ignored; a "module." prefix on every key (left
+    /// by `torch.nn.DataParallel`) is removed. Every key of the model must be present with its shape, and no
+    /// other key may be: the error names the file and each missing, unexpected or mismatched key.
+    public static func load(_ url: URL, into model: Module) throws(TrainingError) {
+        let file: SafeTensorsFile
+        do {
+            file = try SafeTensors.read(url)
+        } catch {
+            throw .badWeights(path: url.path, reason: "\(error)")
+        }
+        var tensors = Checkpoint.splitOptimizer(file.tensors).model
+        let prefix = "module."
+        if !tensors.isEmpty && tensors.keys.allSatisfy({ $0.hasPrefix(prefix) }) {
+            tensors = Dictionary(uniqueKeysWithValues: tensors.map { (String($0.key.dropFirst(prefix.count)), $0.value) })
+        }
+        do {
+            try model.loadStateDict(tensors)
+        } catch {
+            throw .badWeights(path: url.path, reason: "\(error)")
+        }
+    }
+}

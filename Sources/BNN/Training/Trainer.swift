@@ -1,0 +1,285 @@
+import Foundation
+
+/// Trains a ResNet-20 on CIFAR-10 batches epoch by epoch, as the paper does, and keeps the run directory up to
+/// date: `log.jsonl` (one line per epoch), `checkpoint.safetensors` (after each epoch, atomically) and
+/// `curves.svg`.
+///
+/// Per epoch e (0-based) of E: the learning rate of the schedule, the estimators moved to epoch e, training
+/// mode, then for each batch forward → cross-entropy → backward → optimizer step → indicators; then evaluation
+/// on the validation split (evaluation mode, no gradients), the log line, the checkpoint and the curves.
+///
+/// A run stops early in three ways. A NaN or infinite loss throws `TrainingError.nonFiniteLoss` before the
+/// step updates anything, and the checkpoint on disk stays the last good one. `shouldStop` (Ctrl-C by default)
+/// is checked after every step: the state is saved with the epoch's running sums and `run()` returns
+/// `.interrupted`; resuming continues at the next step. A checkpoint is never written with non-finite
+/// parameters. Resuming (same seed, same thread count) reproduces the uninterrupted run bit for bit: batches,
+/// augmentation, learning rate and estimator schedule are functions of (seed, epoch, step) only.
+public final class Trainer {
+    /// How a call to `run()` ended.
+    public enum Outcome: Sendable, Equatable {
+        /// Every epoch of the configuration is done.
+        case finished
+        /// Stopped by `shouldStop` after `step` steps of epoch `epoch` (1-based); the state is saved.
+        case interrupted(epoch: Int, step: Int)
+        /// Stopped as asked by `run(untilEpoch:)` after that many epochs, before the configured end.
+        case paused(afterEpoch: Int)
+    }
+
+    /// The recipe.
+    public let configuration: TrainingConfiguration
+    /// Where the log, checkpoint and curves go.
+    public let runDirectory: URL
+    /// The network being trained.
+    public let model: ResNet20
+    /// Its optimizer.
+    public let optimizer: any Optimizer
+    /// The learning rate per epoch.
+    public let schedule: LearningRateSchedule
+    /// The training batches (shuffled and augmented per epoch from the seed).
+    public let trainingBatches: CIFAR10Batches
+    /// Images evaluated after each epoch; nil to skip evaluation.
+    public let validation: CIFAR10Split?
+    /// Batch size of the evaluation (results do not depend on it).
+    public var evaluationBatchSize = Evaluation.defaultBatchSize
+    /// Where progress is shown.
+    public var progress = TrainingProgress(style: .silent, write: { _ in })
+    /// Checked after every step; true stops the run with its state saved.
+    public var shouldStop: () -> Bool = { Interrupt.isRequested }
+    /// Called after every step with the 1-based epoch and step (tests use it to inject failures).
+    var afterStep: ((_ epoch: Int, _ step: Int) throws -> Void)?
+
+    /// Epochs completed so far.
+    public private(set) var completedEpochs: Int
+    /// The epoch cut short by an interruption, continued by the next `run()`.
+    private var partialEpoch: PartialEpoch?
+    /// The records of the completed epochs.
+    public var records: [EpochRecord] { log.records }
+
+    private let log: TrainingLog
+    /// Whether `checkpointURL` holds a checkpoint of this run (for error messages).
+    private var checkpointWritten: Bool
+
+    /// `RUN_DIR/checkpoint.safetensors`.
+    public var checkpointURL: URL { runDirectory.appendingPathComponent(Checkpoint.fileName) }
+    /// `RUN_DIR/log.jsonl`.
+    public var logURL: URL { runDirectory.appendingPathComponent("log.jsonl") }
+    /// `RUN_DIR/curves.svg`.
+    public var curvesURL: URL { runDirectory.appendingPathComponent("curves.svg") }
+
+    /// Prepares a run in `runDirectory` (created if needed). Without `resume` the directory must not hold a
+    /// checkpoint already (so a finished run is never overwritten by accident); with `resume` it must, written
+    /// with the same configuration, and training continues where it stopped.
+    public init(
+        configuration: TrainingConfiguration, training: CIFAR10Split, validation: CIFAR10Split?, runDirectory: URL,
+        resume: Bool = false
+    ) throws {
+        try configuration.validate()
+        guard training.count > 0 else { throw TrainingError.invalidConfiguration("the training split holds no image") }
+        self.configuration = configuration
+        self.runDirectory = runDirectory
+        self.validation = validation
+        schedule = LearningRateSchedule(
+            baseLearningRate: configuration.learningRate, epochs: configuration.epochs,
+            warmupEpochs: configuration.warmupEpochs)
+        try schedule.validate()
+        trainingBatches = try CIFAR10Batches.training(
+            training, batchSize: configuration.batchSize, seed: configuration.seed)
+        let estimator = try makeEstimator(named: configuration.estimator, oEnd: configuration.oEnd)
+        model = try ResNet20(variant: configuration.variant, estimator: estimator, seed: configuration.seed)
+        switch configuration.optimizer {
+        case .sgd:
+            optimizer = SGD(
+                parameters: model.namedParameters(), learningRate: configuration.learningRate,
+                momentum: configuration.momentum, weightDecay: configuration.weightDecay)
+        case .adam:
+            optimizer = Adam(
+                parameters: model.namedParameters(), learningRate: configuration.learningRate,
+                weightDecay: configuration.weightDecay)
+        }
+
+        do {
+            try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.localizedDescription)")
+        }
+        let checkpointPath = runDirectory.appendingPathComponent(Checkpoint.fileName)
+        let exists = FileManager.default.fileExists(atPath: checkpointPath.path)
+        if resume {
+            guard exists else {
+                throw TrainingError.badCheckpoint(
+                    path: checkpointPath.path, reason: "not found, so there is nothing to resume (run without --resume)")
+            }
+            let checkpoint = try Checkpoint.read(from: checkpointPath)
+            if let difference = checkpoint.configuration.firstDifference(from: configuration) {
+                throw TrainingError.checkpointMismatch(
+                    path: checkpointPath.path, key: difference.key, checkpoint: difference.mine,
+                    requested: difference.other)
+            }
+            do {
+                try model.loadStateDict(checkpoint.model)
+                try optimizer.loadStateDict(checkpoint.optimizer)
+            } catch {
+                throw TrainingError.badCheckpoint(path: checkpointPath.path, reason: "\(error)")
+            }
+            completedEpochs = checkpoint.completedEpochs
+            partialEpoch = checkpoint.partialEpoch
+            if let partial = partialEpoch, partial.steps > trainingBatches.batchesPerEpoch {
+                throw TrainingError.badCheckpoint(
+                    path: checkpointPath.path,
+                    reason: "it stopped after step \(partial.steps) of an epoch, but this data has only "
+                        + "\(trainingBatches.batchesPerEpoch) steps per epoch (a different training set?)")
+            }
+        } else {
+            guard !exists else {
+                throw TrainingError.invalidConfiguration(
+                    "\(runDirectory.path) already holds a checkpoint: pass --resume to continue that run, or "
+                        + "choose another output directory")
+            }
+            completedEpochs = 0
+        }
+        checkpointWritten = exists
+        log = try TrainingLog(url: runDirectory.appendingPathComponent("log.jsonl"), completedEpochs: completedEpochs)
+    }
+
+    /// The state that a checkpoint of this moment would hold.
+    public func checkpoint() -> Checkpoint {
+        Checkpoint(
+            model: model.stateDict(), optimizer: optimizer.stateDict(), completedEpochs: completedEpochs,
+            partialEpoch: partialEpoch, configuration: configuration)
+    }
+
+    /// Trains until every epoch is done, `shouldStop` says to stop, or (if given) `untilEpoch` epochs are
+    /// complete. The schedules always span the configured epochs, so stopping at an epoch and resuming later
+    /// gives the same run as going through.
+    public func run(untilEpoch limit: Int? = nil) throws -> Outcome {
+        let step = TrainingStep(
+            model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight),
+            indicatorPower: configuration.oEnd)
+        let epochs = configuration.epochs
+        while completedEpochs < epochs {
+            if let limit, completedEpochs >= limit { return .paused(afterEpoch: completedEpochs) }
+            let epoch = completedEpochs   // 0-based index of the epoch being trained
+            let number = epoch + 1
+            let learningRate = schedule.learningRate(epoch: epoch)
+            optimizer.learningRate = learningRate
+            model.setEstimatorEpoch(epoch, of: epochs)
+            let power = (model.binaryConvolutions.first?.estimator as? ReSTE).map { Self.decimal($0.o) }
+            model.train()
+
+            var sums = partialEpoch ?? PartialEpoch()
+            partialEpoch = nil
+            let batches = trainingBatches.batches(epoch: epoch)
+            progress.beginEpoch(number, of: epochs, steps: batches.count, images: trainingBatches.split.count)
+            let remaining = EpochSlice(batches: batches, start: sums.steps)
+            var lapStart = TrainingProgress.monotonicSeconds()
+            for batch in PrefetchingSequence(remaining, prefetch: 2) {
+                let stepNumber = sums.steps + 1
+                let result = try step.run(batch) { loss in
+                    guard loss.isFinite else {
+                        progress.endEpoch()
+                        throw TrainingError.nonFiniteLoss(
+                            epoch: number, step: stepNumber, loss: loss,
+                            checkpoint: checkpointWritten ? checkpointURL.path : nil)
+                    }
+                }
+                sums.steps = stepNumber
+                sums.images += result.images
+                sums.lossSum += Double(result.loss)
+                sums.correct += result.correct
+                if let error = result.estimatingError, let stability = result.gradientStability {
+                    sums.estimatingErrorSum += error
+                    sums.gradientStabilitySum += stability
+                    sums.lastEstimatingError = error
+                    sums.lastGradientStability = stability
+                }
+                let now = TrainingProgress.monotonicSeconds()
+                sums.seconds += now - lapStart
+                lapStart = now
+                progress.update(
+                    step: sums.steps, images: sums.images, loss: sums.lossSum / Double(sums.steps),
+                    accuracy: Double(sums.correct) / Double(sums.images))
+                try afterStep?(number, stepNumber)
+                if shouldStop() {
+                    partialEpoch = sums
+                    try requireFiniteParameters(epoch: number)
+                    try checkpoint().write(to: checkpointURL)
+                    checkpointWritten = true
+                    progress.endEpoch()
+                    return .interrupted(epoch: number, step: sums.steps)
+                }
+            }
+            progress.endEpoch()
+            // Gradients are not needed past the last step's indicators; free them before evaluating.
+            optimizer.zeroGrad()
+
+            var validationResult: EvaluationResult?
+            if let validation {
+                let result = try Evaluation.evaluate(model, on: validation, batchSize: evaluationBatchSize)
+                guard result.loss.isFinite else {
+                    throw TrainingError.nonFiniteValidation(
+                        epoch: number, loss: result.loss, checkpoint: checkpointWritten ? checkpointURL.path : nil)
+                }
+                validationResult = result
+            }
+            try requireFiniteParameters(epoch: number)
+
+            let steps = Double(max(sums.steps, 1))
+            let hasIndicators = sums.lastEstimatingError != nil
+            let record = EpochRecord(
+                epoch: number, learningRate: Self.decimal(learningRate), o: power,
+                trainLoss: sums.lossSum / steps,
+                trainAccuracy: sums.images > 0 ? Double(sums.correct) / Double(sums.images) : 0,
+                validationLoss: validationResult?.loss, validationAccuracy: validationResult?.top1,
+                estimatingError: sums.lastEstimatingError, gradientStability: sums.lastGradientStability,
+                estimatingErrorMean: hasIndicators ? sums.estimatingErrorSum / steps : nil,
+                gradientStabilityMean: hasIndicators ? sums.gradientStabilitySum / steps : nil,
+                seconds: sums.seconds, imagesPerSecond: sums.seconds > 0 ? Double(sums.images) / sums.seconds : 0,
+                steps: sums.steps, images: sums.images)
+            // The log line goes first: if the process dies before the checkpoint, resuming drops the line and
+            // trains the epoch again, so the log never runs ahead of the checkpoint.
+            try log.append(record)
+            completedEpochs = number
+            try checkpoint().write(to: checkpointURL)
+            checkpointWritten = true
+            try Curves.write(log.records, to: curvesURL, title: "\(configuration.summary), seed \(configuration.seed)")
+            progress.message(Self.describe(record))
+        }
+        return .finished
+    }
+
+    /// One line about an epoch, for the terminal.
+    public static func describe(_ record: EpochRecord) -> String {
+        var text = "epoch \(record.epoch): lr \(String(format: "%.4g", record.learningRate))"
+        if let o = record.o { text += " o \(String(format: "%.3f", o))" }
+        text += " train loss \(String(format: "%.4f", record.trainLoss)) acc \(String(format: "%.2f", 100 * record.trainAccuracy))%"
+        if let loss = record.validationLoss, let accuracy = record.validationAccuracy {
+            text += " | val loss \(String(format: "%.4f", loss)) acc \(String(format: "%.2f", 100 * accuracy))%"
+        }
+        text += " | \(String(format: "%.1f", record.seconds)) s, \(String(format: "%.0f", record.imagesPerSecond)) img/s"
+        return text
+    }
+
+    /// The double nearest to the shortest decimal of `value`: the log shows 0.1 rather than 0.10000000149011612.
+    static func decimal(_ value: Float) -> Double { Double(value.description) ?? Double(value) }
+
+    /// Throws naming the first parameter or buffer that holds NaN or infinity.
+    private func requireFiniteParameters(epoch: Int) throws {
+        for (name, tensor) in model.namedParameters() + model.namedBuffers() {
+            let finite = tensor.withUnsafeBufferPointer { values in values.allSatisfy(\.isFinite) }
+            if !finite {
+                throw TrainingError.nonFiniteParameter(
+                    epoch: epoch, name: name, checkpoint: checkpointWritten ? checkpointURL.path : nil)
+            }
+        }
+    }
+}
+
+/// The batches of an epoch from position `start` on (the rest of an interrupted epoch).
+struct EpochSlice: IndexedBatchSource {
+    let batches: CIFAR10EpochBatches
+    let start: Int
+
+    var count: Int { max(0, batches.count - start) }
+
+    func batch(at index: Int) -> ImageBatch { batches.batch(at: start + index) }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+/// Everything that decides what a training run computes: the model, the estimator and the recipe. Saved in every
+/// checkpoint, so a resumed run can refuse to continue with different settings (which would not reproduce the
+/// uninterrupted run). Threads, data directory and batch size of evaluation are not part of it: they change
+/// speed, not the training trajectory.
+public struct TrainingConfiguration: Sendable, Equatable {
+    /// The optimizers a run can use.
+    public enum OptimizerKind: String, Sendable, CaseIterable {
+        /// SGD with momentum and weight decay, the paper's recipe.
+        case sgd
+        /// Adam with L2 weight decay.
+        case adam
+    }
+
+    /// Model name; "resnet20" is the only architecture so far.
+    public var model: String = "resnet20"
+    /// 1W1A, 1W32A (`--a32`) or the full-precision twin.
+    public var variant: ResNet20.Variant = .binary
+    /// Estimator name (see `signEstimatorNames`).
+    public var estimator: String = "reste"
+    /// ReSTE's final power o_end (used by the estimating-error indicator whatever the estimator).
+    public var oEnd: Float = 3
+    /// Length of the run: the cosine schedules of the learning rate and of the estimator span it.
+    public var epochs: Int = 1
+    /// Training images per step.
+    public var batchSize: Int = 256
+    /// Base learning rate.
+    public var learningRate: Float = 0.1
+    /// Epochs of linear learning-rate warm-up before the cosine (0 for none).
+    public var warmupEpochs: Int = 0
+    /// The optimizer.
+    public var optimizer: OptimizerKind = .sgd
+    /// SGD's momentum.
+    public var momentum: Float = 0.9
+    /// L2 weight decay on every parameter.
+    public var weightDecay: Float = 1e-4
+    /// Fixes the initial weights, the order of the images and every augmentation draw.
+    public var seed: UInt64 = 0
+
+    /// The paper's recipe for `epochs` epochs.
+    public init(epochs: Int = 1) { self.epochs = epochs }
+
+    /// Throws a message naming the first value out of range.
+    public func validate() throws(TrainingError) {
+        func fail(_ message: String) -> TrainingError { .invalidConfiguration(message) }
+        guard model == "resnet20" else { throw fail("unknown model `\(model)`; valid: resnet20") }
+        guard signEstimatorNames.contains(estimator) else {
+            throw fail("unknown estimator `\(estimator)`; valid: \(signEstimatorNames.joined(separator: ", "))")
+        }
+        guard oEnd.isFinite, oEnd >= 1 else { throw fail("o_end must be a finite number ≥ 1, got \(oEnd)") }
+        guard epochs >= 1 else { throw fail("epochs must be at least 1, got \(epochs)") }
+        guard batchSize >= 1 else { throw fail("batch size must be at least 1, got \(batchSize)") }
+        guard learningRate.isFinite, learningRate >= 0 else {
+            throw fail("learning rate must be a finite number ≥ 0, got \(learningRate)")
+        }
+        guard warmupEpochs >= 0, warmupEpochs < epochs else {
+            throw fail("warm-up must be in 0..<epochs (\(epochs)) epochs, got \(warmupEpochs)")
+        }
+        guard momentum.isFinite, momentum >= 0 else { throw fail("momentum must be finite and ≥ 0, got \(momentum)") }
+        guard weightDecay.isFinite, weightDecay >= 0 else {
+            throw fail("weight decay must be finite and ≥ 0, got \(weightDecay)")
+        }
+    }
+
+    /// A short human description, e.g. "ResNet-20 1W1A, ReSTE (o_end 3)".
+    public var summary: String {
+        let kind: String
+        switch variant {
+        case .binary: kind = "1W1A"
+        case .binaryWeights: kind = "1W32A"
+        case .fullPrecision: kind = "full precision"
+        }
+        let estimatorPart = variant == .fullPrecision
+            ? "" : ", \(estimator == "reste" ? "ReSTE (o_end \(JSONNumber.format(oEnd)))" : estimator)"
+        return "ResNet-20 \(kind)\(estimatorPart)"
+    }
+
+    // MARK: Metadata
+
+    /// The fields as (key, JSON value) pairs, in a fixed order; the keys of the `config` metadata entry.
+    var jsonFields: [(key: String, value: String)] {
+        [
+            ("model", JSONText.string(model)),
+            ("variant", JSONText.string(variant.rawValue)),
+            ("a32", variant == .binaryWeights ? "true" : "false"),
+            ("estimator", JSONText.string(estimator)),
+            ("o_end", JSONNumber.format(oEnd)),
+            ("epochs", String(epochs)),
+            ("batch_size", String(batchSize)),
+            ("lr", JSONNumber.format(learningRate)),
+            ("warmup", String(warmupEpochs)),
+            ("optimizer", JSONText.string(optimizer.rawValue)),
+            ("momentum", JSONNumber.format(momentum)),
+            ("weight_decay", JSONNumber.format(weightDecay)),
+            ("seed", String(seed)),
+        ]
+    }
+
+    /// The configuration as one JSON object.
+    public var json: String {
+        "{" + jsonFields.map { "\(JSONText.string($0.key)): \($0.value)" }.joined(separator: ", ") + "}"
+    }
+
+    /// Reads `json` as written by `json`; `place` names the source in errors.
+    public init(json: String, place: String) throws(TrainingError) {
+        let object: [String: Any]
+        do {
+            guard let parsed = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
+                throw TrainingError.badCheckpoint(path: place, reason: "metadata `config` is not a JSON object")
+            }
+            object = parsed
+        } catch let error as TrainingError {
+            throw error
+        } catch {
+            throw .badCheckpoint(path: place, reason: "metadata `config` is not valid JSON: \(error.localizedDescription)")
+        }
+        func value<T>(_ key: String, _ convert: (Any) -> T?) throws(TrainingError) -> T {
+            guard let raw = object[key] else {
+                throw .badCheckpoint(path: place, reason: "metadata `config` lacks the key \"\(key)\"")
+            }
+            guard let converted = convert(raw) else {
+                throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value \(raw)")
+            }
+            return converted
+        }
+        let number: (Any) -> Double? = { ($0 as? NSNumber)?.doubleValue }
+        let integer: (Any) -> Int? = { raw in number(raw).flatMap { Int(exactly: $0) } }
+        self.init()
+        model = try value("model") { $0 as? String }
+        variant = try value("variant") { ($0 as? String).flatMap(ResNet20.Variant.init(rawValue:)) }
+        estimator = try value("estimator") { $0 as? String }
+        oEnd = try value("o_end") { number($0).map(Float.init) }
+        epochs = try value("epochs", integer)
+        batchSize = try value("batch_size", integer)
+        learningRate = try value("lr") { number($0).map(Float.init) }
+        warmupEpochs = try value("warmup", integer)
+        optimizer = try value("optimizer") { ($0 as? String).flatMap(OptimizerKind.init(rawValue:)) }
+        momentum = try value("momentum") { number($0).map(Float.init) }
+        weightDecay = try value("weight_decay") { number($0).map(Float.init) }
+        // The seed is a full 64-bit value: read its digits, not a Double.
+        seed = try value("seed") { raw in (raw as? NSNumber).flatMap { UInt64($0.stringValue) } }
+    }
+
+    /// The first field in which `other` differs, as (key, this value, other value).
+    func firstDifference(from other: TrainingConfiguration) -> (key: String, mine: String, other: String)? {
+        for (mine, theirs) in zip(jsonFields, other.jsonFields) where mine.value != theirs.value {
+            return (mine.key, mine.value, theirs.value)
+        }
+        return nil
+    }
+}
+
+/// JSON text for strings.
+enum JSONText {
+    /// `text` as a JSON string literal.
+    static func string(_ text: String) -> String {
+        var escaped = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            case "\n": escaped += "\\n"
+            case "\r": escaped += "\\r"
+            case "\t": escaped += "\\t"
+            case _ where scalar.value < 0x20: escaped += String(format: "\\u%04x", scalar.value)
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped + "\""
+    }
+}
