@@ -4,7 +4,7 @@ import Testing
 @testable import BNN
 
 /// sign with sign(0) = +1 (and −0 → +1), the library's convention.
-private func signPlusOne(_ v: Float) -> Double { v < 0 ? -1 : 1 }
+private func naiveSignPlusOne(_ v: Float) -> Double { v < 0 ? -1 : 1 }
 
 /// Geometry of one binary convolution case.
 private struct BinaryCase: CustomTestStringConvertible, Sendable {
@@ -21,18 +21,18 @@ private struct BinaryCase: CustomTestStringConvertible, Sendable {
 }
 
 /// Direct convolution in double of NHWC `x` with OIHW `w`, zero padding.
-private func naiveConvolution(_ c: BinaryCase, x: [Double], w: [Double]) -> [Double] {
+private func naiveBinaryCaseConvolution(_ c: BinaryCase, x: [Double], w: [Double]) -> [Double] {
     var out = [Double](repeating: 0, count: c.outputShape.reduce(1, *))
     x.withUnsafeBufferPointer { x in
         w.withUnsafeBufferPointer { w in
-            forEachTap(c) { outIndex, inIndex, weightIndex in out[outIndex] += x[inIndex] * w[weightIndex] }
+            forEachConvolutionTap(c) { outIndex, inIndex, weightIndex in out[outIndex] += x[inIndex] * w[weightIndex] }
         }
     }
     return out
 }
 
 /// Calls `body(output index, input index, weight index)` for every product of a zero-padded convolution.
-private func forEachTap(_ c: BinaryCase, _ body: (Int, Int, Int) -> Void) {
+private func forEachConvolutionTap(_ c: BinaryCase, _ body: (Int, Int, Int) -> Void) {
     for n in 0..<c.batch {
         for oy in 0..<c.outputHeight {
             for ox in 0..<c.outputWidth {
@@ -58,12 +58,12 @@ private func forEachTap(_ c: BinaryCase, _ body: (Int, Int, Int) -> Void) {
 }
 
 /// dL/dXb = col2im(G·Wb) and dL/dWb = Gᵀ·im2col(Xb), by scattering every product of the convolution.
-private func naiveBinaryGradients(_ c: BinaryCase, xb: [Double], wb: [Double], g: [Double]) -> (
+private func naiveBinaryConvGradients(_ c: BinaryCase, xb: [Double], wb: [Double], g: [Double]) -> (
     input: [Double], weight: [Double]
 ) {
     var dx = [Double](repeating: 0, count: xb.count)
     var dw = [Double](repeating: 0, count: wb.count)
-    forEachTap(c) { outIndex, inIndex, weightIndex in
+    forEachConvolutionTap(c) { outIndex, inIndex, weightIndex in
         dx[inIndex] += g[outIndex] * wb[weightIndex]
         dw[weightIndex] += g[outIndex] * xb[inIndex]
     }
@@ -71,10 +71,10 @@ private func naiveBinaryGradients(_ c: BinaryCase, xb: [Double], wb: [Double], g
 }
 
 /// α = mean|W|, in double. The test weights are multiples of 2⁻²⁴ below 2, so this sum is exact in any order.
-private func meanAbs(_ w: [Float]) -> Float { Float(w.reduce(0.0) { $0 + abs(Double($1)) } / Double(w.count)) }
+private func naiveMeanAbs(_ w: [Float]) -> Float { Float(w.reduce(0.0) { $0 + abs(Double($1)) } / Double(w.count)) }
 
 /// Random input with a few exact zeros (sign(0) = +1 must hold through the packing).
-private func randomInput(_ shape: [Int], _ rng: inout GradCheckRandom) throws -> Tensor {
+private func randomBinaryConvInput(_ shape: [Int], _ rng: inout GradCheckRandom) throws -> Tensor {
     let x = try randomTensor(shape, -1.7, 1.7, &rng)
     x.withUnsafeMutableBufferPointer { b in
         for i in stride(from: 3, to: b.count, by: 17) { b[i] = i % 2 == 0 ? 0 : -0.0 }
@@ -83,7 +83,7 @@ private func randomInput(_ shape: [Int], _ rng: inout GradCheckRandom) throws ->
 }
 
 /// Records an issue when some |got − expected| exceeds `tolerance`·max(1, max|expected|).
-private func expectNear(
+private func expectNearScaled(
     _ got: [Float], _ expected: [Double], tolerance: Double, _ what: String,
     sourceLocation: SourceLocation = #_sourceLocation
 ) {
@@ -107,13 +107,13 @@ struct BinaryConvTests {
     @Test("1W1A forward is exactly α × the zero-padded ±1 convolution", arguments: cases)
     fileprivate func forwardBinaryInput(_ c: BinaryCase) throws {
         var rng = GradCheckRandom(seed: 21)
-        let x = try randomInput(c.inputShape, &rng)
+        let x = try randomBinaryConvInput(c.inputShape, &rng)
         let w = try randomTensor(c.weightShape, &rng)
         w.withUnsafeMutableBufferPointer { $0[1] = 0 }  // sign(0) = +1 in the weights too
         let y = try binaryConv2d(x, weight: w, stride: c.stride, padding: c.padding, estimator: ReSTE(), binarizeInput: true)
         #expect(y.shape == c.outputShape)
-        let alpha = meanAbs(w.scalars)
-        let integers = naiveConvolution(c, x: x.scalars.map(signPlusOne), w: w.scalars.map(signPlusOne))
+        let alpha = naiveMeanAbs(w.scalars)
+        let integers = naiveBinaryCaseConvolution(c, x: x.scalars.map(naiveSignPlusOne), w: w.scalars.map(naiveSignPlusOne))
         let expected = integers.map { Float($0) * alpha }
         let got = y.scalars
         let mismatches = got.indices.filter { got[$0] != expected[$0] }
@@ -123,15 +123,15 @@ struct BinaryConvTests {
     @Test("1W32A forward equals the float convolution of x with α·sign(W)", arguments: cases, [false, true])
     fileprivate func forwardRealInput(_ c: BinaryCase, chunked: Bool) throws {
         var rng = GradCheckRandom(seed: 22)
-        let x = try randomInput(c.inputShape, &rng)
+        let x = try randomBinaryConvInput(c.inputShape, &rng)
         let w = try randomTensor(c.weightShape, &rng)
         let y = try ConvolutionPlan.$chunkBytesOverride.withValue(chunked ? 1 : nil) {
             try binaryConv2d(x, weight: w, stride: c.stride, padding: c.padding, estimator: STE(), binarizeInput: false)
         }
-        let alpha = Double(meanAbs(w.scalars))
-        let expected = naiveConvolution(c, x: x.scalars.map(Double.init), w: w.scalars.map { alpha * signPlusOne($0) })
+        let alpha = Double(naiveMeanAbs(w.scalars))
+        let expected = naiveBinaryCaseConvolution(c, x: x.scalars.map(Double.init), w: w.scalars.map { alpha * naiveSignPlusOne($0) })
         #expect(y.shape == c.outputShape)
-        expectNear(y.scalars, expected, tolerance: 1e-5, "1W32A forward")
+        expectNearScaled(y.scalars, expected, tolerance: 1e-5, "1W32A forward")
     }
 
     /// Runs the op, backpropagates G and checks both gradients against the naive formulas:
@@ -142,7 +142,7 @@ struct BinaryConvTests {
         seed: UInt64
     ) throws {
         var rng = GradCheckRandom(seed: seed)
-        let x = try randomInput(c.inputShape, &rng)
+        let x = try randomBinaryConvInput(c.inputShape, &rng)
         x.requiresGrad = true
         let w = try randomTensor(c.weightShape, -1.7, 1.7, requiresGrad: true, &rng)
         let g = try randomTensor(c.outputShape, &rng)
@@ -151,20 +151,20 @@ struct BinaryConvTests {
         try y.backward(gradient: g)
 
         let wValues = w.scalars
-        let alpha = Double(meanAbs(wValues))
+        let alpha = Double(naiveMeanAbs(wValues))
         let xValues = x.scalars
-        let xb = binarizeInput ? xValues.map(signPlusOne) : xValues.map(Double.init)
-        let wb = wValues.map { alpha * signPlusOne($0) }
-        let (dXb, dWb) = naiveBinaryGradients(c, xb: xb, wb: wb, g: g.scalars.map(Double.init))
+        let xb = binarizeInput ? xValues.map(naiveSignPlusOne) : xValues.map(Double.init)
+        let wb = wValues.map { alpha * naiveSignPlusOne($0) }
+        let (dXb, dWb) = naiveBinaryConvGradients(c, xb: xb, wb: wb, g: g.scalars.map(Double.init))
 
         let expectedX = binarizeInput ? xValues.indices.map { derivative(xValues[$0]) * dXb[$0] } : dXb
-        expectNear(try #require(x.grad).scalars, expectedX, tolerance: 1e-5, "dL/dx")
+        expectNearScaled(try #require(x.grad).scalars, expectedX, tolerance: 1e-5, "dL/dx")
 
-        let throughAlpha = wValues.indices.reduce(0.0) { $0 + dWb[$1] * signPlusOne(wValues[$1]) } / Double(w.count)
+        let throughAlpha = wValues.indices.reduce(0.0) { $0 + dWb[$1] * naiveSignPlusOne(wValues[$1]) } / Double(w.count)
         let expectedW = wValues.indices.map {
-            alpha * derivative(wValues[$0]) * dWb[$0] + signPlusOne(wValues[$0]) * throughAlpha
+            alpha * derivative(wValues[$0]) * dWb[$0] + naiveSignPlusOne(wValues[$0]) * throughAlpha
         }
-        expectNear(try #require(w.grad).scalars, expectedW, tolerance: 1e-5, "dL/dW")
+        expectNearScaled(try #require(w.grad).scalars, expectedW, tolerance: 1e-5, "dL/dW")
     }
 
     @Test(
@@ -199,7 +199,7 @@ struct BinaryConvTests {
     fileprivate func identityMatchesFloatConv(_ c: BinaryCase) throws {
         var rng = GradCheckRandom(seed: 41)
         for binarizeInput in [true, false] {
-            let x = try randomInput(c.inputShape, &rng)
+            let x = try randomBinaryConvInput(c.inputShape, &rng)
             x.requiresGrad = true
             let w = try randomTensor(c.weightShape, requiresGrad: true, &rng)
             let g = try randomTensor(c.outputShape, &rng)
@@ -209,22 +209,22 @@ struct BinaryConvTests {
             try y.backward(gradient: g)
 
             // The float convolution of Xb with Wb = α·sign(W), both leaves.
-            let alpha = meanAbs(w.scalars)
+            let alpha = naiveMeanAbs(w.scalars)
             let xb = try Tensor(
-                shape: c.inputShape, data: binarizeInput ? x.scalars.map { Float(signPlusOne($0)) } : x.scalars,
+                shape: c.inputShape, data: binarizeInput ? x.scalars.map { Float(naiveSignPlusOne($0)) } : x.scalars,
                 requiresGrad: true)
             let wb = try Tensor(
-                shape: c.weightShape, data: w.scalars.map { alpha * Float(signPlusOne($0)) }, requiresGrad: true)
+                shape: c.weightShape, data: w.scalars.map { alpha * Float(naiveSignPlusOne($0)) }, requiresGrad: true)
             let reference = try conv2d(xb, weight: wb, stride: c.stride, padding: c.padding)
-            expectNear(y.scalars, reference.scalars.map(Double.init), tolerance: 1e-5, "forward")
+            expectNearScaled(y.scalars, reference.scalars.map(Double.init), tolerance: 1e-5, "forward")
             try reference.backward(gradient: g)
-            expectNear(try #require(x.grad).scalars, try #require(xb.grad).scalars.map(Double.init), tolerance: 1e-6, "dL/dx")
+            expectNearScaled(try #require(x.grad).scalars, try #require(xb.grad).scalars.map(Double.init), tolerance: 1e-6, "dL/dx")
 
             // dL/dW from conv2d's dL/dWb with r' = 1.
             let dWb = try #require(wb.grad).scalars.map(Double.init)
-            let signs = w.scalars.map(signPlusOne)
+            let signs = w.scalars.map(naiveSignPlusOne)
             let throughAlpha = signs.indices.reduce(0.0) { $0 + dWb[$1] * signs[$1] } / Double(w.count)
-            expectNear(
+            expectNearScaled(
                 try #require(w.grad).scalars, signs.indices.map { Double(alpha) * dWb[$0] + signs[$0] * throughAlpha },
                 tolerance: 1e-5, "dL/dW")
         }
@@ -245,7 +245,7 @@ struct BinaryConvTests {
         var reste = ReSTE()
         reste.o = 2.5
         for binarizeInput in [true, false] {
-            let x = try randomInput(c.inputShape, &rng)
+            let x = try randomBinaryConvInput(c.inputShape, &rng)
             // In 1W32A the op is linear in x as well, so x's gradient is checked by the same differences.
             x.requiresGrad = !binarizeInput
             let compared = try expectGradientsMatch([x, w], step: 1.5, relative: 1e-3, absolute: 1e-4) { inputs in
@@ -262,7 +262,7 @@ struct BinaryConvTests {
         let c = Self.cases[2]
         var rng = GradCheckRandom(seed: 61)
         for binarizeInput in [true, false] {
-            let x = try randomInput(c.inputShape, &rng)
+            let x = try randomBinaryConvInput(c.inputShape, &rng)
             x.requiresGrad = true
             let w = try randomTensor(c.weightShape, requiresGrad: true, &rng)
             let g = try randomTensor(c.outputShape, &rng)
@@ -274,8 +274,8 @@ struct BinaryConvTests {
                 try y.backward(gradient: g)
                 grads.append((try #require(x.grad).scalars, try #require(w.grad).scalars))
             }
-            expectNear(grads[1].0, grads[0].0.map { 2 * Double($0) }, tolerance: 1e-6, "x accumulated")
-            expectNear(grads[1].1, grads[0].1.map { 2 * Double($0) }, tolerance: 1e-6, "W accumulated")
+            expectNearScaled(grads[1].0, grads[0].0.map { 2 * Double($0) }, tolerance: 1e-6, "x accumulated")
+            expectNearScaled(grads[1].1, grads[0].1.map { 2 * Double($0) }, tolerance: 1e-6, "W accumulated")
         }
     }
 
@@ -283,7 +283,7 @@ struct BinaryConvTests {
     func partialGradients() throws {
         let c = Self.cases[0]
         var rng = GradCheckRandom(seed: 71)
-        let x = try randomInput(c.inputShape, &rng)
+        let x = try randomBinaryConvInput(c.inputShape, &rng)
         let w = try randomTensor(c.weightShape, requiresGrad: true, &rng)
         let g = try randomTensor(c.outputShape, &rng)
         try binaryConv2d(x, weight: w, stride: 1, padding: 1, estimator: ReSTE(), binarizeInput: true).backward(gradient: g)

@@ -4,7 +4,7 @@ import Testing
 @testable import BNN
 
 /// Runs `estimator.backward` on `x` with incoming gradient `g`; with `initial`, accumulates into a copy of it.
-private func estimatorBackward(
+private func runEstimatorBackward(
     _ estimator: any SignEstimator, x: [Float], g: [Float], initial: [Float]? = nil
 ) -> [Float] {
     var dx = initial ?? [Float](repeating: .nan, count: x.count)
@@ -21,7 +21,7 @@ private func estimatorBackward(
 }
 
 /// r'(x) of ReSTE straight from RESTE.md §2, in double.
-private func resteDerivative(_ x: Float, o: Double) -> Double {
+private func handResteDerivative(_ x: Float, o: Double) -> Double {
     let a = Double(abs(x))
     let (t, delta) = (1.5, Double(Float(0.1)))
     if a > t { return 0 }
@@ -30,7 +30,7 @@ private func resteDerivative(_ x: Float, o: Double) -> Double {
 }
 
 /// Records an issue for each element where |got − expected| > tolerance·max(1, |expected|).
-private func expectClose(
+private func expectCloseElements(
     _ got: [Float], _ expected: [Double], tolerance: Double, _ what: String,
     sourceLocation: SourceLocation = #_sourceLocation
 ) {
@@ -67,7 +67,7 @@ struct EstimatorTests {
         for o: Float in [1, 2, 3] {
             var estimator = ReSTE(oEnd: 3)
             estimator.o = o
-            let dx = estimatorBackward(estimator, x: x, g: g)
+            let dx = runEstimatorBackward(estimator, x: x, g: g)
             for (i, value) in x.enumerated() {
                 if let hand = byHand[o]![abs(value)] {
                     let expected = hand * Double(g[i])
@@ -76,11 +76,11 @@ struct EstimatorTests {
                         "o = \(o), x = \(value): got \(dx[i]), by hand \(expected)")
                 }
             }
-            expectClose(dx, x.indices.map { resteDerivative(x[$0], o: Double(o)) * Double(g[$0]) }, tolerance: 1e-6,
+            expectCloseElements(dx, x.indices.map { handResteDerivative(x[$0], o: Double(o)) * Double(g[$0]) }, tolerance: 1e-6,
                         "ReSTE o = \(o)")
         }
         // o = 1 is exactly the clipped STE at 1.5.
-        let clipped = estimatorBackward(ReSTE(oEnd: 3), x: x, g: g)
+        let clipped = runEstimatorBackward(ReSTE(oEnd: 3), x: x, g: g)
         #expect(clipped == x.indices.map { abs(x[$0]) <= 1.5 ? g[$0] : 0 })
     }
 
@@ -92,13 +92,13 @@ struct EstimatorTests {
         for o: Float in [1.3, 1.5857864, 2.6871311, 5] {
             var estimator = ReSTE(oEnd: 3)
             estimator.o = o
-            let dx = estimatorBackward(estimator, x: x, g: g)
-            expectClose(dx, x.indices.map { resteDerivative(x[$0], o: Double(o)) * Double(g[$0]) }, tolerance: 1e-6,
+            let dx = runEstimatorBackward(estimator, x: x, g: g)
+            expectCloseElements(dx, x.indices.map { handResteDerivative(x[$0], o: Double(o)) * Double(g[$0]) }, tolerance: 1e-6,
                         "ReSTE o = \(o)")
         }
         var estimator = ReSTE()
         estimator.o = 2
-        #expect(estimatorBackward(estimator, x: [.nan, .infinity, -.infinity], g: [1, 1, 1]) == [0, 0, 0])
+        #expect(runEstimatorBackward(estimator, x: [.nan, .infinity, -.infinity], g: [1, 1, 1]) == [0, 0, 0])
     }
 
     @Test("STE, identity, ApproxSign and EDE at chosen points")
@@ -106,11 +106,11 @@ struct EstimatorTests {
         let x: [Float] = [0, 0.25, -0.5, 1, -1, 1.0001, -3, 0.999]
         let g: [Float] = [2, -1, 0.5, 3, -2, 1, 4, -0.25]
         // STE: the gradient where |x| ≤ 1.
-        #expect(estimatorBackward(STE(), x: x, g: g) == [2, -1, 0.5, 3, -2, 0, 0, -0.25])
-        #expect(estimatorBackward(IdentitySTE(), x: x, g: g) == g)
+        #expect(runEstimatorBackward(STE(), x: x, g: g) == [2, -1, 0.5, 3, -2, 0, 0, -0.25])
+        #expect(runEstimatorBackward(IdentitySTE(), x: x, g: g) == g)
         // ApproxSign: 2 − 2|x| on |x| ≤ 1: 2, 1.5, 1, 0, 0, then 0 beyond, 0.002 at 0.999.
-        expectClose(
-            estimatorBackward(ApproxSign(), x: x, g: g), [4, -1.5, 0.5, 0, 0, 0, 0, -0.25 * 2 * (1 - 0.999)],
+        expectCloseElements(
+            runEstimatorBackward(ApproxSign(), x: x, g: g), [4, -1.5, 0.5, 0, 0, 0, 0, -0.25 * 2 * (1 - 0.999)],
             tolerance: 1e-6, "ApproxSign")
         // EDE: k·t·(1 − tanh²(t·x)) = k·t / cosh²(t·x).
         let edeX: [Float] = [0, 0.3, -1, 2, -5, 12, 60]
@@ -123,12 +123,12 @@ struct EstimatorTests {
                 return Double(k) * Double(t) / (c * c) * Double(edeG[i])
             }
             // The float product t·x carries a relative error of 6e-8, which the exponential scales by 2|t·x|.
-            expectClose(estimatorBackward(estimator, x: edeX, g: edeG), expected, tolerance: 2e-6, "EDE t = \(t)")
+            expectCloseElements(runEstimatorBackward(estimator, x: edeX, g: edeG), expected, tolerance: 2e-6, "EDE t = \(t)")
         }
         // By hand: at x = 0 r' = k·t, and with t = k = 1 at x = 0.3, 1 − tanh²(0.3) = 0.91513696.
         var unit = EDE()
         (unit.t, unit.k) = (1, 1)
-        let hand = estimatorBackward(unit, x: [0, 0.3], g: [1, 1])
+        let hand = runEstimatorBackward(unit, x: [0, 0.3], g: [1, 1])
         #expect(hand[0] == 1)
         #expect(abs(hand[1] - 0.91513696) < 1e-6)
     }
@@ -161,7 +161,7 @@ struct EstimatorTests {
         // The others have no schedule.
         var ste: any SignEstimator = STE()
         ste.setEpoch(3, of: 10)
-        #expect(estimatorBackward(ste, x: [0.5, 2], g: [1, 1]) == [1, 0])
+        #expect(runEstimatorBackward(ste, x: [0.5, 2], g: [1, 1]) == [1, 0])
     }
 
     @Test("accumulate adds to the gradient buffer, for every estimator, also in place")
@@ -173,8 +173,8 @@ struct EstimatorTests {
         for name in signEstimatorNames {
             var estimator = try makeEstimator(named: name)
             estimator.setEpoch(4, of: 10)
-            let fresh = estimatorBackward(estimator, x: x, g: g)
-            let added = estimatorBackward(estimator, x: x, g: g, initial: initial)
+            let fresh = runEstimatorBackward(estimator, x: x, g: g)
+            let added = runEstimatorBackward(estimator, x: x, g: g, initial: initial)
             #expect(added == x.indices.map { initial[$0] + fresh[$0] }, "\(name)")
             // gradInput may be gradOutput.
             var inPlace = g
