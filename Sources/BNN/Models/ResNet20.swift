@@ -1,0 +1,134 @@
+/// ResNet-20 for CIFAR-10 as the paper trains it (RESTE.md §4), with the PyTorch module layout of the authors'
+/// code so that its state dict has the same names and shapes (`conv1.weight`, `layer2.0.bn1.running_mean`, ...):
+///
+///     stem:  conv1 (3×3, 3→16, real) → ReLU → bn1
+///     layer1, layer2, layer3: 3 blocks each at 16, 32, 64 channels (stride 2 in the first block of 2 and 3)
+///     block: out = bn1(ReLU(conv1(x))); out = bn2(ReLU(conv2(out))); out = out + shortcut(x)
+///     head:  global average pool → bn2 (BatchNorm1d(64)) → linear (64 → classes)
+///
+/// The shortcut is option A (every second pixel, zero channels on each side) when the shape changes, identity
+/// otherwise; nothing follows the addition. Block convolutions are binary (`.binary`: 1W1A,
+/// `.binaryWeights`: 1W32A) or real (`.fullPrecision`, the same topology); the stem and the classifier are always
+/// real. Initialisation: Kaiming normal (fan-in, ReLU gain) for every convolution and the linear weight, BN γ = 1,
+/// β = 0, linear bias U(±1/√64) (PyTorch's default), all drawn from one generator seeded with `seed`.
+public final class ResNet20: Module {
+    /// Which convolutions of the blocks are binary.
+    public enum Variant: String, Sendable, CaseIterable {
+        /// Binary weights and activations (1W1A).
+        case binary
+        /// Binary weights, real activations (1W32A).
+        case binaryWeights
+        /// Real convolutions everywhere (the full-precision twin).
+        case fullPrecision
+    }
+
+    /// One residual block (PyTorch's `BasicBlock_1w1a`): two 3×3 convolutions, each followed by ReLU then batch
+    /// norm, plus the shortcut.
+    public final class BasicBlock: Module {
+        /// First 3×3 convolution (carries the block's stride): a `BinaryConv2d` or a `Conv2d`.
+        public let conv1: Module
+        public let bn1: BatchNorm2d
+        /// Second 3×3 convolution, stride 1.
+        public let conv2: Module
+        public let bn2: BatchNorm2d
+        /// Zero channels added on each side by the option-A shortcut; nil for the identity shortcut.
+        public let shortcutPadding: Int?
+
+        init(
+            inputChannels: Int, channels: Int, stride: Int, variant: Variant, estimator: any SignEstimator,
+            generator: inout Xoshiro256StarStar
+        ) throws {
+            func convolution(_ input: Int, _ stride: Int) throws -> Module {
+                switch variant {
+                case .binary, .binaryWeights:
+                    return try BinaryConv2d(
+                        inputChannels: input, outputChannels: channels, kernelSize: 3, stride: stride, padding: 1,
+                        estimator: estimator, binarizeInput: variant == .binary, generator: &generator)
+                case .fullPrecision:
+                    return try Conv2d(
+                        inputChannels: input, outputChannels: channels, kernelSize: 3, stride: stride, padding: 1,
+                        bias: false, generator: &generator)
+                }
+            }
+            conv1 = try convolution(inputChannels, stride)
+            bn1 = try BatchNorm2d(channels: channels)
+            conv2 = try convolution(channels, 1)
+            bn2 = try BatchNorm2d(channels: channels)
+            // As the authors' LambdaLayer: x[:, :, ::2, ::2] padded by planes/4 channels on each side.
+            shortcutPadding = stride != 1 || inputChannels != channels ? channels / 4 : nil
+            super.init()
+        }
+
+        /// `[N, H, W, in]` → `[N, H/stride, W/stride, channels]`.
+        public override func callAsFunction(_ x: Tensor) throws -> Tensor {
+            var out = try bn1(relu(conv1(x)))
+            out = try bn2(relu(conv2(out)))
+            let shortcut = try shortcutPadding.map { try shortcutOptionA(x, channelPadding: $0, stride: 2) } ?? x
+            return try add(out, shortcut)
+        }
+    }
+
+    /// The variant this model was built as.
+    public let variant: Variant
+    /// Real-valued stem convolution, 3×3, 3 → 16, no bias.
+    public let conv1: Conv2d
+    public let bn1: BatchNorm2d
+    /// Stages of three blocks at 16, 32 and 64 channels.
+    public let layer1: [BasicBlock]
+    public let layer2: [BasicBlock]
+    public let layer3: [BasicBlock]
+    /// Batch norm of the pooled 64 features.
+    public let bn2: BatchNorm1d
+    /// Real-valued classifier, 64 → classes.
+    public let linear: Linear
+
+    /// A freshly initialised network; `estimator` is given to every binary convolution (unused by
+    /// `.fullPrecision`).
+    public init(variant: Variant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64) throws {
+        guard classes >= 1 else { throw ModuleError("ResNet20: `classes` must be at least 1, got \(classes)") }
+        var generator = Xoshiro256StarStar(seed: seed)
+        self.variant = variant
+        conv1 = try Conv2d(
+            inputChannels: 3, outputChannels: 16, kernelSize: 3, stride: 1, padding: 1, bias: false,
+            generator: &generator)
+        bn1 = try BatchNorm2d(channels: 16)
+        var inputChannels = 16
+        func stage(_ channels: Int, stride: Int) throws -> [BasicBlock] {
+            try [stride, 1, 1].map { blockStride in
+                defer { inputChannels = channels }
+                return try BasicBlock(
+                    inputChannels: inputChannels, channels: channels, stride: blockStride, variant: variant,
+                    estimator: estimator, generator: &generator)
+            }
+        }
+        layer1 = try stage(16, stride: 1)
+        layer2 = try stage(32, stride: 2)
+        layer3 = try stage(64, stride: 2)
+        bn2 = try BatchNorm1d(features: 64)
+        linear = try Linear(inputFeatures: 64, outputFeatures: classes, generator: &generator)
+        super.init()
+        // The authors re-initialise every conv (binary ones included) and linear weight after construction;
+        // the linear bias keeps its default draw.
+        for (name, tensor) in namedParameters() where tensor.rank >= 2 && name.hasSuffix("weight") {
+            try Initialization.kaimingNormal(tensor, using: &generator)
+        }
+    }
+
+    /// Logits `[N, classes]` for NHWC images `[N, H, W, 3]` (CIFAR: 32×32).
+    public override func callAsFunction(_ x: Tensor) throws -> Tensor {
+        var out = try bn1(relu(conv1(x)))
+        for block in layer1 + layer2 + layer3 { out = try block(out) }
+        return try linear(bn2(globalAvgPool(out)))
+    }
+
+    /// The binary convolutions in state-dict order (`layer1.0.conv1` first); empty for `.fullPrecision`. Their
+    /// latent weights are what the paper's indicators measure.
+    public var binaryConvolutions: [BinaryConv2d] {
+        (layer1 + layer2 + layer3).flatMap { [$0.conv1, $0.conv2] }.compactMap { $0 as? BinaryConv2d }
+    }
+
+    /// Moves the schedule of every binary convolution's estimator to 0-based `epoch` of `epochs`.
+    public func setEstimatorEpoch(_ epoch: Int, of epochs: Int) {
+        for convolution in binaryConvolutions { convolution.estimator.setEpoch(epoch, of: epochs) }
+    }
+}
