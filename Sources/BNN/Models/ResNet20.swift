@@ -27,9 +27,11 @@ public final class ResNet20: Module {
     public final class BasicBlock: Module {
         /// First 3×3 convolution (carries the block's stride): a `BinaryConv2d` or a `Conv2d`.
         public let conv1: Module
+        /// Batch norm after the first convolution's ReLU.
         public let bn1: BatchNorm2d
         /// Second 3×3 convolution, stride 1.
         public let conv2: Module
+        /// Batch norm after the second convolution's ReLU, before the sum.
         public let bn2: BatchNorm2d
         /// Zero channels added on each side by the option-A shortcut; nil for the identity shortcut.
         public let shortcutPadding: Int?
@@ -72,10 +74,13 @@ public final class ResNet20: Module {
     public let variant: Variant
     /// Real-valued stem convolution, 3×3, 3 → 16, no bias.
     public let conv1: Conv2d
+    /// Batch norm after the stem's ReLU.
     public let bn1: BatchNorm2d
-    /// Stages of three blocks at 16, 32 and 64 channels.
+    /// Three blocks at 16 channels.
     public let layer1: [BasicBlock]
+    /// Three blocks at 32 channels, the first with stride 2.
     public let layer2: [BasicBlock]
+    /// Three blocks at 64 channels, the first with stride 2.
     public let layer3: [BasicBlock]
     /// Batch norm of the pooled 64 features.
     public let bn2: BatchNorm1d

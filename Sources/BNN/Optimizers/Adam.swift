@@ -44,6 +44,8 @@ public final class Adam: Optimizer {
     /// The parameter names, in update order.
     public var parameterNames: [String] { parameters.names }
 
+    /// One update of every parameter that has a gradient; throws on duplicate parameters or a hyperparameter out
+    /// of range, before changing anything.
     public func step() throws {
         try parameters.check()
         try requireNonNegative(learningRate, "learningRate", of: "Adam")
@@ -109,6 +111,7 @@ public final class Adam: Optimizer {
         }
     }
 
+    /// Forgets every parameter's gradient.
     public func zeroGrad() {
         for parameter in parameters.tensors { parameter.zeroGrad() }
     }

@@ -33,6 +33,8 @@ public final class SGD: Optimizer {
     /// The parameter names, in update order.
     public var parameterNames: [String] { parameters.names }
 
+    /// One update of every parameter that has a gradient; throws on duplicate parameters or a negative or
+    /// non-finite hyperparameter, before changing anything.
     public func step() throws {
         try parameters.check()
         try requireNonNegative(learningRate, "learningRate", of: "SGD")
@@ -99,6 +101,7 @@ public final class SGD: Optimizer {
         for i in 0..<count { p[i] = p[i] - learningRate * (g[i] + weightDecay * p[i]) }
     }
 
+    /// Forgets every parameter's gradient.
     public func zeroGrad() {
         for parameter in parameters.tensors { parameter.zeroGrad() }
     }
