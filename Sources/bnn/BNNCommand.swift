@@ -6,8 +6,8 @@ import BNNBenchmarks
 struct BNNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bnn",
-        abstract: "Binary neural networks: bit-packed kernels and their measurement.",
-        subcommands: [BenchCommand.self]
+        abstract: "Binary neural networks: training with ReSTE, bit-packed kernels and their measurement.",
+        subcommands: [TrainCommand.self, EvalCommand.self, BenchCommand.self]
     )
 }
 
@@ -15,7 +15,7 @@ struct BNNCommand: ParsableCommand {
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure kernels on this machine.",
-        subcommands: [KernelsCommand.self]
+        abstract: "Measure kernels and training on this machine.",
+        subcommands: [KernelsCommand.self, BenchTrainCommand.self]
     )
 }

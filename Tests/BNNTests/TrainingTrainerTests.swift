@@ -357,3 +357,37 @@ struct TrainingEvaluationTests {
         #expect { try ModelWeights.load(missing, into: third) } throws: { "\($0)".contains("nothing.safetensors") }
     }
 }
+
+@Suite("Training: benchmark plumbing")
+struct TrainingBenchmarkTests {
+    @Test("the replayed backward GEMMs follow ResNet-20's convolutions; a tiny measurement yields consistent figures")
+    func plumbing() throws {
+        let model = try ResNet20(variant: .binary, estimator: ReSTE(), seed: 1)
+        let shapes = TrainingBenchmark.convolutionShapes(of: model, batch: 4)
+        #expect(shapes.count == 19)
+        #expect(shapes[0].input == [4, 32, 32, 3] && !shapes[0].inputNeedsGradient)
+        #expect(shapes[7].input == [4, 32, 32, 16] && shapes[7].stride == 2 && shapes[7].weight == [32, 16, 3, 3])
+        #expect(shapes[8].input == [4, 16, 16, 32])
+        #expect(shapes[13].input == [4, 16, 16, 32] && shapes[13].stride == 2)
+        #expect(shapes[18].input == [4, 8, 8, 64])
+        // Multiply-adds: dW for every layer, dX for all but the stem; rows = output pixels.
+        var expected = 0.0
+        for shape in shapes {
+            let out = (shape.input[1] + 2 * shape.padding - shape.weight[2]) / shape.stride + 1
+            let product = Double(shape.input[0] * out * out) * Double(shape.weight[1] * 9) * Double(shape.weight[0])
+            expected += product * (shape.inputNeedsGradient ? 2 : 1)
+        }
+        let replay = try BackwardGEMMReplay(model: model, batch: 4)
+        #expect(replay.multiplyAdds == expected)
+        #expect(try replay.run() >= 0)
+
+        let row = try TrainingBenchmark.measure(
+            variant: .binary, estimator: "reste", batchSize: 8, steps: 2, warmupSteps: 1,
+            data: TrainingBenchmark.syntheticData(images: 16))
+        #expect(row.model == "resnet20-1w1a" && row.estimator == "reste" && row.batch == 8 && row.steps == 2)
+        #expect(row.phases.map(\.name) == ["data", "forward", "backward", "optimizer", "indicators"])
+        #expect(row.imagesPerSecond > 0 && row.secondsPerStep > 0)
+        #expect(row.phases.map(\.seconds).reduce(0, +) <= row.secondsPerStep * 1.0001)
+        #expect(row.estimatorSeconds > 0 && row.estimatorSeconds <= row.seconds("backward"))
+    }
+}

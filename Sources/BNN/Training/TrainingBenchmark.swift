@@ -1,0 +1,233 @@
+import CKernels
+
+/// Measures training throughput of ResNet-20 (`bnn bench train`): the trainer's own step (forward,
+/// cross-entropy, backward, SGD, indicators) on real batches from the background loader, with the time of each
+/// phase. Besides the phases timed around the step, two parts of the backward are measured: the estimators'
+/// passes (each wrapped in a timer) and the float GEMMs of the convolutions' backward, replayed alone on the
+/// step's exact shapes and chunking (timing them inside the op would need a hook in the op itself).
+public enum TrainingBenchmark {
+    /// One measured configuration.
+    public struct Row: Sendable {
+        /// "resnet20-1w1a", "resnet20-1w32a" or "resnet20-fp".
+        public var model: String
+        /// The estimator's name; nil for the full-precision twin.
+        public var estimator: String?
+        /// Images per step.
+        public var batch: Int
+        /// Threads of the kernels and of OpenBLAS.
+        public var threads: Int
+        /// Steps timed (after the warm-up steps).
+        public var steps: Int
+        /// Training images per second over the timed steps.
+        public var imagesPerSecond: Double
+        /// Wall-clock seconds per step.
+        public var secondsPerStep: Double
+        /// Seconds per step in each phase, in display order: data, forward, backward, optimizer, indicators.
+        public var phases: [(name: String, seconds: Double)]
+        /// Seconds per step inside the estimators (part of the backward).
+        public var estimatorSeconds: Double
+        /// Seconds per step of the convolutions' backward GEMMs replayed alone (part of the backward).
+        public var backwardGEMMSeconds: Double
+        /// Multiply-adds of those GEMMs per step.
+        public var backwardGEMMMultiplyAdds: Double
+
+        /// Seconds per step of a phase by name (0 if unknown).
+        public func seconds(_ phase: String) -> Double { phases.first { $0.name == phase }?.seconds ?? 0 }
+    }
+
+    /// The model name used in reports for a variant.
+    public static func modelName(_ variant: ResNet20.Variant) -> String {
+        switch variant {
+        case .binary: "resnet20-1w1a"
+        case .binaryWeights: "resnet20-1w32a"
+        case .fullPrecision: "resnet20-fp"
+        }
+    }
+
+    /// Trains `warmupSteps + steps` steps of a fresh ResNet-20 (`variant`, `estimator` set to the middle of a
+    /// 10-epoch schedule so ReSTE runs its general o > 1 path) on batches of `batchSize` from `data`, timing the
+    /// last `steps`. The kernels' current thread setting is used and reported.
+    public static func measure(
+        variant: ResNet20.Variant, estimator estimatorName: String, batchSize: Int, steps: Int, warmupSteps: Int = 2,
+        data: CIFAR10Split, seed: UInt64 = 1
+    ) throws -> Row {
+        guard batchSize >= 1, steps >= 1, warmupSteps >= 0 else {
+            throw TrainingError.invalidConfiguration(
+                "bench: batch size and steps must be at least 1 and warm-up steps at least 0 (got \(batchSize), "
+                    + "\(steps), \(warmupSteps))")
+        }
+        let clock = EstimatorClock()
+        let estimator = TimedEstimator(try makeEstimator(named: estimatorName), clock: clock)
+        let model = try ResNet20(variant: variant, estimator: estimator, seed: seed)
+        model.setEstimatorEpoch(5, of: 10)
+        model.train()
+        let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.01)
+        let step = TrainingStep(
+            model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight),
+            indicatorPower: 3)
+        let batches = try CIFAR10Batches.training(data, batchSize: batchSize, seed: seed)
+
+        // The GEMM replay runs between the timed steps (outside their time), so that both see the same load
+        // on a shared machine.
+        let replay = try BackwardGEMMReplay(model: model, batch: min(batchSize, data.count))
+        let times = StepPhaseTimes()
+        var epoch = 0
+        var iterator = PrefetchingSequence(batches.batches(epoch: epoch), prefetch: 2).makeIterator()
+        var elapsed = 0.0
+        var estimatorSeconds = 0.0
+        var replaySeconds = 0.0
+        var images = 0
+        for index in 0..<(warmupSteps + steps) {
+            let timed = index >= warmupSteps
+            let start = TrainingProgress.monotonicSeconds()
+            let estimatorStart = clock.seconds
+            var next = iterator.next()
+            if next == nil {
+                epoch += 1
+                iterator = PrefetchingSequence(batches.batches(epoch: epoch), prefetch: 2).makeIterator()
+                next = iterator.next()
+            }
+            guard let batch = next else { throw TrainingError.invalidConfiguration("bench: the data holds no image") }
+            if timed { times.data += TrainingProgress.monotonicSeconds() - start }
+            _ = try step.run(batch, timing: timed ? times : nil) { loss in
+                guard loss.isFinite else {
+                    throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: index + 1, loss: loss, checkpoint: nil)
+                }
+            }
+            if timed {
+                elapsed += TrainingProgress.monotonicSeconds() - start
+                estimatorSeconds += clock.seconds - estimatorStart
+                images += batch.count
+                replaySeconds += try replay.run()
+            }
+        }
+        let imagesPerStep = min(batchSize, data.count)
+        let perStep = 1 / Double(steps)
+        return Row(
+            model: modelName(variant), estimator: variant == .fullPrecision ? nil : estimatorName, batch: imagesPerStep,
+            threads: Kernels.threads, steps: steps, imagesPerSecond: Double(images) / elapsed,
+            secondsPerStep: elapsed * perStep,
+            phases: [
+                ("data", times.data * perStep), ("forward", times.forward * perStep),
+                ("backward", times.backward * perStep), ("optimizer", times.optimizer * perStep),
+                ("indicators", times.indicators * perStep),
+            ],
+            estimatorSeconds: estimatorSeconds * perStep, backwardGEMMSeconds: replaySeconds * perStep,
+            backwardGEMMMultiplyAdds: replay.multiplyAdds)
+    }
+
+    /// Synthetic CIFAR-shaped data (random pixels and labels): the pipeline costs the same as on real images.
+    public static func syntheticData(images: Int, seed: UInt64 = 1) -> CIFAR10Split {
+        var generator = Xoshiro256StarStar(seed: seed)
+        var pixels = [UInt8](repeating: 0, count: images * CIFAR10.imageSize)
+        for index in pixels.indices { pixels[index] = UInt8(truncatingIfNeeded: generator.next() >> 56) }
+        let labels = (0..<images).map { _ in UInt8(generator.next() % 10) }
+        // Consistent by construction: 3072 bytes per label, labels below 10.
+        return CIFAR10Split(images: pixels, labels: labels)!
+    }
+
+    // MARK: Backward GEMM replay
+
+    /// One convolution of the network as the backward sees it.
+    struct ConvolutionShape {
+        var input: [Int]
+        var weight: [Int]
+        var stride: Int
+        var padding: Int
+        /// False for the stem, whose input (the images) needs no gradient: only dW is computed there.
+        var inputNeedsGradient: Bool
+    }
+
+    /// The convolutions of ResNet-20 in forward order, with their input shapes for 32×32 images.
+    static func convolutionShapes(of model: ResNet20, batch: Int) -> [ConvolutionShape] {
+        func geometry(_ module: Module) -> (weight: [Int], stride: Int, padding: Int)? {
+            if let convolution = module as? BinaryConv2d {
+                return (convolution.weight.shape, convolution.stride, convolution.padding)
+            }
+            if let convolution = module as? Conv2d { return (convolution.weight.shape, convolution.stride, convolution.padding) }
+            return nil
+        }
+        var shapes: [ConvolutionShape] = []
+        var size = CIFAR10.height
+        let stem = model.conv1
+        shapes.append(ConvolutionShape(
+            input: [batch, size, size, stem.weight.shape[1]], weight: stem.weight.shape, stride: stem.stride,
+            padding: stem.padding, inputNeedsGradient: false))
+        for block in model.layer1 + model.layer2 + model.layer3 {
+            for module in [block.conv1, block.conv2] {
+                guard let (weight, stride, padding) = geometry(module) else { continue }
+                shapes.append(ConvolutionShape(
+                    input: [batch, size, size, weight[1]], weight: weight, stride: stride, padding: padding,
+                    inputNeedsGradient: true))
+                size = (size + 2 * padding - weight[2]) / stride + 1
+            }
+        }
+        return shapes
+    }
+}
+
+/// The float GEMMs of one step's convolution backward, issued exactly as `ConvolutionPlan.backward` issues them
+/// (same chunks, transposes and leading dimensions) on buffers of the same sizes, without the im2col, col2im
+/// and estimator work around them.
+struct BackwardGEMMReplay {
+    private struct Layer {
+        let plan: ConvolutionPlan
+        let gradient: Tensor, columns: Tensor, weightRows: Tensor, weightGradient: Tensor, columnGradient: Tensor
+        let inputNeedsGradient: Bool
+    }
+
+    private let layers: [Layer]
+    /// Multiply-adds of one replay.
+    let multiplyAdds: Double
+
+    init(model: ResNet20, batch: Int) throws {
+        var layers: [Layer] = []
+        var multiplyAdds = 0.0
+        for shape in TrainingBenchmark.convolutionShapes(of: model, batch: batch) {
+            let geometry = try windowGeometry(
+                input: shape.input, kernel: (shape.weight[2], shape.weight[3]), stride: shape.stride,
+                padding: shape.padding, operation: "bench")
+            let plan = ConvolutionPlan(
+                shape: geometry.shape, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
+                outChannels: shape.weight[0], context: "bench backward GEMM replay")
+            let columnRows = plan.direct ? plan.rows : plan.imagesPerChunk * plan.rowsPerImage
+            // Small non-zero values: the GEMM must neither skip zeros nor meet denormals.
+            layers.append(Layer(
+                plan: plan,
+                gradient: try Tensor(shape: [plan.rows, plan.outChannels], repeating: 0.01),
+                columns: try Tensor(shape: [columnRows, plan.depth], repeating: 0.02),
+                weightRows: try Tensor(shape: [plan.outChannels, plan.depth], repeating: 0.03),
+                weightGradient: try Tensor(shape: [plan.outChannels, plan.depth], repeating: 0),
+                columnGradient: try Tensor(shape: [columnRows, plan.depth], repeating: 0),
+                inputNeedsGradient: shape.inputNeedsGradient))
+            let product = Double(plan.rows) * Double(plan.depth) * Double(plan.outChannels)
+            multiplyAdds += product * (shape.inputNeedsGradient ? 2 : 1)
+        }
+        self.layers = layers
+        self.multiplyAdds = multiplyAdds
+    }
+
+    /// Runs the GEMMs once; returns the seconds taken.
+    func run() throws -> Double {
+        let start = TrainingProgress.monotonicSeconds()
+        for layer in layers {
+            let plan = layer.plan
+            let chunk = plan.direct ? plan.batch : plan.imagesPerChunk
+            for first in stride(from: 0, to: plan.batch, by: chunk) {
+                let rows = min(chunk, plan.batch - first) * plan.rowsPerImage
+                let g = layer.gradient.pointer + first * plan.rowsPerImage * plan.outChannels
+                try sgemm(
+                    transposeA: true, transposeB: false, m: plan.outChannels, n: plan.depth, k: rows, a: g,
+                    lda: plan.outChannels, b: layer.columns.pointer, ldb: plan.depth, beta: first == 0 ? 0 : 1,
+                    c: layer.weightGradient.pointer, ldc: plan.depth, "bench replay dW")
+                if layer.inputNeedsGradient {
+                    try sgemm(
+                        transposeA: false, transposeB: false, m: rows, n: plan.depth, k: plan.outChannels, a: g,
+                        lda: plan.outChannels, b: layer.weightRows.pointer, ldb: plan.depth, beta: 0,
+                        c: layer.columnGradient.pointer, ldc: plan.depth, "bench replay dX")
+                }
+            }
+        }
+        return TrainingProgress.monotonicSeconds() - start
+    }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import BNN
+import Foundation
+
+/// `bnn bench train`: training images/s of ResNet-20 1W1A (ReSTE) and of its full-precision twin, with the time
+/// of each phase of a step.
+struct BenchTrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Measure training speed of ResNet-20 1W1A (ReSTE) and its full-precision twin.",
+        discussion: """
+            Runs the trainer's own step (forward, cross-entropy, backward, SGD, indicators) on batches from the \
+            background loader: warm-up steps first, then --steps timed steps. Phases are timed around the step's \
+            parts; the estimators' time is measured inside the backward, and the convolutions' backward GEMMs \
+            are replayed alone on the step's exact shapes to show their share. Data: synthetic images (random \
+            pixels; the pipeline costs the same) unless --data is given. Figures move by 10–20 % from run to run \
+            on a shared machine.
+            """
+    )
+
+    @OptionGroup var threadOptions: ThreadOptions
+
+    @Flag(help: "Print a JSON array, one object per model (keys model, estimator, batch, threads, images_per_second, phase shares).")
+    var json = false
+
+    @Option(help: "Timed steps per model.")
+    var steps: Int = 8
+
+    @Option(name: .customLong("warmup-steps"), help: "Untimed steps first (buffers, OpenBLAS start-up).")
+    var warmupSteps: Int = 2
+
+    @Option(name: .customLong("batch-size"), help: "Images per step.")
+    var batchSize: Int = 256
+
+    @Option(help: "CIFAR-10 directory to take the batches from instead of synthetic images.")
+    var data: String?
+
+    @Option(parsing: .upToNextOption, help: "Models to measure: resnet20 (1W1A, ReSTE), resnet20-a32, resnet20-fp.")
+    var models: [String] = ["resnet20", "resnet20-fp"]
+
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps).") }
+        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be at least 0, got \(warmupSteps).") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+        for model in models where Self.variant(model) == nil {
+            throw ValidationError("unknown model `\(model)` in --models; valid: resnet20, resnet20-a32, resnet20-fp.")
+        }
+    }
+
+    static func variant(_ name: String) -> ResNet20.Variant? {
+        switch name {
+        case "resnet20": .binary
+        case "resnet20-a32": .binaryWeights
+        case "resnet20-fp": .fullPrecision
+        default: nil
+        }
+    }
+
+    func run() throws {
+        try threadOptions.apply()
+        let split: CIFAR10Split
+        let source: String
+        if let data {
+            split = try CIFAR10(directory: URL(fileURLWithPath: data)).train
+            source = "CIFAR-10 training images from \(data)"
+        } else {
+            split = TrainingBenchmark.syntheticData(images: 4 * batchSize)
+            source = "synthetic images"
+        }
+        if !json {
+            print("""
+                ResNet-20 training step, batch \(batchSize), \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), \
+                OpenBLAS core \(Kernels.blasCore)
+                \(warmupSteps) warm-up + \(steps) timed steps per model on \(source); shares are of the wall time per step
+                """)
+        }
+        var rows: [TrainingBenchmark.Row] = []
+        for name in models {
+            let row = try TrainingBenchmark.measure(
+                variant: Self.variant(name)!, estimator: "reste", batchSize: batchSize, steps: steps,
+                warmupSteps: warmupSteps, data: split)
+            rows.append(row)
+            if !json { print(Self.describe(row)) }
+        }
+        if json {
+            print("[\n" + rows.map { "  " + Self.json($0) }.joined(separator: ",\n") + "\n]")
+        } else if rows.count == 2, rows[0].model == "resnet20-1w1a", rows[1].model == "resnet20-fp" {
+            print(String(format: "1W1A / full precision: %.2fx images/s", rows[0].imagesPerSecond / rows[1].imagesPerSecond))
+        }
+    }
+
+    /// A few lines per model: throughput, then where the time goes.
+    static func describe(_ row: TrainingBenchmark.Row) -> String {
+        func share(_ seconds: Double) -> String { String(format: "%5.1f %%", 100 * seconds / row.secondsPerStep) }
+        let phases = row.phases.map { "\($0.name) \(share($0.seconds).trimmingCharacters(in: .whitespaces))" }
+        let backward = row.seconds("backward")
+        let gemmRate = row.backwardGEMMSeconds > 0 ? row.backwardGEMMMultiplyAdds / row.backwardGEMMSeconds / 1e9 : 0
+        return """
+
+            \(row.model)\(row.estimator.map { " (\($0))" } ?? ""): \(String(format: "%.1f", row.imagesPerSecond)) images/s, \
+            \(String(format: "%.3f", row.secondsPerStep)) s/step
+              phases: \(phases.joined(separator: ", ")), other \(share(max(0, row.secondsPerStep - row.phases.map(\.seconds).reduce(0, +))).trimmingCharacters(in: .whitespaces))
+              inside backward (\(String(format: "%.3f", backward)) s): conv GEMMs replayed alone \
+            \(String(format: "%.3f", row.backwardGEMMSeconds)) s = \
+            \(String(format: "%.0f", 100 * row.backwardGEMMSeconds / max(backward, 1e-12))) % of backward \
+            (\(String(format: "%.1f", row.backwardGEMMMultiplyAdds / 1e9)) G multiply-adds, \
+            \(String(format: "%.0f", gemmRate)) G MAC/s), estimator \(String(format: "%.3f", row.estimatorSeconds)) s = \
+            \(String(format: "%.1f", 100 * row.estimatorSeconds / max(backward, 1e-12))) % of backward
+            """
+    }
+
+    /// One JSON object; shares are fractions of the wall time per step.
+    static func json(_ row: TrainingBenchmark.Row) -> String {
+        func number(_ value: Double) -> String { value.isFinite ? String(format: "%.6g", value) : "null" }
+        var fields: [(String, String)] = [
+            ("model", "\"\(row.model)\""),
+            ("estimator", row.estimator.map { "\"\($0)\"" } ?? "null"),
+            ("batch", String(row.batch)),
+            ("threads", String(row.threads)),
+            ("images_per_second", number(row.imagesPerSecond)),
+            ("seconds_per_step", number(row.secondsPerStep)),
+            ("steps", String(row.steps)),
+        ]
+        for phase in row.phases { fields.append(("\(phase.name)_share", number(phase.seconds / row.secondsPerStep))) }
+        fields.append(("backward_gemm_share", number(row.backwardGEMMSeconds / row.secondsPerStep)))
+        fields.append(("estimator_share", number(row.estimatorSeconds / row.secondsPerStep)))
+        fields.append(("backward_gemm_multiply_adds", number(row.backwardGEMMMultiplyAdds)))
+        fields.append(("isa", "\"\(Kernels.isa.name)\""))
+        fields.append(("openblas_core", "\"\(Kernels.blasCore)\""))
+        return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+    }
+}

@@ -1,0 +1,165 @@
+import ArgumentParser
+import BNN
+import Foundation
+
+/// `bnn train`: trains ResNet-20 on CIFAR-10 with a chosen sign estimator and keeps the run's files.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train ResNet-20 (1W1A, 1W32A or full precision) on CIFAR-10.",
+        discussion: """
+            The paper's recipe: SGD (momentum 0.9, weight decay 1e-4), cosine learning rate to 0 with an optional \
+            linear warm-up, random crop and flip, ReSTE's power o annealed to --o-end. After each epoch the test \
+            split is evaluated (batch 128, evaluation mode).
+
+            RUN_DIR receives log.jsonl (one JSON object per epoch: epoch, lr, o, train_loss, train_acc, val_loss, \
+            val_acc, estimating_error, gradient_stability, seconds, images_per_second, ...), \
+            checkpoint.safetensors (weights under PyTorch's state_dict names, optimizer state under "optimizer.", \
+            metadata epoch/seed/config; written atomically after each epoch) and curves.svg (loss, accuracy and the \
+            two indicators per epoch).
+
+            Ctrl-C saves a checkpoint after the current step and exits; --resume continues exactly where the run \
+            stopped (the same losses as an uninterrupted run with the same seed and thread count). A NaN or \
+            infinite loss stops the run and leaves the last good checkpoint untouched. Without --data the CIFAR-10 \
+            sample bundled with the package (\(DataLocation.bundledSample)) is used.
+            """
+    )
+
+    @Option(help: "Network: resnet20 (binary block convolutions) or resnet20-fp (the full-precision twin).")
+    var model: ModelName = .resnet20
+
+    @Option(help: "Backward of sign() in the binary convolutions.")
+    var estimator: EstimatorName = .reste
+
+    @Option(help: "CIFAR-10 directory (data_batch_N.bin + test_batch.bin). Default: the bundled sample.")
+    var data: String?
+
+    @Option(help: "Epochs; the learning-rate and estimator schedules span them.")
+    var epochs: Int = 10
+
+    @Option(help: "Run directory for log.jsonl, checkpoint.safetensors and curves.svg (default: runs/<model>-<estimator>-seed<seed>).")
+    var out: String?
+
+    @Option(name: .customLong("batch-size"), help: "Training images per step.")
+    var batchSize: Int = 256
+
+    @Option(help: "Base learning rate (default 0.1 for SGD, 0.001 for Adam).")
+    var lr: Float?
+
+    @Option(name: .customLong("o-end"), help: "ReSTE's final power o_end (≥ 1).")
+    var oEnd: Float = 3
+
+    @Option(help: "Epochs of linear learning-rate warm-up before the cosine (the paper's option is 5).")
+    var warmup: Int = 0
+
+    @Option(help: "Seed of the initial weights, the shuffling and the augmentation.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Optimizer: sgd (the paper's) or adam.")
+    var optimizer: TrainingConfiguration.OptimizerKind = .sgd
+
+    @OptionGroup var threadOptions: ThreadOptions
+
+    @Flag(help: "Continue the run saved in --out (same settings).")
+    var resume = false
+
+    @Flag(help: "1W32A: binary weights, real-valued activations.")
+    var a32 = false
+
+    @Flag(help: "No progress display (epoch lines and the summary are still printed).")
+    var quiet = false
+
+    func validate() throws {
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs).") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+        if let lr, !(lr.isFinite && lr >= 0) { throw ValidationError("--lr must be a finite number ≥ 0, got \(lr).") }
+        guard oEnd.isFinite, oEnd >= 1 else { throw ValidationError("--o-end must be a finite number ≥ 1, got \(oEnd).") }
+        guard warmup >= 0, warmup < epochs else {
+            throw ValidationError("--warmup must be between 0 and --epochs − 1 (\(epochs - 1)), got \(warmup).")
+        }
+        if a32 && model == .resnet20FullPrecision {
+            throw ValidationError("--a32 applies to the binary resnet20, not to resnet20-fp.")
+        }
+    }
+
+    var trainingConfiguration: TrainingConfiguration {
+        var configuration = TrainingConfiguration(epochs: epochs)
+        configuration.variant = model.variant(a32: a32)
+        configuration.estimator = estimator.rawValue
+        configuration.oEnd = oEnd
+        configuration.batchSize = batchSize
+        configuration.optimizer = optimizer
+        configuration.learningRate = lr ?? (optimizer == .adam ? 0.001 : 0.1)
+        configuration.warmupEpochs = warmup
+        configuration.seed = seed
+        return configuration
+    }
+
+    var runDirectory: URL {
+        if let out { return URL(fileURLWithPath: out) }
+        let kind = a32 ? "-a32" : ""
+        let name = model == .resnet20FullPrecision ? "resnet20-fp" : "resnet20\(kind)-\(estimator.rawValue)"
+        return URL(fileURLWithPath: "runs").appendingPathComponent("\(name)-seed\(seed)")
+    }
+
+    func run() throws {
+        try threadOptions.apply()
+        let dataDirectory = try DataLocation.resolve(data)
+        let dataset = try CIFAR10(directory: dataDirectory)
+        let configuration = trainingConfiguration
+        let trainer = try Trainer(
+            configuration: configuration, training: dataset.train, validation: dataset.test,
+            runDirectory: runDirectory, resume: resume)
+        trainer.progress = TrainingProgress.standardError(quiet: quiet)
+        let progress = trainer.progress
+
+        printError("""
+            \(configuration.summary), \(configuration.epochs) epochs, batch \(configuration.batchSize), \
+            \(configuration.optimizer.rawValue) lr \(configuration.learningRate)\
+            \(configuration.warmupEpochs > 0 ? " (warm-up \(configuration.warmupEpochs))" : ""), seed \(configuration.seed)
+            data: \(dataDirectory.path) (\(dataset.train.count) training, \(dataset.test.count) test images)
+            threads: \(Kernels.threads), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore)
+            run directory: \(trainer.runDirectory.path)\
+            \(resume ? "\nresuming after epoch \(trainer.completedEpochs) of \(configuration.epochs)" : "")
+            """)
+
+        Interrupt.install()
+        defer { Interrupt.uninstall() }
+        let started = TrainingProgress.monotonicSeconds()
+        let outcome = try trainer.run()
+        let elapsed = TrainingProgress.monotonicSeconds() - started
+
+        switch outcome {
+        case .interrupted(let epoch, let step):
+            progress.message("")
+            printError("""
+                Interrupted: the state after epoch \(epoch), step \(step) is saved in \(trainer.checkpointURL.path).
+                Continue with the same command plus --resume\(out == nil ? " (and the same --out)" : "").
+                """)
+            throw ExitCode(130)
+        case .paused, .finished:
+            printSummary(trainer, elapsed: elapsed)
+        }
+    }
+
+    private func printSummary(_ trainer: Trainer, elapsed: Double) {
+        let records = trainer.records
+        guard let last = records.last else { return }
+        var lines = ["\(trainer.configuration.summary): \(records.count) epoch(s) in \(trainer.runDirectory.path)"]
+        if let best = records.filter({ $0.validationAccuracy != nil }).max(by: { $0.validationAccuracy! < $1.validationAccuracy! }),
+           let lastAccuracy = last.validationAccuracy
+        {
+            lines.append("  validation top-1: last \(percent(lastAccuracy)) (epoch \(last.epoch)), "
+                         + "best \(percent(best.validationAccuracy!)) (epoch \(best.epoch))")
+        }
+        lines.append("  train loss \(String(format: "%.4f", last.trainLoss)), train accuracy \(percent(last.trainAccuracy)); "
+                     + "\(String(format: "%.0f", last.imagesPerSecond)) images/s in the last epoch")
+        if elapsed > 0 { lines.append("  wall time of this invocation: \(String(format: "%.1f", elapsed)) s") }
+        lines.append("  log:        \(trainer.logURL.path)")
+        lines.append("  checkpoint: \(trainer.checkpointURL.path)")
+        lines.append("  curves:     \(trainer.curvesURL.path)")
+        print(lines.joined(separator: "\n"))
+    }
+}
+
+extension TrainingConfiguration.OptimizerKind: ExpressibleByArgument {}
