@@ -47,7 +47,7 @@ struct EvalCommand: ParsableCommand {
         try threadOptions.apply()
         let weightsURL = URL(fileURLWithPath: weights)
         guard FileManager.default.fileExists(atPath: weightsURL.path) else {
-            throw ValidationError("--weights \(weightsURL.path) does not exist.")
+            throw CommandError("--weights \(weightsURL.path) does not exist.")
         }
         let variant = try chooseVariant(weightsURL)
         let test = try readTestSplit(try DataLocation.resolve(data))
@@ -74,7 +74,7 @@ struct EvalCommand: ParsableCommand {
         if let checkpoint = try? Checkpoint.read(from: url) { recorded = checkpoint.configuration.variant }
         switch (requested, recorded) {
         case let (requested?, recorded?) where requested != recorded:
-            throw ValidationError(
+            throw CommandError(
                 "\(url.path) was trained as \(TrainingBenchmark.modelName(recorded)), but the options ask for "
                     + "\(TrainingBenchmark.modelName(requested)); drop --model/--a32 or make them match.")
         case let (requested?, _): return requested

@@ -111,16 +111,15 @@ struct TrainCommand: ParsableCommand {
             configuration: configuration, training: dataset.train, validation: dataset.test,
             runDirectory: runDirectory, resume: resume)
         trainer.progress = TrainingProgress.standardError(quiet: quiet)
-        let progress = trainer.progress
 
         printError("""
-            \(configuration.summary), \(configuration.epochs) epochs, batch \(configuration.batchSize), \
+            \(configuration.summary), \(configuration.epochs) epoch\(configuration.epochs == 1 ? "" : "s"), batch \(configuration.batchSize), \
             \(configuration.optimizer.rawValue) lr \(configuration.learningRate)\
             \(configuration.warmupEpochs > 0 ? " (warm-up \(configuration.warmupEpochs))" : ""), seed \(configuration.seed)
             data: \(dataDirectory.path) (\(dataset.train.count) training, \(dataset.test.count) test images)
             threads: \(Kernels.threads), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore)
             run directory: \(trainer.runDirectory.path)\
-            \(resume ? "\nresuming after epoch \(trainer.completedEpochs) of \(configuration.epochs)" : "")
+            \(resume ? "\n" + resumeDescription(trainer) : "")
             """)
 
         Interrupt.install()
@@ -131,7 +130,6 @@ struct TrainCommand: ParsableCommand {
 
         switch outcome {
         case .interrupted(let epoch, let step):
-            progress.message("")
             printError("""
                 Interrupted: the state after epoch \(epoch), step \(step) is saved in \(trainer.checkpointURL.path).
                 Continue with the same command plus --resume\(out == nil ? " (and the same --out)" : "").
@@ -140,6 +138,14 @@ struct TrainCommand: ParsableCommand {
         case .paused, .finished:
             printSummary(trainer, elapsed: elapsed)
         }
+    }
+
+    private func resumeDescription(_ trainer: Trainer) -> String {
+        let epochs = trainer.configuration.epochs
+        if trainer.completedEpochs >= epochs { return "the run is already complete (\(epochs) epochs)" }
+        let steps = trainer.stepsDoneInNextEpoch
+        if steps > 0 { return "resuming epoch \(trainer.completedEpochs + 1) of \(epochs) at step \(steps + 1)" }
+        return "resuming after epoch \(trainer.completedEpochs) of \(epochs)"
     }
 
     private func printSummary(_ trainer: Trainer, elapsed: Double) {

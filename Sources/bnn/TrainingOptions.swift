@@ -70,7 +70,7 @@ enum DataLocation {
                 directory = parent
             }
         }
-        throw ValidationError(
+        throw CommandError(
             "no --data given and the bundled sample \(bundledSample) was not found above the current directory or "
                 + "the executable; pass --data DIR (a directory holding data_batch_N.bin and test_batch.bin).")
     }
@@ -80,15 +80,21 @@ enum DataLocation {
 func readTestSplit(_ directory: URL) throws -> CIFAR10Split {
     let file = directory.appendingPathComponent("test_batch.bin")
     guard FileManager.default.fileExists(atPath: file.path) else {
-        throw ValidationError("\(file.path) does not exist: --data must name a directory holding test_batch.bin.")
+        throw CommandError("\(file.path) does not exist: --data must name a directory holding test_batch.bin.")
     }
     var images: [UInt8] = []
     var labels: [UInt8] = []
     try CIFAR10.readBatch(file, images: &images, labels: &labels)
     guard let split = CIFAR10Split(images: images, labels: labels) else {
-        throw ValidationError("\(file.path): inconsistent images and labels")
+        throw CommandError("\(file.path): inconsistent images and labels")
     }
     return split
+}
+
+/// A failure while running a command (not a usage error): printed as "Error: <message>", exit code 1.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
 }
 
 /// Writes to standard error.

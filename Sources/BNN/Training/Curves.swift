@@ -106,10 +106,15 @@ public enum Curves {
     }
 
     /// Tick label: plain decimals with as many places as the step needs, scientific for tiny or huge values.
-    static func tickLabel(_ value: Double, step: Double) -> String {
+    static func tickLabel(_ value: Double, on axis: Axis) -> String {
         if value == 0 { return "0" }
-        let largest = max(abs(value), step)
-        if step < 1e-3 || largest >= 1e6 { return String(format: "%.2g", value) }
+        let step = axis.step
+        let largest = max(abs(axis.lower), abs(axis.upper), step)
+        if step < 1e-3 || largest >= 1e6 {
+            // Scientific, with as many mantissa digits as the step needs, the same for every tick of the axis.
+            let digits = max(0, Int(log10(largest).rounded(.down) - log10(step).rounded(.down)))
+            return String(format: "%.\(min(digits, 6))e", value)
+        }
         let places = max(0, Int((-log10(step)).rounded(.up)))
         return String(format: "%.\(places)f", value)
     }
@@ -141,11 +146,11 @@ public enum Curves {
         for tick in yAxis.ticks {
             svg.line(x1: plot.left, y1: py(tick), x2: plot.right, y2: py(tick), stroke: "#e5e5e5")
             svg.line(x1: plot.left - 4, y1: py(tick), x2: plot.left, y2: py(tick), stroke: "#333333")
-            svg.text(tickLabel(tick, step: yAxis.step), x: plot.left - 7, y: py(tick) + 4, size: 11, anchor: "end")
+            svg.text(tickLabel(tick, on: yAxis), x: plot.left - 7, y: py(tick) + 4, size: 11, anchor: "end")
         }
         for tick in xAxis.ticks {
             svg.line(x1: px(tick), y1: plot.bottom, x2: px(tick), y2: plot.bottom + 4, stroke: "#333333")
-            svg.text(tickLabel(tick, step: xAxis.step), x: px(tick), y: plot.bottom + 17, size: 11, anchor: "middle")
+            svg.text(tickLabel(tick, on: xAxis), x: px(tick), y: plot.bottom + 17, size: 11, anchor: "middle")
         }
         svg.rectangle(x: plot.left, y: plot.top, width: plot.right - plot.left, height: plot.bottom - plot.top,
                       stroke: "#333333")

@@ -43,10 +43,12 @@ public final class TrainingProgress {
         self.clock = clock
     }
 
-    /// Progress on standard error: a bar if it is a terminal (and TERM is not "dumb"), plain lines otherwise.
+    /// Progress on standard error: a bar if it is a terminal (and TERM is not "dumb"), plain lines otherwise;
+    /// `quiet` keeps only the messages (one line per epoch).
     public static func standardError(quiet: Bool = false) -> TrainingProgress {
         let terminal = isatty(STDERR_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
-        return TrainingProgress(style: quiet ? .silent : terminal ? .bar : .lines) { text in
+        let style: Style = terminal && !quiet ? .bar : .lines
+        return TrainingProgress(style: style, lineInterval: quiet ? .infinity : 30) { text in
             FileHandle.standardError.write(Data(text.utf8))
         }
     }

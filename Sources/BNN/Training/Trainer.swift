@@ -52,6 +52,8 @@ public final class Trainer {
     public private(set) var completedEpochs: Int
     /// The epoch cut short by an interruption, continued by the next `run()`.
     private var partialEpoch: PartialEpoch?
+    /// Steps already done in the next epoch (after an interruption); 0 at an epoch boundary.
+    public var stepsDoneInNextEpoch: Int { partialEpoch?.steps ?? 0 }
     /// The records of the completed epochs.
     public var records: [EpochRecord] { log.records }
 

@@ -25,7 +25,7 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable, Sendable {
         case .invalidConfiguration(let message):
             return message
         case .nonFiniteLoss(let epoch, let step, let loss, let checkpoint):
-            return "training stopped: the loss is \(loss) at epoch \(epoch), step \(step) (a diverging run: "
+            return "training stopped: the loss is \(loss.isNaN ? "NaN" : "\(loss)") at epoch \(epoch), step \(step) (a diverging run: "
                 + "try a smaller learning rate or a warm-up). " + Self.kept(checkpoint)
         case .nonFiniteParameter(let epoch, let name, let checkpoint):
             return "training stopped: parameter \"\(name)\" holds NaN or infinity at the end of epoch \(epoch). "
