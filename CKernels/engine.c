@@ -30,6 +30,7 @@ struct ck_program {
     size_t buffer_bytes;         /* all buffers of one image */
     int64_t input_floats, output_floats;
     int result;
+    int failed_step; /* the step check_steps stopped at (count if the result buffer is missing) */
     /* Plan for the current thread count: memory[i] holds thread i's buffers and bconv workspace. */
     int planned_threads;
     size_t workspace_single, workspace_team;
@@ -74,6 +75,7 @@ static int same_shape(const buffer_info *a, const buffer_info *b) {
 
 static ck_status check_steps(ck_program *p) {
     for (int i = 0; i < p->count; i++) {
+        p->failed_step = i;
         const ck_step *st = &p->steps[i];
         const ck_conv_shape *s = &st->shape;
         if ((unsigned)st->kind > CK_STEP_LINEAR || st->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER))
@@ -139,8 +141,10 @@ static ck_status check_steps(ck_program *p) {
         for (int j = 1; j < 4; j++)
             if (ids[j] + 1 > p->buffers) p->buffers = ids[j] + 1;
     }
+    p->failed_step = p->count - 1;
     const ck_step *last = &p->steps[p->count - 1];
     if (last->output < 0) return CK_ERR_SHAPE_MISMATCH;
+    p->failed_step = -1;
     p->result = last->output;
     p->input_floats = elements(&p->info[0]);
     p->output_floats = elements(&p->info[p->result]);
@@ -148,6 +152,11 @@ static ck_status check_steps(ck_program *p) {
 }
 
 ck_status ck_program_create(const ck_step *steps, int count, ck_program **out) {
+    return ck_program_create_checked(steps, count, out, NULL);
+}
+
+ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program **out, int *failed_step) {
+    if (failed_step != NULL) *failed_step = -1;
     if (out == NULL) return CK_ERR_NULL_POINTER;
     *out = NULL;
     if (steps == NULL) return CK_ERR_NULL_POINTER;
@@ -163,6 +172,7 @@ ck_status ck_program_create(const ck_step *steps, int count, ck_program **out) {
     }
     memcpy(p->steps, steps, (size_t)count * sizeof(ck_step));
     ck_status status = check_steps(p);
+    if (status != CK_OK && failed_step != NULL) *failed_step = p->failed_step;
     for (int i = 0; status == CK_OK && i < count; i++) {
         const ck_step *st = &p->steps[i];
         if (st->kind != CK_STEP_CONV_F32) continue;

@@ -55,6 +55,9 @@ typedef struct ck_program ck_program;
  */
 ck_status ck_program_create(const ck_step *steps, int count, ck_program **out);
 
+/** Same, and on failure stores in `*failed_step` (if not NULL) the index of the step found invalid. */
+ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program **out, int *failed_step);
+
 /** Releases a program (NULL is allowed). */
 void ck_program_destroy(ck_program *program);
 

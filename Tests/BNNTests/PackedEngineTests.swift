@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+
+@testable import BNN
+
+/// The packed engine against the training graph, and the packed file against corruption.
+@Suite("Packed engine", .serialized)
+struct PackedEngineTests {
+    static let dataDirectory = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Examples/data/cifar10-sample")
+
+    /// A ResNet-20 1W1A trained for a few steps on the bundled data, so that batch-norm statistics, α and the
+    /// latent weights are no longer at their initial values.
+    static func trainedModel(steps: Int = 4) throws -> (ResNet20, CIFAR10) {
+        let data = try CIFAR10(directory: dataDirectory)
+        let model = try ResNet20(variant: .binary, estimator: ReSTE(oEnd: 3), seed: 7)
+        let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.1)
+        let batches = try CIFAR10Batches.training(data.train, batchSize: 64, seed: 3)
+        model.train()
+        for (index, batch) in batches.batches(epoch: 0).enumerated() where index < steps {
+            let x = try Tensor(shape: [batch.count, 32, 32, 3], data: batch.images)
+            let loss = try crossEntropy(model(x), labels: batch.labels)
+            optimizer.zeroGrad()
+            try loss.backward()
+            try optimizer.step()
+        }
+        model.eval()
+        return (model, data)
+    }
+
+    /// Logits of the training graph in eval mode and of the packed engine for the same images.
+    static func compare(model: ResNet20, engine: PackedEngine, images: [Float], count: Int) throws -> ([Float], [Float]) {
+        let reference = try withNoGrad { try model(Tensor(shape: [count, 32, 32, 3], data: images)).scalars }
+        let packed = try engine.logits(images: images, count: count)
+        return (reference, packed)
+    }
+
+    @Test("packed ResNet-20 1W1A predicts exactly as the training graph on every bundled image")
+    func packedEqualsTrainingGraph() throws {
+        let (model, data) = try Self.trainedModel()
+        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let engine = try PackedEngine(model: packed)
+        for (split, name) in [(data.test, "validation"), (data.train, "training")] {
+            let batches = try CIFAR10Batches.evaluation(split, batchSize: 250)
+            var mismatched = 0
+            var worst: Float = 0
+            for batch in batches.batches(epoch: 0) {
+                let (reference, logits) = try Self.compare(
+                    model: model, engine: engine, images: batch.images, count: batch.count)
+                let a = PackedEngine.predictions(logits: reference, classes: 10)
+                let b = PackedEngine.predictions(logits: logits, classes: 10)
+                mismatched += zip(a, b).filter { $0 != $1 }.count
+                // Relative to each image's largest logit: a logit near 0 has no meaningful relative error.
+                for image in 0..<batch.count {
+                    let r = reference[(image * 10)..<(image * 10 + 10)], p = logits[(image * 10)..<(image * 10 + 10)]
+                    let scale = max(r.map(abs).max()!, 1e-6)
+                    for (x, y) in zip(r, p) { worst = max(worst, abs(x - y) / scale) }
+                }
+            }
+            #expect(mismatched == 0, "\(mismatched) \(name) predictions differ")
+            #expect(worst <= 1e-4, "largest relative logit difference on \(name) images: \(worst)")
+        }
+    }
+
+    @Test("the engine gives the same logits at batch 1 (threads inside layers) as at batch 64 (threads across images)")
+    func batchSizesAgree() throws {
+        let (model, data) = try Self.trainedModel(steps: 1)
+        let engine = try PackedEngine(model: PackedModel.resNet20(stateDict: model.stateDict()))
+        let batch = try CIFAR10Batches.evaluation(data.test, batchSize: 64).batches(epoch: 0).batch(at: 0)
+        let together = try engine.logits(images: batch.images, count: batch.count)
+        for i in [0, 17, 63] {
+            let one = try engine.logits(images: Array(batch.images[(i * 3072)..<((i + 1) * 3072)]), count: 1)
+            #expect(one == Array(together[(i * 10)..<((i + 1) * 10)]), "image \(i)")
+        }
+    }
+
+    @Test("a packed file survives a round trip and its summary adds up to the file size")
+    func roundTrip() throws {
+        let (model, _) = try Self.trainedModel(steps: 1)
+        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("packed-\(UUID().uuidString).bnn")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try packed.write(to: url)
+        let loaded = try PackedModel.load(contentsOf: url)
+        #expect(loaded == packed)
+        let bytes = try Data(contentsOf: url)
+        let headerLength = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        #expect(loaded.layerBytes().reduce(0) { $0 + $1.bytes } == bytes.count - 8 - headerLength)
+    }
+
+    @Test("1,000 random byte flips and truncations of a packed file are errors or harmless, never a crash")
+    func corruptedFiles() throws {
+        let (model, data) = try Self.trainedModel(steps: 1)
+        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-\(UUID().uuidString).bnn")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try packed.write(to: url)
+        let original = try Data(contentsOf: url)
+        let batch = try CIFAR10Batches.evaluation(data.test, batchSize: 4).batches(epoch: 0).batch(at: 0)
+        let expected = try PackedEngine(model: packed).logits(images: batch.images, count: batch.count)
+        var generator = Xoshiro256StarStar(seed: 42)
+        var rejected = 0
+        for trial in 0..<1000 {
+            var bytes = original
+            if trial % 4 == 3 {
+                bytes = bytes.prefix(Int(generator.next(below: UInt64(bytes.count))))
+            } else {
+                // Flips land in the header half the time: it is small, but most of the structure lives there.
+                let headerEnd = 8 + bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+                let limit = trial % 2 == 0 ? min(headerEnd, bytes.count) : bytes.count
+                let position = Int(generator.next(below: UInt64(limit)))
+                bytes[position] ^= UInt8(1 << generator.next(below: 8))
+            }
+            do {
+                let loaded = try PackedModel.parse(bytes, path: "trial \(trial)")
+                // Accepted: only if it is the same network (e.g. a flipped byte of header padding whitespace).
+                let logits = try PackedEngine(model: loaded).logits(images: batch.images, count: batch.count)
+                #expect(logits == expected, "trial \(trial) loaded a different network without an error")
+            } catch let error as PackedModelError {
+                #expect(!error.message.isEmpty)
+                rejected += 1
+            }
+        }
+        #expect(rejected >= 900, "only \(rejected) of 1000 corrupted files were rejected")
+    }
+
+    @Test("bad state dicts and graphs are refused with the name of what is wrong")
+    func badInputs() throws {
+        let (model, _) = try Self.trainedModel(steps: 1)
+        var dict = model.stateDict()
+        dict["layer2.1.conv2.weight"] = nil
+        #expect(throws: PackedModelError.self) { try PackedModel.resNet20(stateDict: dict) }
+        do {
+            _ = try PackedModel.resNet20(stateDict: dict)
+        } catch let error as PackedModelError {
+            #expect(error.message.contains("layer2.1.conv2.weight"))
+        }
+        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        var graph = packed.graph
+        graph.layers[3].input = 40  // a buffer nothing writes
+        let rewired = try PackedModel(graph: graph, tensors: packed.tensors)
+        do {
+            _ = try PackedEngine(model: rewired)
+            Issue.record("a layer reading an unwritten buffer was accepted")
+        } catch let error as PackedModelError {
+            #expect(error.message.contains(graph.layers[3].name))
+        }
+    }
+}
