@@ -130,8 +130,9 @@ struct TrainCommand: ParsableCommand {
 
         switch outcome {
         case .interrupted(let epoch, let step):
+            let place = step > 0 ? "epoch \(epoch), step \(step)" : "epoch \(epoch - 1)"
             printError("""
-                Interrupted: the state after epoch \(epoch), step \(step) is saved in \(trainer.checkpointURL.path).
+                Interrupted: the state after \(place) is saved in \(trainer.checkpointURL.path).
                 Continue with the same command plus --resume\(out == nil ? " (and the same --out)" : "").
                 """)
             throw ExitCode(130)

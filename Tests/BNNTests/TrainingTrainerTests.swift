@@ -391,3 +391,23 @@ struct TrainingBenchmarkTests {
         #expect(row.estimatorSeconds > 0 && row.estimatorSeconds <= row.seconds("backward"))
     }
 }
+
+@Suite("Training: stop between epochs")
+struct TrainingStopBetweenEpochsTests {
+    @Test("a stop asked for during evaluation ends the run before the next epoch, with the state saved")
+    func stopAtBoundary() throws {
+        let directory = try makeTrainingScratchDirectory("boundary")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let trainer = try TrainingFixtures.trainer(directory)
+        var stop = false
+        trainer.shouldStop = { stop }
+        #expect(try trainer.run(untilEpoch: 1) == .paused(afterEpoch: 1))
+        // As if Ctrl-C came while epoch 1 was being evaluated: seen before epoch 2's first step.
+        stop = true
+        #expect(try trainer.run() == .interrupted(epoch: 2, step: 0))
+        let saved = try Checkpoint.read(from: trainer.checkpointURL)
+        #expect(saved.completedEpochs == 1 && saved.partialEpoch == nil)
+        #expect(saved.model == trainer.model.stateDict())
+        #expect(try TrainingLog.read(url: trainer.logURL).count == 1)
+    }
+}

@@ -19,7 +19,8 @@ public final class Trainer {
     public enum Outcome: Sendable, Equatable {
         /// Every epoch of the configuration is done.
         case finished
-        /// Stopped by `shouldStop` after `step` steps of epoch `epoch` (1-based); the state is saved.
+        /// Stopped by `shouldStop` after `step` steps of epoch `epoch` (1-based; step 0: before the epoch
+        /// started); the state is saved.
         case interrupted(epoch: Int, step: Int)
         /// Stopped as asked by `run(untilEpoch:)` after that many epochs, before the configured end.
         case paused(afterEpoch: Int)
@@ -162,6 +163,12 @@ public final class Trainer {
             if let limit, completedEpochs >= limit { return .paused(afterEpoch: completedEpochs) }
             let epoch = completedEpochs   // 0-based index of the epoch being trained
             let number = epoch + 1
+            // A stop asked for during the evaluation of the previous epoch is honoured before the next one.
+            if shouldStop() {
+                try checkpoint().write(to: checkpointURL)
+                checkpointWritten = true
+                return .interrupted(epoch: number, step: partialEpoch?.steps ?? 0)
+            }
             let learningRate = schedule.learningRate(epoch: epoch)
             optimizer.learningRate = learningRate
             model.setEstimatorEpoch(epoch, of: epochs)
