@@ -17,7 +17,7 @@
 
 struct ck_bconv_weights {
     int64_t out_channels, channels, kernel_h, kernel_w;
-    int bit_level;        /* 1: patch is one bit string of kh·kw·C bits; 0: kh·kw taps of ck_words(C) words */
+    int64_t row_bits;     /* bits per kernel row in a patch: kernel row a starts at bit a·row_bits */
     int64_t patch_words;  /* words per patch row */
     int32_t *tap_sum;     /* [kh·kw][out_channels]: Σ_c of the ±1 weights of each tap */
     ck_bgemm_weights gemm; /* filters as patch rows, in bgemm panels */
@@ -49,17 +49,25 @@ static inline void put_bits(uint64_t *dst, int64_t offset, const uint64_t *src, 
     }
 }
 
-/* Writes the patch of filter rows / input pixels for one tap into a patch row (zeroed beforehand). */
-static inline void put_tap(const ck_bconv_weights *w, uint64_t *patch, int64_t tap, const uint64_t *pixel) {
-    const int64_t c = w->channels, cw = ck_words(c);
-    if (w->bit_level) {
-        put_bits(patch, tap * c, pixel, c);
-    } else {
-        uint64_t *dst = patch + tap * cw;
-        for (int64_t i = 0; i < cw - 1; i++) dst[i] = pixel[i];
-        dst[cw - 1] = pixel[cw - 1] & low_mask(c - (cw - 1) * 64);
-    }
+/* Patch layouts. Tap (a, b) of a patch starts at bit a·row_bits + b·C:
+ *  - C a multiple of 64: row_bits = kw·C, taps are whole words and a kernel row is a run of words that the
+ *    micro-kernel reads in place from the zero-padded input;
+ *  - otherwise, "segments": each kernel row padded to whole words (row_bits = 64·ck_words(kw·C)), so the gather
+ *    is one shifted copy per kernel row — unless that wastes over a quarter of the words, then
+ *  - "tight": row_bits = kw·C, one bit string of kh·kw·C bits (e.g. C = 3 under a 7×7 kernel). */
+static int64_t choose_row_bits(int64_t c, int64_t kh, int64_t kw) {
+    if (c % 64 == 0) return kw * c;
+    const int64_t segments = kh * ck_words(kw * c), tight = ck_words(kh * kw * c);
+    return 4 * segments <= 5 * tight ? 64 * ck_words(kw * c) : kw * c;
 }
+
+/* Writes the bits of filter rows / input pixels for tap (a, b) into a patch row (zeroed beforehand). */
+static inline void put_tap(const ck_bconv_weights *w, uint64_t *patch, int64_t a, int64_t b, const uint64_t *pixel) {
+    put_bits(patch, a * w->row_bits + b * w->channels, pixel, w->channels);
+}
+
+/* The patch rows are gathered (C not a multiple of 64) rather than read in place. */
+static inline int gathered(const ck_bconv_weights *w) { return w->channels % 64 != 0; }
 
 static ck_status create(const uint64_t *ohwi_bits, int64_t o, int64_t c, int64_t kh, int64_t kw,
                         ck_bconv_weights **out) {
@@ -67,15 +75,15 @@ static ck_status create(const uint64_t *ohwi_bits, int64_t o, int64_t c, int64_t
     ck_bconv_weights *w = ck_alloc(sizeof *w);
     if (w == NULL) return CK_ERR_OUT_OF_MEMORY;
     *w = (ck_bconv_weights){.out_channels = o, .channels = c, .kernel_h = kh, .kernel_w = kw};
-    w->bit_level = ck_words(taps * c) < taps * cw;
-    w->patch_words = w->bit_level ? ck_words(taps * c) : taps * cw;
+    w->row_bits = choose_row_bits(c, kh, kw);
+    w->patch_words = ck_words((kh - 1) * w->row_bits + kw * c);
     w->tap_sum = ck_alloc((size_t)(taps * o) * sizeof(int32_t));
     uint64_t *rows = ck_alloc((size_t)(o * w->patch_words) * sizeof(uint64_t));
     ck_status status = (w->tap_sum == NULL || rows == NULL) ? CK_ERR_OUT_OF_MEMORY : CK_OK;
     for (int64_t f = 0; status == CK_OK && f < o; f++) {
         for (int64_t tap = 0; tap < taps; tap++) {
             const uint64_t *src = ohwi_bits + (f * taps + tap) * cw;
-            put_tap(w, rows + f * w->patch_words, tap, src);
+            put_tap(w, rows + f * w->patch_words, tap / kw, tap % kw, src);
             int64_t negative = 0;
             for (int64_t i = 0; i < cw; i++) negative += __builtin_popcountll(src[i] & low_mask(c - i * 64));
             w->tap_sum[tap * o + f] = (int32_t)(c - 2 * negative);
@@ -139,7 +147,10 @@ void ck_bconv_weights_destroy(ck_bconv_weights *w) {
     ck_free(w);
 }
 
-int ck_bconv_weights_bit_level(const ck_bconv_weights *w) { return w == NULL ? -1 : w->bit_level; }
+int ck_bconv_weights_bit_level(const ck_bconv_weights *w) {
+    if (w == NULL) return -1;
+    return w->patch_words < w->kernel_h * w->kernel_w * ck_words(w->channels);
+}
 
 ck_status ck_bconv_weights_dims(const ck_bconv_weights *w, int64_t *out_channels, int64_t *channels,
                                 int64_t *kernel_h, int64_t *kernel_w) {
@@ -175,8 +186,10 @@ transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const f
     const float floor_before = (t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
     const float floor_after = (t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
     const int want_float = t->out != NULL || t->out_bits != NULL;
-    for (int64_t i = 0; i < pixels; i++) {
-        const int64_t p = p0 + i, oy = (p / ow) % oh, ox = p % ow;
+    /* Output coordinates advance with the pixel index, no division per pixel. */
+    int64_t oy = (p0 / ow) % oh, ox = p0 % ow;
+    for (int64_t i = 0; i < pixels; i++, ox = ox + 1 == ow ? 0 : ox + 1, oy = ox == 0 ? (oy + 1 == oh ? 0 : oy + 1) : oy) {
+        const int64_t p = p0 + i;
         int32_t *restrict acc = dot + i * ldd;
         const int64_t y0 = oy * s->stride_h - s->pad_h, x0 = ox * s->stride_w - s->pad_w;
         if (y0 < 0 || x0 < 0 || y0 + kh > s->height || x0 + kw > s->width) {
@@ -225,23 +238,152 @@ static void pad_rows(const uint64_t *input, const ck_conv_shape *s, uint64_t *pa
     }
 }
 
-/* Bit layout: the im2col of output rows [r0, r1) (of batch·oh) into patch rows of `words` words; padded
- * taps stay 0 (+1). */
-static void bit_patch_rows(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh,
-                           int64_t ow, uint64_t *patches, int64_t r0, int64_t r1) {
-    const int64_t words = w->patch_words, cw = ck_words(s->channels), kh = s->kernel_h, kw = s->kernel_w;
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* transform_block with AVX-512 intrinsics: the same operations in the same order, 16 channels per step, the
+ * sign bits from one compare mask. Used on the AVX-512 path, where the per-pixel cost of the generic loops
+ * would exceed the popcount work of small layers. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+transform_chunks(const int chunks, const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
+                 int64_t oh, int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc,
+                 int32_t *dot, int64_t ldd) {
+    const int64_t o = w->out_channels, kh = w->kernel_h, kw = w->kernel_w, ow_words = ck_words(o);
+    __m512 pre[CHANNEL_BLOCK / 16], scale[CHANNEL_BLOCK / 16], bias[CHANNEL_BLOCK / 16];
+    __mmask16 mask[CHANNEL_BLOCK / 16];
+    for (int k = 0; k < chunks; k++) {
+        const int64_t left = nc - 16 * k;
+        mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        pre[k] = prescale != NULL ? _mm512_maskz_loadu_ps(mask[k], prescale + o0 + 16 * k) : _mm512_set1_ps(1.0f);
+        scale[k] = t->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], t->scale + o0 + 16 * k) : _mm512_set1_ps(1.0f);
+        bias[k] = t->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], t->bias + o0 + 16 * k) : _mm512_setzero_ps();
+    }
+    const __m512 floor_before = _mm512_set1_ps((t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
+    const __m512 floor_after = _mm512_set1_ps((t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
+    const __m512 zero = _mm512_setzero_ps();
+    const int want_float = t->out != NULL || t->out_bits != NULL;
+    int64_t oy = (p0 / ow) % oh, ox = p0 % ow;
+    for (int64_t i = 0; i < pixels; i++) {
+        const int64_t p = p0 + i;
+        int32_t *acc = dot + i * ldd;
+        const int64_t y0 = oy * s->stride_h - s->pad_h, x0 = ox * s->stride_w - s->pad_w;
+        if (y0 < 0 || x0 < 0 || y0 + kh > s->height || x0 + kw > s->width) {
+            for (int64_t a = 0; a < kh; a++) {
+                for (int64_t b = 0; b < kw; b++) {
+                    if (y0 + a >= 0 && y0 + a < s->height && x0 + b >= 0 && x0 + b < s->width) continue;
+                    const int32_t *sum = w->tap_sum + (a * kw + b) * o + o0;
+                    for (int64_t j = 0; j < nc; j++) acc[j] -= sum[j];
+                }
+            }
+        }
+        if (++ox == ow) {
+            ox = 0;
+            oy = oy + 1 == oh ? 0 : oy + 1;
+        }
+        if (t->out_int != NULL) memcpy(t->out_int + p * o + o0, acc, (size_t)nc * sizeof(int32_t));
+        if (!want_float) continue;
+        uint64_t bits = 0;
+        for (int k = 0; k < chunks; k++) {
+            const __m512i a = _mm512_maskz_loadu_epi32(mask[k], acc + 16 * k);
+            /* max(floor, v) returns v when v is NaN, as `v < floor ? floor : v` does. */
+            const __m512 v = _mm512_max_ps(floor_before, _mm512_mul_ps(_mm512_cvtepi32_ps(a), pre[k]));
+            __m512 u = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
+            u = _mm512_add_ps(u, t->residual != NULL
+                                     ? _mm512_maskz_loadu_ps(mask[k], t->residual + p * o + o0 + 16 * k)
+                                     : zero);
+            u = _mm512_max_ps(floor_after, u);
+            if (t->out != NULL) _mm512_mask_storeu_ps(t->out + p * o + o0 + 16 * k, mask[k], u);
+            bits |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], u, zero, _CMP_LT_OQ) << (16 * k);
+        }
+        if (t->out_bits != NULL) t->out_bits[p * ow_words + o0 / 64] = bits;
+    }
+}
+
+/* transform_block with AVX-512 intrinsics: the same operations in the same order, 16 channels per register
+ * (a constant count per instance, so everything stays in registers), the sign bits from compare masks. */
+__attribute__((target("avx512f"))) static void
+transform_block_avx512(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale, int64_t oh,
+                       int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc,
+                       int32_t *dot, int64_t ldd) {
+    switch ((nc + 15) / 16) {
+    case 1: transform_chunks(1, w, t, prescale, oh, ow, s, p0, pixels, o0, nc, dot, ldd); break;
+    case 2: transform_chunks(2, w, t, prescale, oh, ow, s, p0, pixels, o0, nc, dot, ldd); break;
+    case 3: transform_chunks(3, w, t, prescale, oh, ow, s, p0, pixels, o0, nc, dot, ldd); break;
+    default: transform_chunks(4, w, t, prescale, oh, ow, s, p0, pixels, o0, nc, dot, ldd); break;
+    }
+}
+#endif
+
+/* Bit layout, first step: each zero-padded input row as one compact bit string, pixel x holding bits
+ * [x·C, (x+1)·C). Rows [r0, r1) of batch·hp; each row takes `stream_words(s)` words. */
+static int64_t stream_words(const ck_conv_shape *s) {
+    return ck_words((s->width + 2 * s->pad_w) * s->channels) + 1; /* + 1: extraction may read one word ahead */
+}
+
+static void stream_rows(const uint64_t *input, const ck_conv_shape *s, uint64_t *streams, int64_t r0, int64_t r1) {
+    const int64_t c = s->channels, cw = ck_words(c), hp = s->height + 2 * s->pad_h, sw = stream_words(s);
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t n = r / hp, y = r % hp - s->pad_h;
+        uint64_t *dst = streams + r * sw;
+        memset(dst, 0, (size_t)sw * sizeof(uint64_t));
+        if (y < 0 || y >= s->height) continue;
+        const uint64_t *line = input + (n * s->height + y) * s->width * cw;
+        for (int64_t x = 0; x < s->width; x++) put_bits(dst, (x + s->pad_w) * c, line + x * cw, c);
+    }
+}
+
+/* `bits` bits of `src` starting at bit `offset`, ORed into `dst` at bit `at`. */
+static inline void copy_bits(uint64_t *dst, int64_t at, const uint64_t *src, int64_t offset, int64_t bits) {
+    for (int64_t done = 0; done < bits; done += 64) {
+        const int64_t o = offset + done, shift = o & 63;
+        const uint64_t *w = src + (o >> 6);
+        uint64_t v = w[0] >> shift;
+        if (shift != 0) v |= w[1] << (64 - shift);
+        put_bits(dst, at + done, &v, bits - done < 64 ? bits - done : 64);
+    }
+}
+
+/* Gathered layouts, second step: the patch of each output pixel of output rows [r0, r1) (of batch·oh). Kernel
+ * row a is kernel_w·C consecutive bits of padded input row oy·stride + a: with segments one shifted copy into
+ * whole words, in the tight layout ORed in at bit a·kw·C. */
+static void gather_patch_rows(const uint64_t *streams, const ck_conv_shape *s, const ck_bconv_weights *w,
+                              int64_t oh, int64_t ow, uint64_t *patches, int64_t r0, int64_t r1) {
+    const int64_t words = w->patch_words, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
+    const int64_t hp = s->height + 2 * s->pad_h, sw = stream_words(s), run = kw * c;
+    const int segments = w->row_bits % 64 == 0;
+    const int64_t run_words = ck_words(run);
+    const uint64_t last_mask = low_mask(run - (run_words - 1) * 64);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t n = r / oh, oy = r % oh;
-        for (int64_t ox = 0; ox < ow; ox++) {
-            uint64_t *patch = patches + (r * ow + ox) * words;
-            memset(patch, 0, (size_t)words * sizeof(uint64_t));
-            for (int64_t a = 0; a < kh; a++) {
-                const int64_t iy = oy * s->stride_h - s->pad_h + a;
-                if (iy < 0 || iy >= s->height) continue;
-                const uint64_t *line = input + (n * s->height + iy) * s->width * cw;
-                for (int64_t b = 0; b < kw; b++) {
-                    const int64_t ix = ox * s->stride_w - s->pad_w + b;
-                    if (ix >= 0 && ix < s->width) put_tap(w, patch, a * kw + b, line + ix * cw);
+        uint64_t *first = patches + r * ow * words;
+        if (!segments) {
+            memset(first, 0, (size_t)(ow * words) * sizeof(uint64_t));
+            for (int64_t ox = 0; ox < ow; ox++)
+                for (int64_t a = 0; a < kh; a++)
+                    copy_bits(first + ox * words, a * run, streams + (n * hp + oy * s->stride_h + a) * sw,
+                              ox * s->stride_w * c, run);
+            continue;
+        }
+        /* Segments: kernel row by kernel row, one (or a few) shifted words per output pixel. */
+        const int64_t step = s->stride_w * c;
+        for (int64_t a = 0; a < kh; a++) {
+            const uint64_t *row = streams + (n * hp + oy * s->stride_h + a) * sw;
+            uint64_t *dst = first + a * run_words;
+            if (run_words == 1) {
+                for (int64_t ox = 0, offset = 0; ox < ow; ox++, offset += step, dst += words) {
+                    const uint64_t *src = row + (offset >> 6);
+                    const int64_t shift = offset & 63;
+                    const uint64_t v = shift == 0 ? src[0] : (src[0] >> shift) | (src[1] << (64 - shift));
+                    dst[0] = v & last_mask;
+                }
+                continue;
+            }
+            for (int64_t ox = 0, offset = 0; ox < ow; ox++, offset += step, dst += words) {
+                const uint64_t *src = row + (offset >> 6);
+                const int64_t shift = offset & 63;
+                for (int64_t i = 0; i < run_words; i++) {
+                    const uint64_t v = shift == 0 ? src[i] : (src[i] >> shift) | (src[i + 1] << (64 - shift));
+                    dst[i] = i == run_words - 1 ? v & last_mask : v;
                 }
             }
         }
@@ -250,7 +392,9 @@ static void bit_patch_rows(const uint64_t *input, const ck_conv_shape *s, const 
 
 /* Workspace layout: [source rows: padded input or patches][per thread: dot tile, row pointers]. */
 static size_t source_words(const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh, int64_t ow) {
-    if (w->bit_level) return (size_t)(s->batch * oh * ow * w->patch_words);
+    if (gathered(w))
+        return (size_t)(s->batch * oh * ow * w->patch_words +
+                        s->batch * (s->height + 2 * s->pad_h) * stream_words(s));
     if (s->pad_h == 0 && s->pad_w == 0) return 0;
     return (size_t)(s->batch * (s->height + 2 * s->pad_h) * (s->width + 2 * s->pad_w) * ck_words(s->channels));
 }
@@ -279,9 +423,9 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
     uint64_t *source = workspace;
     char *per_thread = (char *)workspace + (source_words(s, w, oh, ow) * sizeof(uint64_t) + 63) / 64 * 64;
     const int64_t hp = s->height + 2 * s->pad_h, wp = s->width + 2 * s->pad_w;
-    const int direct = !w->bit_level && s->pad_h == 0 && s->pad_w == 0;
+    const int direct = !gathered(w) && s->pad_h == 0 && s->pad_w == 0;
     const uint64_t *base = direct ? input : source;
-    const ck_row_segments seg = w->bit_level ? (ck_row_segments){1, w->patch_words, 0}
+    const ck_row_segments seg = gathered(w) ? (ck_row_segments){1, w->patch_words, 0}
                                              : (ck_row_segments){s->kernel_h, s->kernel_w * cw, wp * cw};
     const int64_t pixel_blocks = (pixels + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     const int64_t channel_blocks = (o + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
@@ -295,9 +439,13 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
         /* The team may be smaller than asked (a nested region runs with one thread). */
         const int me = threads > 1 ? omp_get_thread_num() : 0, team = threads > 1 ? omp_get_num_threads() : 1;
         int64_t r0, r1;
-        if (w->bit_level) {
+        if (gathered(w)) {
+            uint64_t *streams = source + pixels * w->patch_words;
+            split(s->batch * hp, team, me, &r0, &r1);
+            stream_rows(input, s, streams, r0, r1);
+#pragma omp barrier
             split(s->batch * oh, team, me, &r0, &r1);
-            bit_patch_rows(input, s, w, oh, ow, source, r0, r1);
+            gather_patch_rows(streams, s, w, oh, ow, source, r0, r1);
         } else if (!direct) {
             split(s->batch * hp, team, me, &r0, &r1);
             pad_rows(input, s, source, r0, r1);
@@ -309,18 +457,29 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
             const int64_t p0 = (task / channel_blocks) * PIXEL_BLOCK, o0 = (task % channel_blocks) * CHANNEL_BLOCK;
             const int64_t mb = pixels - p0 < PIXEL_BLOCK ? pixels - p0 : PIXEL_BLOCK;
             const int64_t nb = o - o0 < CHANNEL_BLOCK ? o - o0 : CHANNEL_BLOCK;
-            for (int64_t i = 0; i < mb; i++) {
-                const int64_t p = p0 + i;
-                if (w->bit_level) {
-                    rows[i] = base + p * w->patch_words;
-                } else {
-                    const int64_t n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
-                    rows[i] = base + ((n * (direct ? s->height : hp) + oy * s->stride_h) * (direct ? s->width : wp) +
-                                      ox * s->stride_w) * cw;
+            if (gathered(w)) {
+                for (int64_t i = 0; i < mb; i++) rows[i] = base + (p0 + i) * w->patch_words;
+            } else {
+                const int64_t rows_in = direct ? s->height : hp, cols_in = direct ? s->width : wp;
+                int64_t n = p0 / (oh * ow), oy = (p0 / ow) % oh, ox = p0 % ow;
+                for (int64_t i = 0; i < mb; i++) {
+                    rows[i] = base + ((n * rows_in + oy * s->stride_h) * cols_in + ox * s->stride_w) * cw;
+                    if (++ox == ow) {
+                        ox = 0;
+                        if (++oy == oh) {
+                            oy = 0;
+                            n++;
+                        }
+                    }
                 }
             }
             ck_bgemm_dot_block(kern, rows, mb, &w->gemm, o0, nb, k_all, dot, CHANNEL_BLOCK, &seg);
-            transform_block(w, t, prescale, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
+#if defined(__x86_64__)
+            if (kern->isa == CK_ISA_AVX512)
+                transform_block_avx512(w, t, prescale, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
+            else
+#endif
+                transform_block(w, t, prescale, oh, ow, s, p0, mb, o0, nb, dot, CHANNEL_BLOCK);
         }
     }
     return CK_OK;

@@ -301,6 +301,92 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
     }
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* conv_f32 with AVX-512 intrinsics for up to 64 output channels (the stems of small networks): one register per
+ * 16 outputs, the same multiply-then-add order per output as the generic loop. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const float *in, const float *residual,
+                   float *out, uint64_t *bits, int64_t p0, int64_t p1) {
+    const ck_conv_shape *s = &st->shape;
+    int64_t oh, ow;
+    ck_conv_output_size(s, &oh, &ow);
+    const int64_t o = st->out_channels, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
+    __mmask16 mask[4];
+    __m512 scale[4], bias[4];
+    for (int k = 0; k < chunks; k++) {
+        const int64_t left = o - 16 * k;
+        mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        scale[k] = st->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->scale + 16 * k) : _mm512_set1_ps(1.0f);
+        bias[k] = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + 16 * k) : _mm512_setzero_ps();
+    }
+    const __m512 floor_before = _mm512_set1_ps((st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
+    const __m512 floor_after = _mm512_set1_ps((st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t oy = p0 / ow, ox = p0 % ow;
+    for (int64_t p = p0; p < p1; p++) {
+        __m512 acc[4] = {zero, zero, zero, zero};
+        for (int64_t a = 0; a < kh; a++) {
+            const int64_t iy = oy * s->stride_h - s->pad_h + a;
+            if (iy < 0 || iy >= s->height) continue;
+            for (int64_t b = 0; b < kw; b++) {
+                const int64_t ix = ox * s->stride_w - s->pad_w + b;
+                if (ix < 0 || ix >= s->width) continue;
+                const float *x = in + (iy * s->width + ix) * c;
+                const float *w = wt + ((a * kw + b) * c) * o;
+                for (int64_t ch = 0; ch < c; ch++) {
+                    const __m512 xv = _mm512_set1_ps(x[ch]);
+                    for (int k = 0; k < chunks; k++)
+                        acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k)));
+                }
+            }
+        }
+        uint64_t word = 0;
+        for (int k = 0; k < chunks; k++) {
+            const __m512 v = _mm512_max_ps(floor_before, acc[k]);
+            __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
+            y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + 16 * k) : zero);
+            y = _mm512_max_ps(floor_after, y);
+            if (out != NULL) _mm512_mask_storeu_ps(out + p * o + 16 * k, mask[k], y);
+            word |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], y, zero, _CMP_LT_OQ) << (16 * k);
+        }
+        if (bits != NULL) bits[p * ck_words(o)] = word;
+        if (++ox == ow) {
+            ox = 0;
+            oy++;
+        }
+    }
+}
+
+/* Pixels [p0, p1); the number of 16-output registers is a constant in each instance, so they stay in registers. */
+__attribute__((target("avx512f"))) static void conv_pixels_avx512(const ck_step *st, const float *wt, const float *in,
+                                                                  const float *residual, float *out, uint64_t *bits,
+                                                                  int64_t p0, int64_t p1) {
+    switch ((st->out_channels + 15) / 16) {
+    case 1: conv_pixels_chunks(1, st, wt, in, residual, out, bits, p0, p1); break;
+    case 2: conv_pixels_chunks(2, st, wt, in, residual, out, bits, p0, p1); break;
+    case 3: conv_pixels_chunks(3, st, wt, in, residual, out, bits, p0, p1); break;
+    default: conv_pixels_chunks(4, st, wt, in, residual, out, bits, p0, p1); break;
+    }
+}
+
+static void conv_f32_avx512(const ck_step *st, const float *wt, const float *in, const float *residual, float *out,
+                            uint64_t *bits, int threads) {
+    int64_t oh, ow;
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    if (threads == 1) {
+        conv_pixels_avx512(st, wt, in, residual, out, bits, 0, oh * ow);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+        conv_pixels_avx512(st, wt, in, residual, out, bits, oh * ow * me / team, oh * ow * (me + 1) / team);
+    }
+}
+#endif
+
 static void shortcut(const ck_step *st, const float *in, float *out) {
     const ck_conv_shape *s = &st->shape;
     const int64_t stride = s->stride_h, c = s->channels, o = st->out_channels, pad = (o - c) / 2;
@@ -351,7 +437,15 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         uint64_t *bits = st->output_bits >= 0 ? buf[st->output_bits] : NULL;
         const float *residual = st->residual >= 0 ? buf[st->residual] : NULL;
         switch (st->kind) {
-        case CK_STEP_CONV_F32: conv_f32(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
+        case CK_STEP_CONV_F32:
+#if defined(__x86_64__)
+            if (st->out_channels <= 64 && ck_isa_active() == CK_ISA_AVX512) {
+                conv_f32_avx512(st, p->transposed[i], buf[st->input], residual, out, bits, threads);
+                break;
+            }
+#endif
+            conv_f32(st, p->transposed[i], buf[st->input], residual, out, bits, threads);
+            break;
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
             ck_status status =
