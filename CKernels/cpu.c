@@ -88,6 +88,12 @@ const ck_kernels *ck_active_kernels(void) {
     return &tables[ck_isa_active()];
 }
 
+/* OpenMP workers spin for 200 ms after each parallel region by default (KMP_BLOCKTIME), taking the cores
+ * from OpenBLAS's own threads whenever a float GEMM follows a kernel — training alternates the two, and
+ * measured 1.8× slower for it. Unless the user chose a value, workers sleep at once. libomp reads the
+ * variable when it initialises, at the first parallel region, after this runs at load time. */
+__attribute__((constructor)) static void default_openmp_blocktime(void) { setenv("KMP_BLOCKTIME", "0", 0); }
+
 static _Atomic int thread_count = 0;
 
 ck_status ck_set_num_threads(int n) {

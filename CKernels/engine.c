@@ -424,15 +424,31 @@ static void linear(const ck_step *st, const float *in, float *out) {
     }
 }
 
-/* Runs every step on one image with `threads` threads inside each layer, in memory `mem`. */
+/* Threads worth using inside one step: waking a second thread costs more than a small layer's whole work
+ * (a ResNet-20 CIFAR layer is ~50 k word operations), so only steps above about a million word or
+ * multiply-add operations are split. */
+static int step_threads(const ck_step *st, int threads) {
+    if (threads == 1) return 1;
+    int64_t oh = 1, ow = 1;
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    const int64_t taps = st->shape.kernel_h * st->shape.kernel_w;
+    int64_t work = 0;
+    if (st->kind == CK_STEP_BCONV) work = oh * ow * st->out_channels * taps * ck_words(st->shape.channels);
+    if (st->kind == CK_STEP_CONV_F32) work = oh * ow * st->out_channels * taps * st->shape.channels / 16;
+    return work >= ((int64_t)1 << 20) ? threads : 1;
+}
+
+/* Runs every step on one image with up to `threads` threads inside each layer, in memory `mem`. */
 static ck_status run_image(const ck_program *p, const float *image, float *result, char *mem, int threads) {
     void *buf[MAX_BUFFERS] = {0};
     buf[0] = (void *)image;
     for (int b = 1; b < p->buffers; b++)
         if (p->info[b].defined) buf[b] = mem + p->offset[b];
     void *ws = mem + p->buffer_bytes;
+    const int team = threads;
     for (int i = 0; i < p->count; i++) {
         const ck_step *st = &p->steps[i];
+        threads = step_threads(st, team);
         float *out = st->output >= 0 ? buf[st->output] : NULL;
         uint64_t *bits = st->output_bits >= 0 ? buf[st->output_bits] : NULL;
         const float *residual = st->residual >= 0 ? buf[st->residual] : NULL;
