@@ -124,8 +124,15 @@ ck_status ck_bgemm_packed(const uint64_t *a, int64_t m, const ck_bgemm_weights *
     if (ldo < w->n) return CK_ERR_SHAPE_MISMATCH;
     const ck_kernels *kern = ck_active_kernels();
     const int64_t n = w->n, k = w->k, kw = w->kw;
-    const int64_t row_blocks = (m + MC - 1) / MC, col_blocks = (n + NC - 1) / NC;
     const int threads = ck_get_num_threads();
+    /* Smaller blocks when the output is small, so every thread gets several (196 × 256 is one 192-row block
+     * and a sliver otherwise). */
+    int64_t mc = MC, nc = NC;
+    while ((m + mc - 1) / mc * ((n + nc - 1) / nc) < 4 * threads && (mc > 4 * kern->mr || nc > CK_NR)) {
+        if (mc > 4 * kern->mr) mc = (mc / 2 + kern->mr - 1) / kern->mr * kern->mr;
+        else nc /= 2;
+    }
+    const int64_t row_blocks = (m + mc - 1) / mc, col_blocks = (n + nc - 1) / nc;
     const int64_t tasks = row_blocks * col_blocks;
     _Atomic int64_t next_task = 0;
     _Atomic int failed = 0;
@@ -137,10 +144,10 @@ ck_status ck_bgemm_packed(const uint64_t *a, int64_t m, const ck_bgemm_weights *
         if (rows == NULL) atomic_store(&failed, 1);
         for (int64_t task = atomic_fetch_add(&next_task, 1); rows != NULL && task < tasks;
              task = atomic_fetch_add(&next_task, 1)) {
-            int64_t i0 = (task / col_blocks) * MC, j0 = (task % col_blocks) * NC;
-            int64_t mc = m - i0 < MC ? m - i0 : MC, nc = n - j0 < NC ? n - j0 : NC;
-            for (int64_t i = 0; i < mc; i++) rows[i] = a + (i0 + i) * kw;
-            ck_bgemm_dot_block(kern, rows, mc, w, j0, nc, (int32_t)k, out + i0 * ldo + j0, ldo, NULL);
+            const int64_t i0 = (task / col_blocks) * mc, j0 = (task % col_blocks) * nc;
+            const int64_t rows_here = m - i0 < mc ? m - i0 : mc, cols_here = n - j0 < nc ? n - j0 : nc;
+            for (int64_t i = 0; i < rows_here; i++) rows[i] = a + (i0 + i) * kw;
+            ck_bgemm_dot_block(kern, rows, rows_here, w, j0, cols_here, (int32_t)k, out + i0 * ldo + j0, ldo, NULL);
         }
         ck_free(rows);
     }

@@ -89,10 +89,12 @@ const ck_kernels *ck_active_kernels(void) {
 }
 
 /* OpenMP workers spin for 200 ms after each parallel region by default (KMP_BLOCKTIME), taking the cores
- * from OpenBLAS's own threads whenever a float GEMM follows a kernel — training alternates the two, and
- * measured 1.8× slower for it. Unless the user chose a value, workers sleep at once. libomp reads the
- * variable when it initialises, at the first parallel region, after this runs at load time. */
-__attribute__((constructor)) static void default_openmp_blocktime(void) { setenv("KMP_BLOCKTIME", "0", 0); }
+ * from OpenBLAS's own threads whenever a float GEMM follows a kernel: training, which alternates the two,
+ * measured 1.8× slower for it. Sleeping at once (0) costs a wake-up per region instead, which halved the
+ * 2-thread speed of sub-millisecond kernels. 1 ms keeps back-to-back kernels on spinning workers and frees
+ * the cores for a GEMM almost at once. Unless the user chose a value, that is the default; libomp reads
+ * the variable when it initialises, at the first parallel region, after this runs at load time. */
+__attribute__((constructor)) static void default_openmp_blocktime(void) { setenv("KMP_BLOCKTIME", "1", 0); }
 
 static _Atomic int thread_count = 0;
 
