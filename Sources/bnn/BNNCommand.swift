@@ -7,7 +7,10 @@ struct BNNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bnn",
         abstract: "Binary neural networks: training with ReSTE, bit-packed kernels and their measurement.",
-        subcommands: [TrainCommand.self, EvalCommand.self, BenchCommand.self]
+        subcommands: [
+            TrainCommand.self, EvalCommand.self, ExportCommand.self, InferCommand.self, SummaryCommand.self,
+            BenchCommand.self,
+        ]
     )
 }
 
@@ -15,7 +18,7 @@ struct BNNCommand: ParsableCommand {
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure kernels and training on this machine.",
-        subcommands: [KernelsCommand.self, BenchTrainCommand.self]
+        abstract: "Measure kernels, training and inference on this machine.",
+        subcommands: [KernelsCommand.self, BenchTrainCommand.self, BenchInferCommand.self]
     )
 }
