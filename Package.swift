@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "BNN", targets: ["BNN"]),
         .library(name: "CKernels", type: .static, targets: ["CKernels"]),
         .executable(name: "bnn", targets: ["bnn"]),
+        // The C inference API (Sources/BNNInference/include/bnn_inference.h) as a shared library for C programs.
+        .library(name: "BNNInference", type: .dynamic, targets: ["BNNInference"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,6 +34,13 @@ let package = Package(
             name: "BNN",
             dependencies: ["CKernels"],
             path: "Sources/BNN"
+        ),
+        // Swift (@_cdecl) behind a C header: the header is for C callers, so it is not part of the Swift target.
+        .target(
+            name: "BNNInference",
+            dependencies: ["BNN"],
+            path: "Sources/BNNInference",
+            exclude: ["include"]
         ),
         .executableTarget(
             name: "bnn",
@@ -63,5 +72,6 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BNN"], path: "Tests/CKernelsTests"),
         .testTarget(name: "BNNTests", dependencies: ["BNN"], path: "Tests/BNNTests"),
+        .testTarget(name: "BNNInferenceTests", dependencies: ["BNNInference", "BNN"], path: "Tests/BNNInferenceTests"),
     ]
 )
