@@ -166,6 +166,22 @@ ck_status ck_bconv_weights_dims(const ck_bconv_weights *w, int64_t *out_channels
  * the packed-sign output and no two threads share a word. */
 enum { PIXEL_BLOCK = 96, CHANNEL_BLOCK = 64 };
 
+/* Exact zero padding: an output pixel whose window crosses the border counted each padded tap as +1; subtract
+ * those taps' filter sums from its dot products acc[0..nc) (channels o0...). */
+static inline void correct_border(const ck_bconv_weights *w, const ck_conv_shape *s, int64_t oy, int64_t ox,
+                                  int64_t o0, int64_t nc, int32_t *acc) {
+    const int64_t kh = w->kernel_h, kw = w->kernel_w;
+    const int64_t y0 = oy * s->stride_h - s->pad_h, x0 = ox * s->stride_w - s->pad_w;
+    if (y0 >= 0 && x0 >= 0 && y0 + kh <= s->height && x0 + kw <= s->width) return;
+    for (int64_t a = 0; a < kh; a++) {
+        for (int64_t b = 0; b < kw; b++) {
+            if (y0 + a >= 0 && y0 + a < s->height && x0 + b >= 0 && x0 + b < s->width) continue;
+            const int32_t *sum = w->tap_sum + (a * kw + b) * w->out_channels + o0;
+            for (int64_t j = 0; j < nc; j++) acc[j] -= sum[j];
+        }
+    }
+}
+
 /* Writes outputs [o0, o0+nc) of `pixels` consecutive output pixels starting at p0, from the dot products
  * of their patches (padded taps counted as +1), which it corrects in place. `prescale` (NULL: none) multiplies
  * the integer before the first ReLU, so y = max(acc·prescale, 0)·scale + bias reproduces, operation for
@@ -175,7 +191,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale, int64_t oh,
                 int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t *dot,
                 int64_t ldd) {
-    const int64_t o = w->out_channels, kh = w->kernel_h, kw = w->kernel_w;
+    const int64_t o = w->out_channels;
     float pre[CHANNEL_BLOCK], scale[CHANNEL_BLOCK], bias[CHANNEL_BLOCK], zero[CHANNEL_BLOCK], y[CHANNEL_BLOCK];
     for (int64_t j = 0; j < nc; j++) {
         pre[j] = prescale != NULL ? prescale[o0 + j] : 1.0f;
@@ -191,16 +207,7 @@ transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const f
     for (int64_t i = 0; i < pixels; i++, ox = ox + 1 == ow ? 0 : ox + 1, oy = ox == 0 ? (oy + 1 == oh ? 0 : oy + 1) : oy) {
         const int64_t p = p0 + i;
         int32_t *restrict acc = dot + i * ldd;
-        const int64_t y0 = oy * s->stride_h - s->pad_h, x0 = ox * s->stride_w - s->pad_w;
-        if (y0 < 0 || x0 < 0 || y0 + kh > s->height || x0 + kw > s->width) {
-            for (int64_t a = 0; a < kh; a++) {
-                for (int64_t b = 0; b < kw; b++) {
-                    if (y0 + a >= 0 && y0 + a < s->height && x0 + b >= 0 && x0 + b < s->width) continue;
-                    const int32_t *sum = w->tap_sum + (a * kw + b) * o + o0;
-                    for (int64_t j = 0; j < nc; j++) acc[j] -= sum[j];
-                }
-            }
-        }
+        correct_border(w, s, oy, ox, o0, nc, acc);
         if (t->out_int != NULL) memcpy(t->out_int + p * o + o0, acc, (size_t)nc * sizeof(int32_t));
         if (!want_float) continue;
         const float *restrict r = t->residual != NULL ? t->residual + p * o + o0 : zero;
@@ -248,7 +255,7 @@ static inline __attribute__((always_inline, target("avx512f"))) void
 transform_chunks(const int chunks, const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
                  int64_t oh, int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc,
                  int32_t *dot, int64_t ldd) {
-    const int64_t o = w->out_channels, kh = w->kernel_h, kw = w->kernel_w, ow_words = ck_words(o);
+    const int64_t o = w->out_channels, ow_words = ck_words(o);
     __m512 pre[CHANNEL_BLOCK / 16], scale[CHANNEL_BLOCK / 16], bias[CHANNEL_BLOCK / 16];
     __mmask16 mask[CHANNEL_BLOCK / 16];
     for (int k = 0; k < chunks; k++) {
@@ -266,16 +273,7 @@ transform_chunks(const int chunks, const ck_bconv_weights *w, const ck_output_tr
     for (int64_t i = 0; i < pixels; i++) {
         const int64_t p = p0 + i;
         int32_t *acc = dot + i * ldd;
-        const int64_t y0 = oy * s->stride_h - s->pad_h, x0 = ox * s->stride_w - s->pad_w;
-        if (y0 < 0 || x0 < 0 || y0 + kh > s->height || x0 + kw > s->width) {
-            for (int64_t a = 0; a < kh; a++) {
-                for (int64_t b = 0; b < kw; b++) {
-                    if (y0 + a >= 0 && y0 + a < s->height && x0 + b >= 0 && x0 + b < s->width) continue;
-                    const int32_t *sum = w->tap_sum + (a * kw + b) * o + o0;
-                    for (int64_t j = 0; j < nc; j++) acc[j] -= sum[j];
-                }
-            }
-        }
+        correct_border(w, s, oy, ox, o0, nc, acc);
         if (++ox == ow) {
             ox = 0;
             oy = oy + 1 == oh ? 0 : oy + 1;
