@@ -424,6 +424,41 @@ static void linear(const ck_step *st, const float *in, float *out) {
     }
 }
 
+/* One image of a float conv step, on the AVX-512 path when it applies: both paths add the products in the
+ * same order (kernel row, kernel column, channel), so they give the same floats. */
+static void conv_image(const ck_step *st, const float *wt, const float *in, const float *residual, float *out,
+                       uint64_t *bits, int threads) {
+#if defined(__x86_64__)
+    if (st->out_channels <= 64 && ck_isa_active() == CK_ISA_AVX512) {
+        conv_f32_avx512(st, wt, in, residual, out, bits, threads);
+        return;
+    }
+#endif
+    conv_f32(st, wt, in, residual, out, bits, threads);
+}
+
+ck_status ck_conv2d_direct_f32(const float *input, const ck_conv_shape *s, const float *weight_rows,
+                               int64_t out_channels, float *out) {
+    if (input == NULL || s == NULL || weight_rows == NULL || out == NULL) return CK_ERR_NULL_POINTER;
+    int64_t oh, ow;
+    ck_status status = ck_conv_output_size(s, &oh, &ow);
+    if (status != CK_OK) return status;
+    if (!ck_size_ok(out_channels)) return CK_ERR_INVALID_SIZE;
+    const int64_t depth = s->kernel_h * s->kernel_w * s->channels;
+    float *wt = malloc((size_t)(depth * out_channels) * sizeof(float));
+    if (wt == NULL) return CK_ERR_OUT_OF_MEMORY;
+    for (int64_t f = 0; f < out_channels; f++)
+        for (int64_t j = 0; j < depth; j++) wt[j * out_channels + f] = weight_rows[f * depth + j];
+    ck_step st = {.kind = CK_STEP_CONV_F32, .shape = *s, .out_channels = out_channels};
+    st.shape.batch = 1;
+    const int64_t in_size = s->height * s->width * s->channels, out_size = oh * ow * out_channels;
+    const int threads = ck_get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t n = 0; n < s->batch; n++) conv_image(&st, wt, input + n * in_size, NULL, out + n * out_size, NULL, 1);
+    free(wt);
+    return CK_OK;
+}
+
 /* Threads worth using inside one step: waking a second thread costs more than a small layer's whole work
  * (a ResNet-20 CIFAR layer is ~50 k word operations), so only steps above about a million word or
  * multiply-add operations are split. */
@@ -453,15 +488,7 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         uint64_t *bits = st->output_bits >= 0 ? buf[st->output_bits] : NULL;
         const float *residual = st->residual >= 0 ? buf[st->residual] : NULL;
         switch (st->kind) {
-        case CK_STEP_CONV_F32:
-#if defined(__x86_64__)
-            if (st->out_channels <= 64 && ck_isa_active() == CK_ISA_AVX512) {
-                conv_f32_avx512(st, p->transposed[i], buf[st->input], residual, out, bits, threads);
-                break;
-            }
-#endif
-            conv_f32(st, p->transposed[i], buf[st->input], residual, out, bits, threads);
-            break;
+        case CK_STEP_CONV_F32: conv_image(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
             ck_status status =

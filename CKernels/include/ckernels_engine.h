@@ -71,6 +71,14 @@ ck_status ck_program_sizes(const ck_program *program, int64_t *input_floats, int
  */
 ck_status ck_program_run(ck_program *program, const float *images, int64_t n, float *out);
 
+/**
+ * Direct float convolution of a batch of NHWC images with weights as OHWI rows (`out_channels` rows of
+ * kernel_h·kernel_w·C), products added in the order the packed engine's conv step adds them, so a network
+ * trained with it and its packed form compute the same floats. For layers with few input channels (stems).
+ */
+ck_status ck_conv2d_direct_f32(const float *input, const ck_conv_shape *shape, const float *weight_rows,
+                               int64_t out_channels, float *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,9 +1,13 @@
 import CKernels
 
+/// Input channels up to which `conv2d` (without bias) convolves directly rather than through im2col + GEMM.
+let directConvolutionChannels = 4
+
 /// 2-d cross-correlation as `torch.nn.functional.conv2d`, on an NHWC input `[N, H, W, C]` with PyTorch's OIHW
 /// weight `[O, C, KH, KW]` and optional bias `[O]`, zero padding on each side; result `[N, OH, OW, O]`.
 ///
-/// Forward: im2col (rows = output pixels, columns ordered (kh, kw, c)) times the weight reordered to OHWI.
+/// Forward: im2col (rows = output pixels, columns ordered (kh, kw, c)) times the weight reordered to OHWI; with
+/// few input channels and no bias, a direct convolution (`ck_conv2d_direct_f32`) instead.
 /// Backward: dW = gᵀ·columns, dX = col2im(g·W), db = column sums of g.
 public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) throws
     -> Tensor
@@ -41,8 +45,17 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
         try check(
             ck_broadcast_rows_f32(bias.pointer, Int64(plan.rows), Int64(outChannels), result.pointer), plan.context)
     }
-    try plan.forward(
-        input: input.pointer, weightRows: weightRows.pointer, accumulate: bias != nil, output: result.pointer)
+    if bias == nil && channels <= directConvolutionChannels {
+        // Few input channels (a stem): a direct convolution, which also fixes the order of the additions to the
+        // one the packed engine uses, so a packed network reproduces the training graph float for float.
+        var shape = geometry.shape
+        try check(
+            ck_conv2d_direct_f32(input.pointer, &shape, weightRows.pointer, Int64(outChannels), result.pointer),
+            plan.context)
+    } else {
+        try plan.forward(
+            input: input.pointer, weightRows: weightRows.pointer, accumulate: bias != nil, output: result.pointer)
+    }
     guard Tensor.isRecording([input, weight, bias]) else { return result }
 
     result.record(operation, inputs: [input, weight, bias]) { gradient in
