@@ -1,0 +1,150 @@
+import ArgumentParser
+import BNN
+import Foundation
+
+/// `bnn bench infer`: ResNet-20 1W1A inference, the packed engine against the training graph in evaluation mode,
+/// on the same weights and images, in the same run.
+struct BenchInferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Measure ResNet-20 1W1A inference: packed engine vs the training graph's evaluation, same weights.",
+        discussion: """
+            The weights are a freshly initialised ResNet-20 1W1A whose batch-norm statistics were moved by two \
+            training-mode forward passes (speed does not depend on the values); the packed model is its export. \
+            The training graph runs in evaluation mode without recording gradients. Images: synthetic pixels, \
+            normalised as CIFAR-10. Each row: warm-up calls, then the median of --samples timed samples of \
+            enough calls to last about 50 ms each. Figures move by 10–20 % from run to run on a shared machine; \
+            compare rows of the same run.
+            """
+    )
+
+    @OptionGroup var threadOptions: ThreadOptions
+
+    @Flag(help: "Print a JSON array of rows {engine, batch, images_per_second, ms_per_batch, threads}.")
+    var json = false
+
+    @Option(name: .customLong("batch-sizes"), parsing: .upToNextOption, help: "Batch sizes to measure.")
+    var batchSizes: [Int] = [1, 256]
+
+    @Option(help: "Timed samples per row (the median is reported).")
+    var samples: Int = 7
+
+    func validate() throws {
+        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ (1...4096).contains($0) }) else {
+            throw ValidationError("--batch-sizes must be between 1 and 4096, got \(batchSizes).")
+        }
+        guard samples >= 1 else { throw ValidationError("--samples must be at least 1, got \(samples).") }
+        guard Set(batchSizes).count == batchSizes.count else {
+            throw ValidationError("--batch-sizes lists a size twice: \(batchSizes).")
+        }
+    }
+
+    /// One measured configuration.
+    struct Row {
+        let engine: String
+        let batch: Int
+        let secondsPerBatch: Double
+        var imagesPerSecond: Double { Double(batch) / secondsPerBatch }
+    }
+
+    func run() throws {
+        try threadOptions.apply()
+        let largest = batchSizes.max()!
+        let images = try CIFAR10Batches.evaluation(TrainingBenchmark.syntheticData(images: max(largest, 128)), batchSize: max(largest, 128))
+            .batches(epoch: 0).batch(at: 0).images
+        let imageSize = CIFAR10.imageSize
+
+        let model = try ResNet20(variant: .binary, estimator: ReSTE(), seed: 1)
+        model.train()
+        try withNoGrad {
+            for start in [0, 64] {
+                _ = try model(Tensor(shape: [64, 32, 32, 3], data: Array(images[(start * imageSize)..<((start + 64) * imageSize)])))
+            }
+        }
+        model.eval()
+        let engine = try PackedEngine(model: PackedModel.resNet20(stateDict: model.stateDict()))
+
+        // The packed engine first: OpenBLAS's threads keep spinning for a while after the training graph's
+        // convolutions and would take the cores from the engine's OpenMP threads.
+        var rows: [Row] = []
+        for batch in batchSizes {
+            let input = Array(images[0..<(batch * imageSize)])
+            rows.append(Row(engine: "packed", batch: batch, secondsPerBatch: try Stopwatch.median(samples: samples) {
+                _ = try engine.logits(images: input, count: batch)
+            }))
+        }
+        for batch in batchSizes {
+            let tensor = try Tensor(shape: [batch, 32, 32, 3], data: Array(images[0..<(batch * imageSize)]))
+            rows.append(Row(engine: "training-graph", batch: batch, secondsPerBatch: try Stopwatch.median(samples: samples) {
+                _ = try withNoGrad { try model(tensor) }
+            }))
+        }
+        // Both engines on the largest batch: the comparison is only meaningful if they compute the same network.
+        let all = try Tensor(shape: [largest, 32, 32, 3], data: Array(images[0..<(largest * imageSize)]))
+        let reference = try withNoGrad { try model(all).scalars }
+        let packedLogits = try engine.logits(images: Array(images[0..<(largest * imageSize)]), count: largest)
+        let agreeing = zip(PackedEngine.predictions(logits: reference, classes: 10),
+                           PackedEngine.predictions(logits: packedLogits, classes: 10)).filter { $0 == $1 }.count
+
+        if !json {
+            print("""
+                ResNet-20 1W1A inference, \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), OpenBLAS core \
+                \(Kernels.blasCore); median of \(samples) samples per row
+                the two engines agree on \(agreeing) of \(largest) predictions
+                """)
+            for batch in batchSizes {
+                let pair = rows.filter { $0.batch == batch }
+                for row in pair { print(Self.describe(row)) }
+                print(String(format: "  batch %d: packed engine %.1f× the training graph's images/s", batch,
+                             pair[1].secondsPerBatch / pair[0].secondsPerBatch))
+            }
+        }
+        if json {
+            print("[\n" + rows.map { "  " + Self.json($0) }.joined(separator: ",\n") + "\n]")
+        }
+    }
+
+    static func describe(_ row: Row) -> String {
+        row.engine.padding(toLength: 16, withPad: " ", startingAt: 0) + "batch " + String(row.batch).padding(toLength: 5, withPad: " ", startingAt: 0)
+            + String(format: "%12.1f images/s %11.4f ms per batch", row.imagesPerSecond, 1000 * row.secondsPerBatch)
+    }
+
+    static func json(_ row: Row) -> String {
+        "{\"engine\": \"\(row.engine)\", \"batch\": \(row.batch), \"images_per_second\": \(jsonNumber(row.imagesPerSecond)), "
+            + "\"ms_per_batch\": \(jsonNumber(1000 * row.secondsPerBatch)), \"threads\": \(Kernels.threads)}"
+    }
+}
+
+/// A finite number as JSON (6 significant digits), else null.
+func jsonNumber(_ value: Double) -> String { value.isFinite ? String(format: "%.6g", value) : "null" }
+
+/// Wall-clock timing on the monotonic clock: warm-up, then the median of several samples.
+enum Stopwatch {
+    /// Median seconds per call of `body`: calls it for at least `warmupSeconds` (and twice) first, then takes
+    /// `samples` samples of as many calls as fill about `sampleSeconds` (at least one) and returns the median of
+    /// their per-call times.
+    static func median(
+        samples: Int, warmupSeconds: Double = 0.2, sampleSeconds: Double = 0.05, _ body: () throws -> Void
+    ) rethrows -> Double {
+        let now = TrainingProgress.monotonicSeconds
+        var calls = 0
+        var warmupStart = now()
+        var lastCallSeconds = Double.infinity
+        while calls < 2 || now() - warmupStart < warmupSeconds {
+            let started = now()
+            try body()
+            lastCallSeconds = now() - started
+            if calls == 0 { warmupStart = now() }  // the first call (allocations, page faults) does not count
+            calls += 1
+        }
+        let perSample = max(1, Int((sampleSeconds / max(lastCallSeconds, 1e-9)).rounded(.up)))
+        var times: [Double] = []
+        for _ in 0..<samples {
+            let started = now()
+            for _ in 0..<perSample { try body() }
+            times.append((now() - started) / Double(perSample))
+        }
+        times.sort()
+        return times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import BNN
+import Foundation
+
+/// `bnn infer`: top-1 accuracy and speed of a packed model on CIFAR-10's test split.
+struct InferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Classify test_batch.bin with a packed model (.bnn): top-1, images/s, ms per image at batch 1.",
+        discussion: """
+            The images are decoded and normalised once, before any timing; the times are the packed engine's. \
+            images/s: the median of 5 passes over the whole split in batches of --batch-size, after one untimed \
+            pass (which gives the top-1). ms per image at batch 1: the first (up to) 100 images one at a time, \
+            median of 7 samples of about 50 ms each, after a warm-up. Without --data the CIFAR-10 sample bundled \
+            with the package (\(DataLocation.bundledSample)) is used.
+            """
+    )
+
+    @Option(help: "The packed model (.bnn) written by `bnn export`.")
+    var packed: String
+
+    @Option(help: "CIFAR-10 directory holding test_batch.bin. Default: the bundled sample.")
+    var data: String?
+
+    @Option(name: .customLong("batch-size"), help: "Images per batch for the accuracy and images/s.")
+    var batchSize: Int = 256
+
+    @OptionGroup var threadOptions: ThreadOptions
+
+    @Flag(help: "Print {\"top1\": …, \"images\": …, \"images_per_second\": …, \"ms_per_image_batch1\": …} (top1 a fraction).")
+    var json = false
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+    }
+
+    func run() throws {
+        try threadOptions.apply()
+        let url = URL(fileURLWithPath: packed)
+        let model = try PackedModel.load(contentsOf: url)
+        let engine: PackedEngine
+        do {
+            engine = try PackedEngine(model: model)
+        } catch let error as PackedModelError {
+            throw CommandError("\(url.path): \(error.message)")
+        }
+        guard model.graph.input == [CIFAR10.height, CIFAR10.width, CIFAR10.channels] else {
+            throw CommandError("\(url.path) takes \(model.graph.input) images (height, width, channels); CIFAR-10's are [32, 32, 3].")
+        }
+        let directory = try DataLocation.resolve(data)
+        let test = try readTestSplit(directory)
+        let batches = Array(try CIFAR10Batches.evaluation(test, batchSize: batchSize).batches(epoch: 0))
+
+        var correct = 0
+        for batch in batches {
+            let logits = try engine.logits(images: batch.images, count: batch.count)
+            correct += zip(PackedEngine.predictions(logits: logits, classes: engine.classes), batch.labels).filter { $0 == $1 }.count
+        }
+        let pass = try Stopwatch.median(samples: 5, warmupSeconds: 0, sampleSeconds: 0) {
+            for batch in batches { _ = try engine.logits(images: batch.images, count: batch.count) }
+        }
+        let singles = batches.flatMap { batch in
+            (0..<batch.count).map { Array(batch.images[($0 * CIFAR10.imageSize)..<(($0 + 1) * CIFAR10.imageSize)]) }
+        }.prefix(100)
+        var next = singles.startIndex
+        let single = try Stopwatch.median(samples: 7) {
+            _ = try engine.logits(images: singles[next], count: 1)
+            next = next + 1 == singles.endIndex ? singles.startIndex : next + 1
+        }
+
+        let top1 = Double(correct) / Double(test.count)
+        let imagesPerSecond = Double(test.count) / pass
+        if json {
+            print("{\"top1\": \(jsonNumber(top1)), \"images\": \(test.count), \"images_per_second\": \(jsonNumber(imagesPerSecond)), "
+                + "\"ms_per_image_batch1\": \(jsonNumber(1000 * single)), \"batch_size\": \(batchSize), \"threads\": \(Kernels.threads)}")
+        } else {
+            print("""
+                \(url.path) (\(model.graph.model)) on \(directory.appendingPathComponent("test_batch.bin").path)
+                top-1 \(percent(top1)) (\(correct)/\(test.count))
+                \(String(format: "%.0f", imagesPerSecond)) images/s at batch \(batchSize) (median of 5 passes over the \
+                \(test.count) images), \(String(format: "%.4f", 1000 * single)) ms per image at batch 1 (\(singles.count) \
+                images in turn, median of 7 samples)
+                \(Kernels.threads) thread(s), kernels \(Kernels.isa.name)
+                """)
+        }
+    }
+}
