@@ -151,15 +151,7 @@ extension Kernels {
     ) throws -> BinaryConvResult {
         let operation = "Kernels.binaryConv2d"
         let (outHeight, outWidth) = try geometry.validatedOutputSize(operation: operation, argument: "geometry")
-        guard input.columns == geometry.channels else {
-            throw KernelError.argument(
-                "input", of: operation, "has \(input.columns) channels, but geometry.channels is \(geometry.channels)")
-        }
-        guard input.rows == geometry.inputPixels else {
-            throw KernelError.argument(
-                "input", of: operation,
-                "has \(input.rows) rows, but the geometry has N·H·W = \(geometry.inputPixels) input pixels")
-        }
+        try checkPackedInput(input, matches: geometry, operation: operation)
         guard !transform.outputs.isEmpty else {
             throw KernelError.argument(
                 "transform.outputs", of: operation, "is empty: request at least one of integers, floats, bits",
@@ -268,11 +260,8 @@ extension Kernels {
             "\(operation) with geometry \(geometry), \(o) output channels")
     }
 
-    /// Binary max-pool of a packed NHWC input: the max over ±1 values of each window, ignoring padding.
-    /// Returns `N·OH·OW` rows of `geometry.channels` bits.
-    public static func binaryMaxPool2d(input: PackedBits, geometry: ConvGeometry) throws -> PackedBits {
-        let operation = "Kernels.binaryMaxPool2d"
-        let (outHeight, outWidth) = try geometry.validatedOutputSize(operation: operation, argument: "geometry")
+    /// Fails unless `input` holds one row of `geometry.channels` bits per input pixel of `geometry`.
+    private static func checkPackedInput(_ input: PackedBits, matches geometry: ConvGeometry, operation: String) throws {
         guard input.columns == geometry.channels else {
             throw KernelError.argument(
                 "input", of: operation, "has \(input.columns) channels, but geometry.channels is \(geometry.channels)")
@@ -282,6 +271,14 @@ extension Kernels {
                 "input", of: operation,
                 "has \(input.rows) rows, but the geometry has N·H·W = \(geometry.inputPixels) input pixels")
         }
+    }
+
+    /// Binary max-pool of a packed NHWC input: the max over ±1 values of each window, ignoring padding.
+    /// Returns `N·OH·OW` rows of `geometry.channels` bits.
+    public static func binaryMaxPool2d(input: PackedBits, geometry: ConvGeometry) throws -> PackedBits {
+        let operation = "Kernels.binaryMaxPool2d"
+        let (outHeight, outWidth) = try geometry.validatedOutputSize(operation: operation, argument: "geometry")
+        try checkPackedInput(input, matches: geometry, operation: operation)
         let pixels = try Require.product([geometry.batch, outHeight, outWidth], "geometry", of: operation)
         var result = try PackedBits(rows: pixels, columns: geometry.channels)
         try input.withUnsafeWords { x in
