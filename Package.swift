@@ -71,7 +71,8 @@ let package = Package(
 
         // MARK: Tests
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BNN"], path: "Tests/CKernelsTests"),
-        .testTarget(name: "BNNTests", dependencies: ["BNN"], path: "Tests/BNNTests"),
+        // Fixtures/: reference results read by the tests at run time (see scripts/reference/crosscheck.py).
+        .testTarget(name: "BNNTests", dependencies: ["BNN"], path: "Tests/BNNTests", exclude: ["Fixtures"]),
         .testTarget(name: "BNNInferenceTests", dependencies: ["BNNInference", "BNN"], path: "Tests/BNNInferenceTests"),
     ]
 )
