@@ -13,7 +13,8 @@
  *    into s² phases (pixels with the same row and column remainder mod s); each phase is an ordinary gather with
  *    the taps that reach it, so no product with an inserted zero is computed.
  *  - Weight gradient: per tap, dW[o][tap][c] = Σ over output pixels dY[o]·X[c] at the pixel the tap reads. A tile
- *    holds B output channels × V vectors of input channels, summed over a block of output rows that stays in L1.
+ *    holds B output channels × V vectors of input channels, summed over a block of output rows that stays in L1;
+ *    with few input channels (a stem), vectors of output channels × J inputs of a kernel row instead.
  *
  * Each thread copies its current image into a zero-bordered buffer first (channels rounded up to whole vectors
  * for the weight gradient), so no tile tests for borders: a product with the border adds exactly zero.
@@ -499,14 +500,16 @@ ck_status ck_conv2d_backward_input_f32(const float *grad, const ck_conv_shape *s
 /* Weight gradient                                                                                  */
 
 /* The weight gradient of one convolution. Partials are [out][tap][cp] (cp = channels rounded up to whole
- * vectors); the bordered input has the padding as border, so output pixel (oy, ox) and tap (kh, kw) read
- * buffer pixel (oy·stride_h + kh, ox·stride_w + kw). */
+ * vectors), or [tap][c][op] with vectors along the output channels; the bordered input has the padding as
+ * border, so output pixel (oy, ox) and tap (kh, kw) read buffer pixel (oy·stride_h + kh, ox·stride_w + kw). */
 typedef struct wgrad_plan {
     const ck_conv_shape *s;
     int64_t oh, ow, o, taps, cp;
     int64_t bh, bw;       /* bordered input */
     int64_t block_rows;   /* output rows summed per pass over the taps (kept in L1) */
     int sign;             /* read sign(x) instead of x */
+    int by_output;        /* vectors along the output channels (partials [tap][c][op]; cp = C) */
+    int64_t op;           /* output channels rounded up to whole vectors (by_output) */
 } wgrad_plan;
 
 /* One tap over `rows` output rows from `g` (dY at the block's first pixel) and `x` (the bordered input at the
@@ -664,6 +667,180 @@ __attribute__((target("avx2,fma"))) static void wgrad_block_avx2(const wgrad_blo
 }
 #endif
 
+/* Few input channels (a stem's 3 colours) would leave most lanes of an input-channel vector empty; then the
+ * vectors run along the output channels instead. A kernel row's taps read kernel_w·C consecutive floats of the
+ * bordered input, so a tile takes J consecutive entries j = kw·C + c of that run × V vectors of output channels:
+ * per output pixel, V gradient vectors and J broadcast inputs. Partials are [kh][kw·C + c][op]. */
+typedef struct wgrad_out_block {
+    const float *x, *g; /* bordered input at the run of the block's first output pixel; its output gradient */
+    float *part;        /* partial at [kh][0][0] */
+    int64_t rows, cols, run;
+    int64_t x_row, x_px; /* floats between output rows and between output pixels in the bordered input */
+    int64_t g_row, o, op;
+} wgrad_out_block;
+
+#define CASES_24(CALL)                                                                                         \
+    CASES_16(CALL) CASE_(17, CALL) CASE_(18, CALL) CASE_(19, CALL) CASE_(20, CALL) CASE_(21, CALL)             \
+        CASE_(22, CALL) CASE_(23, CALL) CASE_(24, CALL)
+
+/* Largest run block for V vectors of output channels. */
+static const int wgrad_out_run_avx512[5] = {0, 24, 12, 8, 6};
+static const int wgrad_out_run_avx2[3] = {0, 12, 6};
+
+#if defined(__x86_64__)
+/* J run entries from j0 × V vectors of 16 output channels from o0 (`valid` output channels from o0 on: the
+ * gradient is read with a mask, since the last pixel's last vector may end the tensor). */
+static ALWAYS_INLINE __attribute__((target("avx512f"))) void
+wgrad_out_tile_avx512(const int J, const int V, const wgrad_out_block *k, int64_t j0, int64_t o0) {
+    __m512 acc[24][4];
+    __mmask16 mask[4];
+    float *part = k->part + j0 * k->op + o0;
+#pragma clang loop unroll(full)
+    for (int v = 0; v < V; v++) {
+        const int64_t left = k->o - o0 - 16 * v;
+        mask[v] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    }
+#pragma clang loop unroll(full)
+    for (int j = 0; j < J; j++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < V; v++) acc[j][v] = _mm512_loadu_ps(part + j * k->op + 16 * v);
+    for (int64_t r = 0; r < k->rows; r++) {
+        const float *x = k->x + r * k->x_row + j0;
+        const float *g = k->g + r * k->g_row + o0;
+        for (int64_t ox = 0; ox < k->cols; ox++) {
+            __m512 gv[4];
+#pragma clang loop unroll(full)
+            for (int v = 0; v < V; v++) gv[v] = _mm512_maskz_loadu_ps(mask[v], g + ox * k->o + 16 * v);
+#pragma clang loop unroll(full)
+            for (int j = 0; j < J; j++) {
+                const __m512 xv = _mm512_set1_ps(x[ox * k->x_px + j]);
+#pragma clang loop unroll(full)
+                for (int v = 0; v < V; v++) acc[j][v] = _mm512_fmadd_ps(xv, gv[v], acc[j][v]);
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int j = 0; j < J; j++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < V; v++) _mm512_storeu_ps(part + j * k->op + 16 * v, acc[j][v]);
+}
+
+#define WGRAD_OUT512(V, CASES)                                                                                 \
+    __attribute__((target("avx512f"))) static void wgrad_out_tile_v##V##_avx512(                              \
+        const wgrad_out_block *k, int64_t j0, int J, int64_t o0) {                                             \
+        switch (J) {                                                                                           \
+            CASES(WGRAD_OUT512_##V)                                                                            \
+        }                                                                                                      \
+    }
+#define WGRAD_OUT512_1(J) wgrad_out_tile_avx512(J, 1, k, j0, o0)
+#define WGRAD_OUT512_2(J) wgrad_out_tile_avx512(J, 2, k, j0, o0)
+#define WGRAD_OUT512_3(J) wgrad_out_tile_avx512(J, 3, k, j0, o0)
+#define WGRAD_OUT512_4(J) wgrad_out_tile_avx512(J, 4, k, j0, o0)
+WGRAD_OUT512(1, CASES_24)
+WGRAD_OUT512(2, CASES_12)
+WGRAD_OUT512(3, CASES_8)
+WGRAD_OUT512(4, CASES_6)
+
+__attribute__((target("avx512f"))) static void wgrad_out_block_avx512(const wgrad_out_block *k) {
+    const int64_t vectors = k->op / 16, chunks = ceil_div(vectors, 4);
+    for (int64_t i = 0; i < chunks; i++) {
+        const int64_t v0 = vectors * i / chunks, v = vectors * (i + 1) / chunks - v0, o0 = 16 * v0;
+#define BLOCK(j0, J)                                                                                           \
+    switch (v) {                                                                                               \
+    case 1: wgrad_out_tile_v1_avx512(k, j0, J, o0); break;                                                     \
+    case 2: wgrad_out_tile_v2_avx512(k, j0, J, o0); break;                                                     \
+    case 3: wgrad_out_tile_v3_avx512(k, j0, J, o0); break;                                                     \
+    default: wgrad_out_tile_v4_avx512(k, j0, J, o0); break;                                                    \
+    }
+        FOR_EACH_BLOCK(k->run, wgrad_out_run_avx512[v], BLOCK);
+#undef BLOCK
+    }
+}
+
+static ALWAYS_INLINE __attribute__((target("avx2,fma"))) void
+wgrad_out_tile_avx2(const int J, const int V, const wgrad_out_block *k, int64_t j0, int64_t o0) {
+    __m256 acc[12][2];
+    __m256i mask[2];
+    float *part = k->part + j0 * k->op + o0;
+#pragma clang loop unroll(full)
+    for (int v = 0; v < V; v++) {
+        const int64_t left = k->o - o0 - 8 * v;
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left >= 8 ? 8 : left)), lane);
+    }
+#pragma clang loop unroll(full)
+    for (int j = 0; j < J; j++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < V; v++) acc[j][v] = _mm256_loadu_ps(part + j * k->op + 8 * v);
+    for (int64_t r = 0; r < k->rows; r++) {
+        const float *x = k->x + r * k->x_row + j0;
+        const float *g = k->g + r * k->g_row + o0;
+        for (int64_t ox = 0; ox < k->cols; ox++) {
+            __m256 gv[2];
+#pragma clang loop unroll(full)
+            for (int v = 0; v < V; v++) gv[v] = _mm256_maskload_ps(g + ox * k->o + 8 * v, mask[v]);
+#pragma clang loop unroll(full)
+            for (int j = 0; j < J; j++) {
+                const __m256 xv = _mm256_set1_ps(x[ox * k->x_px + j]);
+#pragma clang loop unroll(full)
+                for (int v = 0; v < V; v++) acc[j][v] = _mm256_fmadd_ps(xv, gv[v], acc[j][v]);
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int j = 0; j < J; j++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < V; v++) _mm256_storeu_ps(part + j * k->op + 8 * v, acc[j][v]);
+}
+
+#define WGRAD_OUT256(V, CASES)                                                                                 \
+    __attribute__((target("avx2,fma"))) static void wgrad_out_tile_v##V##_avx2(const wgrad_out_block *k,      \
+                                                                               int64_t j0, int J, int64_t o0) { \
+        switch (J) {                                                                                           \
+            CASES(WGRAD_OUT256_##V)                                                                            \
+        }                                                                                                      \
+    }
+#define WGRAD_OUT256_1(J) wgrad_out_tile_avx2(J, 1, k, j0, o0)
+#define WGRAD_OUT256_2(J) wgrad_out_tile_avx2(J, 2, k, j0, o0)
+WGRAD_OUT256(1, CASES_12)
+WGRAD_OUT256(2, CASES_6)
+
+__attribute__((target("avx2,fma"))) static void wgrad_out_block_avx2(const wgrad_out_block *k) {
+    const int64_t vectors = k->op / 8, chunks = ceil_div(vectors, 2);
+    for (int64_t i = 0; i < chunks; i++) {
+        const int64_t v0 = vectors * i / chunks, v = vectors * (i + 1) / chunks - v0, o0 = 8 * v0;
+#define BLOCK(j0, J)                                                                                           \
+    if (v == 1) wgrad_out_tile_v1_avx2(k, j0, J, o0);                                                          \
+    else wgrad_out_tile_v2_avx2(k, j0, J, o0);
+        FOR_EACH_BLOCK(k->run, wgrad_out_run_avx2[v], BLOCK);
+#undef BLOCK
+    }
+}
+#endif
+
+/* wgrad_image for plans with vectors along the output channels (AVX paths only). */
+static void wgrad_image_by_output(const wgrad_plan *p, ck_isa isa, const float *buf, const float *g,
+                                  float *part) {
+    const ck_conv_shape *s = p->s;
+    const int64_t run = s->kernel_w * p->cp;
+    wgrad_out_block k = {.cols = p->ow, .run = run, .x_row = s->stride_h * p->bw * p->cp,
+                         .x_px = s->stride_w * p->cp, .g_row = p->ow * p->o, .o = p->o, .op = p->op};
+    for (int64_t y0 = 0; y0 < p->oh; y0 += p->block_rows) {
+        k.rows = min64(p->block_rows, p->oh - y0);
+        k.g = g + y0 * p->ow * p->o;
+        for (int64_t kh = 0; kh < s->kernel_h; kh++) {
+            k.x = buf + (y0 * s->stride_h + kh) * p->bw * p->cp;
+            k.part = part + kh * run * p->op;
+#if defined(__x86_64__)
+            if (isa == CK_ISA_AVX512) wgrad_out_block_avx512(&k);
+            else wgrad_out_block_avx2(&k);
+#else
+            (void)isa;
+#endif
+        }
+    }
+}
+
 /* Adds one image's products to `part`: blocks of output rows, and within a block every tap. */
 static void wgrad_image(const wgrad_plan *p, ck_isa isa, const float *buf, const float *g, float *part) {
     const ck_conv_shape *s = p->s;
@@ -697,8 +874,11 @@ ck_status ck_conv2d_backward_weight_f32(const float *input, const ck_conv_shape 
     if (!ck_size_ok(out_channels)) return CK_ERR_INVALID_SIZE;
     const ck_isa isa = ck_isa_active();
     const int64_t lanes = vector_lanes(isa), c = s->channels, taps = s->kernel_h * s->kernel_w;
-    wgrad_plan p = {.s = s, .oh = oh, .ow = ow, .o = out_channels, .taps = taps, .cp = ceil_div(c, lanes) * lanes,
-                    .sign = sign_input != 0};
+    const int64_t cp = ceil_div(c, lanes) * lanes, op = ceil_div(out_channels, lanes) * lanes;
+    /* Vectors along whichever channels fill more of their lanes (output channels: o/op > c/cp). */
+    const int by_output = isa != CK_ISA_SCALAR && out_channels * cp > c * op;
+    wgrad_plan p = {.s = s, .oh = oh, .ow = ow, .o = out_channels, .taps = taps, .cp = by_output ? c : cp,
+                    .sign = sign_input != 0, .by_output = by_output, .op = op};
     /* Reads reach buffer row (oh − 1)·stride + kernel − 1, which may be short of the bottom padding. */
     p.bh = max64(s->height + s->pad_h, (oh - 1) * s->stride_h + s->kernel_h);
     p.bw = max64(s->width + s->pad_w, (ow - 1) * s->stride_w + s->kernel_w);
@@ -706,7 +886,7 @@ ck_status ck_conv2d_backward_weight_f32(const float *input, const ck_conv_shape 
     p.block_rows = max64(1, 2048 / (ow * out_channels));
 
     const int threads = (int)min64(ck_get_num_threads(), s->batch);
-    const int64_t part_floats = out_channels * taps * p.cp;
+    const int64_t part_floats = by_output ? taps * c * op : out_channels * taps * cp;
     float *parts = ck_alloc((size_t)(threads * part_floats) * sizeof(float));
     if (parts == NULL) return CK_ERR_OUT_OF_MEMORY;
     const int64_t in_image = s->height * s->width * c, g_image = oh * ow * out_channels;
@@ -723,7 +903,8 @@ ck_status ck_conv2d_backward_weight_f32(const float *input, const ck_conv_shape 
             for (int64_t n = s->batch * me / team; n < s->batch * (me + 1) / team; n++) {
                 copy_bordered(input + n * in_image, s->height, s->width, c, p.sign, buf, p.bw, p.cp, s->pad_h,
                               s->pad_w);
-                wgrad_image(&p, isa, buf, grad + n * g_image, parts + me * part_floats);
+                if (by_output) wgrad_image_by_output(&p, isa, buf, grad + n * g_image, parts + me * part_floats);
+                else wgrad_image(&p, isa, buf, grad + n * g_image, parts + me * part_floats);
             }
         }
         ck_free(buf);
@@ -733,14 +914,23 @@ ck_status ck_conv2d_backward_weight_f32(const float *input, const ck_conv_shape 
         return CK_ERR_OUT_OF_MEMORY;
     }
     /* Partials in thread order (threads that got no image left theirs at zero). */
-    for (int64_t f = 0; f < out_channels; f++)
-        for (int64_t t = 0; t < taps; t++) {
-            float *out = weight_grad + (f * taps + t) * c;
-            const float *first = parts + (f * taps + t) * p.cp;
-            memcpy(out, first, (size_t)c * sizeof(float));
-            for (int th = 1; th < threads; th++)
-                for (int64_t k = 0; k < c; k++) out[k] += first[th * part_floats + k];
-        }
+    if (by_output) {
+        for (int64_t f = 0; f < out_channels; f++)
+            for (int64_t j = 0; j < taps * c; j++) {
+                float sum = parts[j * op + f];
+                for (int th = 1; th < threads; th++) sum += parts[th * part_floats + j * op + f];
+                weight_grad[f * taps * c + j] = sum;
+            }
+    } else {
+        for (int64_t f = 0; f < out_channels; f++)
+            for (int64_t t = 0; t < taps; t++) {
+                float *out = weight_grad + (f * taps + t) * c;
+                const float *first = parts + (f * taps + t) * cp;
+                memcpy(out, first, (size_t)c * sizeof(float));
+                for (int th = 1; th < threads; th++)
+                    for (int64_t k = 0; k < c; k++) out[k] += first[th * part_floats + k];
+            }
+    }
     ck_free(parts);
     return CK_OK;
 }

@@ -101,12 +101,13 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
 /// in chunks of whole images.
 ///
 /// Direct kernels vectorise one channel dimension (16 channels per AVX-512 register): the output channels in the
-/// forward, the input channels in both gradients. Measured at batch 256 on 2 threads (AVX-512), they beat im2col
-/// + sgemm on every 3×3 layer of ResNet-20 (16–64 channels at 32×32 to 8×8) by 1.5–7×, and still on 3×3 layers of
-/// 96 and 128 channels; at 256 channels the two are even, and with fewer than 8 vectorised channels most lanes
-/// are padding (a 7×7 stem's gradients ran 1.7× slower). So a pass uses them when its vectorised channels are at
-/// least 8 and neither channel count exceeds 128. A 1×1 stride-1 unpadded convolution stays on sgemm: its input
-/// is already the column matrix.
+/// forward, the input channels in the input gradient, whichever fills its vectors better in the weight gradient.
+/// Measured at batch 256 on 2 threads (AVX-512), they beat im2col + sgemm on every 3×3 layer of ResNet-20 (16–64
+/// channels at 32×32 to 8×8) by 1.3–7×, the stem's weight gradient (3 → 16 channels) by 10×, and still on 3×3
+/// layers of 96 and 128 channels; at 256 channels the two are even, and with fewer than 8 vectorised channels most
+/// lanes are padding (the input gradient of a 3-channel stem ran 1.6× slower). So a pass uses them when its
+/// vectorised channels are at least 8 and neither channel count exceeds 128. A 1×1 stride-1 unpadded convolution
+/// stays on sgemm: its input is already the column matrix.
 ///
 /// On the im2col path the full column matrix is KH·KW times the input (150 MB for a 3×3 layer of 16 channels at
 /// batch 256 on 32×32). Chunks of about `chunkBytes` of columns are built, used by the GEMM while still in cache,
@@ -139,9 +140,8 @@ struct ConvolutionPlan {
     let inputStride: Int, rowsPerImage: Int
     /// A 1×1 stride-1 unpadded convolution reads the input as its own column matrix.
     let direct: Bool
-    /// Which passes run on the direct kernels: the forward, and the two gradients (which vectorise the same
-    /// channels, the input's).
-    let directForward: Bool, directBackward: Bool
+    /// Which passes run on the direct kernels.
+    let directForward: Bool, directInputGradient: Bool, directWeightGradient: Bool
     let imagesPerChunk: Int
     let context: String
 
@@ -163,11 +163,12 @@ struct ConvolutionPlan {
         case .automatic:
             let fits = !direct && max(channels, outChannels) <= Self.directMaximumChannels
             directForward = fits && outChannels >= Self.directMinimumChannels
-            directBackward = fits && channels >= Self.directMinimumChannels
+            directInputGradient = fits && channels >= Self.directMinimumChannels
+            directWeightGradient = fits && max(channels, outChannels) >= Self.directMinimumChannels
         case .im2col:
-            (directForward, directBackward) = (false, false)
+            (directForward, directInputGradient, directWeightGradient) = (false, false, false)
         case .direct:
-            (directForward, directBackward) = (!direct, !direct)
+            (directForward, directInputGradient, directWeightGradient) = (!direct, !direct, !direct)
         }
         let bytesPerImage = rowsPerImage * depth * MemoryLayout<Float>.stride
         imagesPerChunk =
@@ -221,22 +222,23 @@ struct ConvolutionPlan {
         gradient: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>?,
         inputGradient: UnsafeMutablePointer<Float>?, accumulateInput: Bool
     ) throws {
-        if directBackward {
-            var shape = shape
-            if let weightGradient {
-                try check(
-                    ck_conv2d_backward_weight_f32(
-                        input, &shape, gradient, Int64(outChannels), signInput ? 1 : 0, weightGradient),
-                    "\(context) backward dW")
-            }
-            if let inputGradient {
-                try check(
-                    ck_conv2d_backward_input_f32(
-                        gradient, &shape, weightRows, Int64(outChannels), accumulateInput ? 1 : 0, inputGradient),
-                    "\(context) backward dX")
-            }
-            return
+        var weightGradient = weightGradient, inputGradient = inputGradient
+        var shape = shape
+        if directWeightGradient, let output = weightGradient {
+            try check(
+                ck_conv2d_backward_weight_f32(input, &shape, gradient, Int64(outChannels), signInput ? 1 : 0, output),
+                "\(context) backward dW")
+            weightGradient = nil
         }
+        if directInputGradient, let output = inputGradient {
+            try check(
+                ck_conv2d_backward_input_f32(
+                    gradient, &shape, weightRows, Int64(outChannels), accumulateInput ? 1 : 0, output),
+                "\(context) backward dX")
+            inputGradient = nil
+        }
+        // What is left goes through sgemm.
+        guard weightGradient != nil || inputGradient != nil else { return }
         var signs: Tensor?
         if signInput && weightGradient != nil {
             let count = batch * inputStride
