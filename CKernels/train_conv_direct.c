@@ -46,8 +46,8 @@ static int64_t vector_lanes(ck_isa isa) { return isa == CK_ISA_AVX512 ? 16 : isa
 /* Copies one h × w × c image into a zero-bordered buffer (`bw` columns of `bc` ≥ c channels) with its top-left
  * pixel at (top, left); with `sign`, as sign(x): −1 where x < 0, else +1 (0, −0 and NaN give +1, as the bit
  * packing). Only the image's own pixels and channels are written: the border and the channels past c stay zero
- * from the buffer's allocation, whichever image was copied before. */
-/* Compiled for each vector width (the copies are exact, so the choice cannot change a result). */
+ * from the buffer's allocation, whichever image was copied before. Compiled for each vector width (copies and
+ * signs are exact, so the choice cannot change a result). */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 copy_bordered(const float *src, int64_t h, int64_t w, int64_t c, int sign, float *buf, int64_t bw, int64_t bc,
               int64_t top, int64_t left) {
@@ -70,27 +70,19 @@ copy_bordered(const float *src, int64_t h, int64_t w, int64_t c, int sign, float
  * overlap with arithmetic (it took 15 % of a layer's time). A few lines per step: a burst of dozens stalls
  * on the outstanding-miss buffers. */
 typedef struct prefetch_stream {
-    const char *next[2];  /* up to two regions */
-    int64_t lines[2];     /* their 64-byte lines */
-    int64_t per_step, done;
+    const char *next; /* NULL: nothing to prefetch */
+    int64_t lines, per_step, done;
 } prefetch_stream;
 
-static prefetch_stream prefetch_plan(const float *a, int64_t a_floats, const float *b, int64_t b_floats,
-                                     int64_t steps) {
-    prefetch_stream p = {{(const char *)a, (const char *)b}, {0, 0}, 0, 0};
-    p.lines[0] = a != NULL ? ceil_div(a_floats * (int64_t)sizeof(float), 64) : 0;
-    p.lines[1] = b != NULL ? ceil_div(b_floats * (int64_t)sizeof(float), 64) : 0;
-    p.per_step = ceil_div(p.lines[0] + p.lines[1], max64(steps, 1));
-    return p;
+/* `floats` floats at `next` (may be NULL), spread over `steps` calls of prefetch_step. */
+static prefetch_stream prefetch_plan(const float *next, int64_t floats, int64_t steps) {
+    const int64_t lines = next != NULL ? ceil_div(floats * (int64_t)sizeof(float), 64) : 0;
+    return (prefetch_stream){(const char *)next, lines, ceil_div(lines, max64(steps, 1)), 0};
 }
 
 static inline void prefetch_step(prefetch_stream *p) {
-    for (int64_t k = 0; k < p->per_step; k++, p->done++) {
-        const int64_t i = p->done;
-        if (i < p->lines[0]) __builtin_prefetch(p->next[0] + i * 64, 0, 2);
-        else if (i - p->lines[0] < p->lines[1]) __builtin_prefetch(p->next[1] + (i - p->lines[0]) * 64, 0, 2);
-        else return;
-    }
+    const int64_t end = min64(p->lines, p->done + p->per_step);
+    for (; p->done < end; p->done++) __builtin_prefetch(p->next + p->done * 64, 0, 2);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -492,7 +484,7 @@ static ck_status gather_run(const gather_plan *g, const float *src, float *dst, 
             for (int64_t n = atomic_fetch_add(&next, 1), after; n < g->batch; n = after) {
                 after = atomic_fetch_add(&next, 1);
                 prefetch_stream prefetch =
-                    prefetch_plan(after < g->batch ? src + after * src_image : NULL, src_image, NULL, 0, rows);
+                    prefetch_plan(after < g->batch ? src + after * src_image : NULL, src_image, rows);
                 copy_bordered(src + n * src_image, g->sh, g->sw, g->sc, 0, buf, g->bw, g->sc, g->top, g->left);
                 gather_image(g, isa, buf, dst + n * dst_image, accumulate, off, w, acc, &prefetch);
             }
@@ -944,7 +936,7 @@ ck_status ck_conv2d_backward_weight_f32(const float *input, const ck_conv_shape 
             const int64_t steps = ceil_div(oh, p.block_rows) * (by_output ? s->kernel_h : taps);
             for (int64_t n = s->batch * me / team; n < last; n++) {
                 prefetch_stream prefetch =
-                    prefetch_plan(n + 1 < last ? input + (n + 1) * in_image : NULL, in_image, NULL, 0, steps);
+                    prefetch_plan(n + 1 < last ? input + (n + 1) * in_image : NULL, in_image, steps);
                 copy_bordered(input + n * in_image, s->height, s->width, c, p.sign, buf, p.bw, p.cp, s->pad_h,
                               s->pad_w);
                 if (by_output)
