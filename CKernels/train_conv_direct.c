@@ -21,11 +21,14 @@
  *
  * Determinism: every gather output is computed by one thread in a fixed order (taps, then channels), whatever
  * the thread count. The weight gradient sums each thread's images (a static split of the batch) into its own
- * partial, then adds the partials in thread order: reproducible for a given thread count, while different
- * thread counts may round differently. The AVX paths use fused multiply-adds, the scalar one does not.
+ * partial, pixels in raster order, then adds the partials in thread order: reproducible for a given thread
+ * count, while different thread counts may round differently. The three paths add each output's products in
+ * the same order with fused multiply-adds (the portable loops through fmaf), so they give identical bits: a
+ * path forced for a test elsewhere in the process cannot change a training run.
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,7 +238,7 @@ typedef struct gather_row {
 
 typedef void (*gather_row_fn)(const gather_row *r);
 
-/* Scalar path: one destination pixel at a time, destination channels innermost. `acc` holds dcp floats. */
+/* Portable path: one destination pixel at a time, destination channels innermost. `acc` holds dcp floats. */
 static void gather_row_scalar(const gather_row *r, float *acc) {
     for (int64_t b = 0; b < r->cols; b++) {
         for (int64_t f = 0; f < r->dcp; f++) acc[f] = 0.0f;
@@ -244,7 +247,7 @@ static void gather_row_scalar(const gather_row *r, float *acc) {
             const float *w = r->w[t];
             for (int64_t c = 0; c < r->sc; c++) {
                 const float xv = x[c];
-                for (int64_t f = 0; f < r->dcp; f++) acc[f] += xv * w[c * r->dcp + f];
+                for (int64_t f = 0; f < r->dcp; f++) acc[f] = fmaf(xv, w[c * r->dcp + f], acc[f]);
             }
         }
         float *d = r->dst + b * r->dst_px;
@@ -559,7 +562,7 @@ static void wgrad_block_scalar(const wgrad_block *k) {
             for (int64_t f = 0; f < k->o; f++) {
                 const float gv = g[f];
                 float *part = k->part + f * k->part_row;
-                for (int64_t c = 0; c < k->cp; c++) part[c] += gv * x[c];
+                for (int64_t c = 0; c < k->cp; c++) part[c] = fmaf(gv, x[c], part[c]);
             }
         }
 }

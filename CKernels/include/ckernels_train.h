@@ -88,9 +88,9 @@ ck_status ck_col2im_nhwc_f32(const float *cols, const ck_conv_shape *shape, int 
  * Direct convolution (no im2col) of an NHWC input `[N, H, W, C]` with weight rows in OHWI order
  * `[out_channels][kernel_h·kernel_w·C]` (columns (kh, kw, c), as an im2col row), zero padding; the output is
  * `[N, OH, OW, out_channels]`. Register tiles of pixels × 16 (AVX-512) or 8 (AVX2) channels; for the 3×3
- * layers of 16–64 channels of small networks, where im2col + sgemm makes thin GEMMs. The AVX paths use fused
- * multiply-adds, so they round differently from the scalar one; every path is deterministic for a given
- * thread count (the forward and the input gradient do not depend on it at all).
+ * layers of 16–64 channels of small networks, where im2col + sgemm makes thin GEMMs. The three paths give
+ * identical bits (the same fused multiply-adds in the same order); results are deterministic for a given
+ * thread count, and the forward and the input gradient do not depend on it at all.
  */
 
 /** out (= or +=) the convolution of `input` with the weight. */

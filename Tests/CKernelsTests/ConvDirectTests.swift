@@ -173,25 +173,31 @@ extension EveryPath {
         }
     }
 
-    @Test("direct convolution: forward and input gradient do not depend on the thread count")
-    func directConvolutionThreadIndependent() throws {
-        let c = directConvCases[1]
+    @Test(
+        "direct convolution: every path gives the same bits; forward and input gradient do not depend on the thread count",
+        arguments: [directConvCases[0], directConvCases[1], directConvCases[4], directConvCases[6], directConvCases[7]])
+    func directConvolutionSameBitsEverywhere(_ c: DirectConvCase) throws {
         let g0 = c.geometry
         var rng = SeededGenerator(seed: 5)
         let (oh, ow) = c.outputSize
         let x = randomFloats(g0.batch * g0.height * g0.width * g0.channels, &rng)
         let w = randomFloats(c.outChannels * g0.kernelHeight * g0.kernelWidth * g0.channels, &rng)
         let g = randomFloats(g0.batch * oh * ow * c.outChannels, &rng)
-        var byPath: [String: (output: [Float]?, inputGradient: [Float]?)] = [:]
+        var first: (output: [Float]?, inputGradient: [Float]?)?
+        var weightGradientByThreads: [Int: [Float]] = [:]
         try forEachConfiguration { configuration in
-            let result = runDirectConvolution(c, x: x, w: w, g: g)
-            let name = configuration.path.name
-            if let first = byPath[name] {
+            let result = runDirectConvolution(c, x: x, w: w, g: g, signInput: true)
+            if let first {
                 expectEqualElements(result.output, try #require(first.output), "forward, \(configuration)")
                 expectEqualElements(
                     result.inputGradient, try #require(first.inputGradient), "dX, \(configuration)")
             } else {
-                byPath[name] = (result.output, result.inputGradient)
+                first = (result.output, result.inputGradient)
+            }
+            if let same = weightGradientByThreads[configuration.threads] {
+                expectEqualElements(result.weightGradient, same, "dW of sign(x), \(configuration)")
+            } else {
+                weightGradientByThreads[configuration.threads] = try #require(result.weightGradient)
             }
         }
     }

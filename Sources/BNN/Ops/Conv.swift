@@ -105,9 +105,12 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
 /// Measured at batch 256 on 2 threads (AVX-512), they beat im2col + sgemm on every 3×3 layer of ResNet-20 (16–64
 /// channels at 32×32 to 8×8) by 1.3–7×, the stem's weight gradient (3 → 16 channels) by 10×, and still on 3×3
 /// layers of 96 and 128 channels; at 256 channels the two are even, and with fewer than 8 vectorised channels most
-/// lanes are padding (the input gradient of a 3-channel stem ran 1.6× slower). So a pass uses them when its
-/// vectorised channels are at least 8 and neither channel count exceeds 128. A 1×1 stride-1 unpadded convolution
-/// stays on sgemm: its input is already the column matrix.
+/// lanes are padding (the input gradient of a 3-channel stem ran 1.6× slower). On the AVX2 path (against
+/// OpenBLAS's AVX2 kernels) they win up to 64 channels and lose by 1.2–1.5× at 128. So a pass uses them when its
+/// vectorised channels are at least 8 and neither channel count exceeds 128 on an AVX-512 CPU or 64 on an AVX2
+/// one; without AVX2, sgemm (which has its own vector code) stays. The choice follows the CPU, not the path in
+/// force (`BNN_ISA`, tests), and the kernels' paths give identical bits, so forcing a path changes no result.
+/// A 1×1 stride-1 unpadded convolution stays on sgemm: its input is already the column matrix.
 ///
 /// On the im2col path the full column matrix is KH·KW times the input (150 MB for a 3×3 layer of 16 channels at
 /// batch 256 on 32×32). Chunks of about `chunkBytes` of columns are built, used by the GEMM while still in cache,
@@ -130,8 +133,17 @@ struct ConvolutionPlan {
     @TaskLocal static var chunkBytesOverride: Int?
     /// Replaces `.automatic` within a task (tests and benchmarks).
     @TaskLocal static var loweringOverride: Lowering?
-    /// Fewest vectorised channels, and most channels on either side, for which the direct kernels are used.
-    static let directMinimumChannels = 8, directMaximumChannels = 128
+    /// Fewest vectorised channels for which the direct kernels are used.
+    static let directMinimumChannels = 8
+
+    /// Most channels on either side for which the direct kernels are used on this CPU (0: never).
+    static let directMaximumChannels: Int = {
+        switch ck_isa_best() {
+        case CK_ISA_AVX512: 128
+        case CK_ISA_AVX2: 64
+        default: 0
+        }
+    }()
 
     let shape: ck_conv_shape
     let outputHeight: Int, outputWidth: Int, outChannels: Int
