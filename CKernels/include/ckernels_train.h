@@ -84,6 +84,35 @@ ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const 
  */
 ck_status ck_col2im_nhwc_f32(const float *cols, const ck_conv_shape *shape, int accumulate, float *input_grad);
 
+/*
+ * Direct convolution (no im2col) of an NHWC input `[N, H, W, C]` with weight rows in OHWI order
+ * `[out_channels][kernel_h·kernel_w·C]` (columns (kh, kw, c), as an im2col row), zero padding; the output is
+ * `[N, OH, OW, out_channels]`. Register tiles of pixels × 16 (AVX-512) or 8 (AVX2) channels; for the 3×3
+ * layers of 16–64 channels of small networks, where im2col + sgemm makes thin GEMMs. The three paths give
+ * identical bits (the same fused multiply-adds in the same order); results are deterministic for a given
+ * thread count, and the forward and the input gradient do not depend on it at all.
+ */
+
+/** out (= or +=) the convolution of `input` with the weight. */
+ck_status ck_conv2d_forward_f32(const float *input, const ck_conv_shape *shape, const float *weight_rows,
+                                int64_t out_channels, int accumulate, float *out);
+
+/**
+ * input_grad (= or +=) the gradient of that convolution with respect to its input, from `grad`, the output's
+ * gradient `[N, OH, OW, out_channels]` (a transposed convolution; no product with a stride's skipped pixels).
+ */
+ck_status ck_conv2d_backward_input_f32(const float *grad, const ck_conv_shape *shape, const float *weight_rows,
+                                       int64_t out_channels, int accumulate, float *input_grad);
+
+/**
+ * weight_grad (OHWI rows as above, overwritten) = Σ over output pixels of grad ⊗ the input patch the pixel
+ * reads, of `input` or, with `sign_input`, of sign(input) (±1, +1 for 0, −0 and NaN; padding counts 0), the
+ * binary convolution's activations without materialising them. Each thread sums a fixed share of the images;
+ * the shares are added in thread order.
+ */
+ck_status ck_conv2d_backward_weight_f32(const float *input, const ck_conv_shape *shape, const float *grad,
+                                        int64_t out_channels, int sign_input, float *weight_grad);
+
 /* Pooling and shortcut ---------------------------------------------------------------------------- */
 
 /**

@@ -11,8 +11,8 @@ struct BenchTrainCommand: ParsableCommand {
         discussion: """
             Runs the trainer's own step (forward, cross-entropy, backward, SGD, indicators) on batches from the \
             background loader: warm-up steps first, then --steps timed steps. Phases are timed around the step's \
-            parts; the estimators' time is measured inside the backward, and the convolutions' backward GEMMs \
-            are replayed alone on the step's exact shapes to show their share. Data: synthetic images (random \
+            parts; the estimators' time is measured inside the backward, and the convolutions' input and weight \
+            gradients are replayed alone on the step's exact shapes to show their share. Data: synthetic images (random \
             pixels; the pipeline costs the same) unless --data is given. Figures move by 10–20 % from run to run \
             on a shared machine.
             """
@@ -94,17 +94,19 @@ struct BenchTrainCommand: ParsableCommand {
         func share(_ seconds: Double) -> String { String(format: "%5.1f %%", 100 * seconds / row.secondsPerStep) }
         let phases = row.phases.map { "\($0.name) \(share($0.seconds).trimmingCharacters(in: .whitespaces))" }
         let backward = row.seconds("backward")
-        let gemmRate = row.backwardGEMMSeconds > 0 ? row.backwardGEMMMultiplyAdds / row.backwardGEMMSeconds / 1e9 : 0
+        let convolutionRate =
+            row.backwardConvolutionSeconds > 0
+            ? row.backwardConvolutionMultiplyAdds / row.backwardConvolutionSeconds / 1e9 : 0
         return """
 
             \(row.model)\(row.estimator.map { " (\($0))" } ?? ""): \(String(format: "%.1f", row.imagesPerSecond)) images/s, \
             \(String(format: "%.3f", row.secondsPerStep)) s/step
               phases: \(phases.joined(separator: ", ")), other \(share(max(0, row.secondsPerStep - row.phases.map(\.seconds).reduce(0, +))).trimmingCharacters(in: .whitespaces))
-              inside backward (\(String(format: "%.3f", backward)) s): conv GEMMs replayed alone \
-            \(String(format: "%.3f", row.backwardGEMMSeconds)) s = \
-            \(String(format: "%.0f", 100 * row.backwardGEMMSeconds / max(backward, 1e-12))) % of backward \
-            (\(String(format: "%.1f", row.backwardGEMMMultiplyAdds / 1e9)) G multiply-adds, \
-            \(String(format: "%.0f", gemmRate)) G MAC/s), estimator \(String(format: "%.3f", row.estimatorSeconds)) s = \
+              inside backward (\(String(format: "%.3f", backward)) s): conv dX and dW replayed alone \
+            \(String(format: "%.3f", row.backwardConvolutionSeconds)) s = \
+            \(String(format: "%.0f", 100 * row.backwardConvolutionSeconds / max(backward, 1e-12))) % of backward \
+            (\(String(format: "%.1f", row.backwardConvolutionMultiplyAdds / 1e9)) G multiply-adds, \
+            \(String(format: "%.0f", convolutionRate)) G MAC/s), estimator \(String(format: "%.3f", row.estimatorSeconds)) s = \
             \(String(format: "%.1f", 100 * row.estimatorSeconds / max(backward, 1e-12))) % of backward
             """
     }
@@ -122,9 +124,9 @@ struct BenchTrainCommand: ParsableCommand {
             ("steps", String(row.steps)),
         ]
         for phase in row.phases { fields.append(("\(phase.name)_share", number(phase.seconds / row.secondsPerStep))) }
-        fields.append(("backward_gemm_share", number(row.backwardGEMMSeconds / row.secondsPerStep)))
+        fields.append(("backward_conv_share", number(row.backwardConvolutionSeconds / row.secondsPerStep)))
         fields.append(("estimator_share", number(row.estimatorSeconds / row.secondsPerStep)))
-        fields.append(("backward_gemm_multiply_adds", number(row.backwardGEMMMultiplyAdds)))
+        fields.append(("backward_conv_multiply_adds", number(row.backwardConvolutionMultiplyAdds)))
         fields.append(("isa", "\"\(Kernels.isa.name)\""))
         fields.append(("openblas_core", "\"\(Kernels.blasCore)\""))
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"

@@ -120,12 +120,14 @@ struct BinaryConvTests {
         #expect(mismatches.isEmpty, "\(mismatches.count) outputs differ; first \(mismatches.first.map { "\($0): \(got[$0]) vs \(expected[$0])" } ?? "")")
     }
 
-    @Test("1W32A forward equals the float convolution of x with α·sign(W)", arguments: cases, [false, true])
-    fileprivate func forwardRealInput(_ c: BinaryCase, chunked: Bool) throws {
+    @Test(
+        "1W32A forward equals the float convolution of x with α·sign(W), with each lowering",
+        arguments: cases, ConvolutionLowering.allCases)
+    fileprivate func forwardRealInput(_ c: BinaryCase, lowering: ConvolutionLowering) throws {
         var rng = GradCheckRandom(seed: 22)
         let x = try randomBinaryConvInput(c.inputShape, &rng)
         let w = try randomTensor(c.weightShape, &rng)
-        let y = try ConvolutionPlan.$chunkBytesOverride.withValue(chunked ? 1 : nil) {
+        let y = try lowering {
             try binaryConv2d(x, weight: w, stride: c.stride, padding: c.padding, estimator: STE(), binarizeInput: false)
         }
         let alpha = Double(naiveMeanAbs(w.scalars))
@@ -184,9 +186,11 @@ struct BinaryConvTests {
             derivative: { v in abs(v) <= 1 ? 2 - 2 * Double(abs(v)) : 0 }, seed: 32)
     }
 
-    @Test("in chunks of one image, the gradients are the same formulas", arguments: [cases[2], cases[5]])
-    fileprivate func gradientsChunked(_ c: BinaryCase) throws {
-        try ConvolutionPlan.$chunkBytesOverride.withValue(1) {
+    @Test(
+        "with each lowering, the gradients are the same formulas",
+        arguments: cases, ConvolutionLowering.allCases)
+    fileprivate func gradientsEachLowering(_ c: BinaryCase, lowering: ConvolutionLowering) throws {
+        try lowering {
             for binarizeInput in [true, false] {
                 try checkGradients(
                     c, binarizeInput: binarizeInput, estimator: STE(),

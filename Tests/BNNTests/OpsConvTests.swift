@@ -39,6 +39,37 @@ func naiveConv2d(
     return (out, [n, oh, ow, o])
 }
 
+/// The ways `ConvolutionPlan` can compute a convolution; the op tests run each, whatever the default would pick
+/// for their small shapes.
+enum ConvolutionLowering: CaseIterable, CustomTestStringConvertible, Sendable {
+    /// The direct kernels (a 1×1 stride-1 unpadded convolution stays on sgemm).
+    case direct
+    /// im2col + sgemm with all images in one chunk.
+    case im2col
+    /// im2col + sgemm with one image per chunk.
+    case im2colPerImage
+
+    var testDescription: String {
+        switch self {
+        case .direct: "direct kernels"
+        case .im2col: "im2col in one chunk"
+        case .im2colPerImage: "im2col per image"
+        }
+    }
+
+    /// Runs `body` with this lowering in force.
+    func callAsFunction<R>(_ body: () throws -> R) rethrows -> R {
+        switch self {
+        case .direct: try ConvolutionPlan.$loweringOverride.withValue(.direct, operation: body)
+        case .im2col: try ConvolutionPlan.$loweringOverride.withValue(.im2col, operation: body)
+        case .im2colPerImage:
+            try ConvolutionPlan.$loweringOverride.withValue(.im2col) {
+                try ConvolutionPlan.$chunkBytesOverride.withValue(1, operation: body)
+            }
+        }
+    }
+}
+
 @Suite("Ops: conv2d")
 struct OpsConvTests {
     struct Case: CustomTestStringConvertible, Sendable {
@@ -58,9 +89,11 @@ struct OpsConvTests {
         Case(input: [3, 5, 4, 1], outChannels: 1, kernel: (2, 3), stride: 1, padding: 0, bias: true),
     ]
 
-    @Test("forward equals a direct convolution, in one chunk or one image per chunk", arguments: cases, [false, true])
-    func forward(_ c: Case, chunked: Bool) throws {
-        try ConvolutionPlan.$chunkBytesOverride.withValue(chunked ? 1 : nil) { try forwardCase(c) }
+    @Test(
+        "forward equals a naive convolution, with each lowering",
+        arguments: cases, ConvolutionLowering.allCases)
+    func forward(_ c: Case, lowering: ConvolutionLowering) throws {
+        try lowering { try forwardCase(c) }
     }
 
     private func forwardCase(_ c: Case) throws {
@@ -75,10 +108,10 @@ struct OpsConvTests {
     }
 
     @Test(
-        "input, weight and bias gradients match finite differences, in one chunk or one image per chunk",
-        arguments: cases, [false, true])
-    func gradients(_ c: Case, chunked: Bool) throws {
-        try ConvolutionPlan.$chunkBytesOverride.withValue(chunked ? 1 : nil) { try gradientCase(c) }
+        "input, weight and bias gradients match finite differences, with each lowering",
+        arguments: cases, ConvolutionLowering.allCases)
+    func gradients(_ c: Case, lowering: ConvolutionLowering) throws {
+        try lowering { try gradientCase(c) }
     }
 
     private func gradientCase(_ c: Case) throws {

@@ -360,12 +360,13 @@ struct TrainingEvaluationTests {
 
 @Suite("Training: benchmark plumbing")
 struct TrainingBenchmarkTests {
-    @Test("the replayed backward GEMMs follow ResNet-20's convolutions; a tiny measurement yields consistent figures")
+    @Test("the replayed convolution gradients follow ResNet-20's convolutions; a tiny measurement yields consistent figures")
     func plumbing() throws {
         let model = try ResNet20(variant: .binary, estimator: ReSTE(), seed: 1)
         let shapes = TrainingBenchmark.convolutionShapes(of: model, batch: 4)
         #expect(shapes.count == 19)
-        #expect(shapes[0].input == [4, 32, 32, 3] && !shapes[0].inputNeedsGradient)
+        #expect(shapes[0].input == [4, 32, 32, 3] && !shapes[0].inputNeedsGradient && !shapes[0].binaryInput)
+        #expect(shapes[1...].allSatisfy { $0.inputNeedsGradient && $0.binaryInput })
         #expect(shapes[7].input == [4, 32, 32, 16] && shapes[7].stride == 2 && shapes[7].weight == [32, 16, 3, 3])
         #expect(shapes[8].input == [4, 16, 16, 32])
         #expect(shapes[13].input == [4, 16, 16, 32] && shapes[13].stride == 2)
@@ -377,7 +378,7 @@ struct TrainingBenchmarkTests {
             let product = Double(shape.input[0] * out * out) * Double(shape.weight[1] * 9) * Double(shape.weight[0])
             expected += product * (shape.inputNeedsGradient ? 2 : 1)
         }
-        let replay = try BackwardGEMMReplay(model: model, batch: 4)
+        let replay = try BackwardConvolutionReplay(model: model, batch: 4)
         #expect(replay.multiplyAdds == expected)
         #expect(try replay.run() >= 0)
 

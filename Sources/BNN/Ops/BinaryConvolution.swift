@@ -9,7 +9,8 @@ import CKernels
 /// float with α·sign(W).
 ///
 /// Backward, with G the result's gradient, Xb = sign(x) (1W1A) or x, Wb = α·sign(W):
-/// dL/dXb = col2im(G·Wb) and dL/dWb = Gᵀ·im2col(Xb) (float GEMMs); dL/dx = `estimator` applied to dL/dXb at x
+/// dL/dXb = col2im(G·Wb) and dL/dWb = Gᵀ·im2col(Xb) (float convolutions, direct or through im2col as
+/// `ConvolutionPlan` chooses); dL/dx = `estimator` applied to dL/dXb at x
 /// (1W1A) or dL/dXb itself (1W32A); dL/dW = α·r'(W)⊙dL/dWb + sign(W)/N·Σ(dL/dWb⊙sign(W)), the second term being
 /// the gradient through α (RESTE.md §1). The estimator is the value passed here, as it was at the forward.
 public func binaryConv2d(
@@ -54,18 +55,13 @@ public func binaryConv2d(
 
     result.record(operation, inputs: [x, weight]) { gradient in
         let weightRows = try binaryWeightRows ?? scaledSignRows(weight, alpha: alpha, plan: plan)
-        // What im2col reads for dL/dWb: sign(x) as ±1 floats in 1W1A (only needed for the weight gradient).
-        var columnsSource = x
-        if binarizeInput && weight.requiresGrad {
-            columnsSource = Tensor(uninitializedShape: x.shape)
-            try check(ck_sign_f32(x.pointer, Int64(x.count), 1, 0, columnsSource.pointer), "\(plan.context) backward")
-        }
+        // dL/dWb reads sign(x) in 1W1A: the plan takes the signs as it reads x.
         let binaryWeightGradient = weight.requiresGrad ? Tensor(uninitializedShape: [outChannels, plan.depth]) : nil
 
         if x.requiresGrad && binarizeInput {
             let binaryInputGradient = Tensor(uninitializedShape: x.shape)
             try plan.backward(
-                input: columnsSource.pointer, weightRows: weightRows.pointer, gradient: gradient.pointer,
+                input: x.pointer, signInput: true, weightRows: weightRows.pointer, gradient: gradient.pointer,
                 weightGradient: binaryWeightGradient?.pointer, inputGradient: binaryInputGradient.pointer,
                 accumulateInput: false)
             x.accumulateGradient { buffer, accumulate in
@@ -76,13 +72,13 @@ public func binaryConv2d(
         } else if x.requiresGrad {
             try x.accumulateGradient { buffer, accumulate in
                 try plan.backward(
-                    input: columnsSource.pointer, weightRows: weightRows.pointer, gradient: gradient.pointer,
+                    input: x.pointer, weightRows: weightRows.pointer, gradient: gradient.pointer,
                     weightGradient: binaryWeightGradient?.pointer, inputGradient: buffer.baseAddress!,
                     accumulateInput: accumulate)
             }
         } else {
             try plan.backward(
-                input: columnsSource.pointer, weightRows: weightRows.pointer, gradient: gradient.pointer,
+                input: x.pointer, signInput: binarizeInput, weightRows: weightRows.pointer, gradient: gradient.pointer,
                 weightGradient: binaryWeightGradient?.pointer, inputGradient: nil, accumulateInput: false)
         }
 
@@ -90,7 +86,6 @@ public func binaryConv2d(
             try latentWeightGradient(
                 binaryWeightGradient, weight: weight, alpha: alpha, estimator: estimator, plan: plan)
         }
-        withExtendedLifetime(columnsSource) {}
     }
     return result
 }

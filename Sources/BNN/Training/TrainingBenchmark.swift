@@ -3,8 +3,9 @@ import CKernels
 /// Measures training throughput of ResNet-20 (`bnn bench train`): the trainer's own step (forward,
 /// cross-entropy, backward, SGD, indicators) on real batches from the background loader, with the time of each
 /// phase. Besides the phases timed around the step, two parts of the backward are measured: the estimators'
-/// passes (each wrapped in a timer) and the float GEMMs of the convolutions' backward, replayed alone on the
-/// step's exact shapes and chunking (timing them inside the op would need a hook in the op itself).
+/// passes (each wrapped in a timer) and the convolutions' input and weight gradients, replayed alone through the
+/// same `ConvolutionPlan` on the step's exact shapes (timing them inside the op would need a hook in the op
+/// itself).
 public enum TrainingBenchmark {
     /// One measured configuration.
     public struct Row: Sendable {
@@ -26,10 +27,10 @@ public enum TrainingBenchmark {
         public var phases: [(name: String, seconds: Double)]
         /// Seconds per step inside the estimators (part of the backward).
         public var estimatorSeconds: Double
-        /// Seconds per step of the convolutions' backward GEMMs replayed alone (part of the backward).
-        public var backwardGEMMSeconds: Double
-        /// Multiply-adds of those GEMMs per step.
-        public var backwardGEMMMultiplyAdds: Double
+        /// Seconds per step of the convolutions' input and weight gradients replayed alone (part of the backward).
+        public var backwardConvolutionSeconds: Double
+        /// Multiply-adds of those gradients per step.
+        public var backwardConvolutionMultiplyAdds: Double
 
         /// Seconds per step of a phase by name (0 if unknown).
         public func seconds(_ phase: String) -> Double { phases.first { $0.name == phase }?.seconds ?? 0 }
@@ -67,9 +68,9 @@ public enum TrainingBenchmark {
             indicatorPower: 3)
         let batches = try CIFAR10Batches.training(data, batchSize: batchSize, seed: seed)
 
-        // The GEMM replay runs between the timed steps (outside their time), so that both see the same load
-        // on a shared machine.
-        let replay = try BackwardGEMMReplay(model: model, batch: min(batchSize, data.count))
+        // The replay runs between the timed steps (outside their time), so that both see the same load on a
+        // shared machine.
+        let replay = try BackwardConvolutionReplay(model: model, batch: min(batchSize, data.count))
         let times = StepPhaseTimes()
         var epoch = 0
         var iterator = PrefetchingSequence(batches.batches(epoch: epoch), prefetch: 2).makeIterator()
@@ -112,8 +113,8 @@ public enum TrainingBenchmark {
                 ("backward", times.backward * perStep), ("optimizer", times.optimizer * perStep),
                 ("indicators", times.indicators * perStep),
             ],
-            estimatorSeconds: estimatorSeconds * perStep, backwardGEMMSeconds: replaySeconds * perStep,
-            backwardGEMMMultiplyAdds: replay.multiplyAdds)
+            estimatorSeconds: estimatorSeconds * perStep, backwardConvolutionSeconds: replaySeconds * perStep,
+            backwardConvolutionMultiplyAdds: replay.multiplyAdds)
     }
 
     /// Synthetic CIFAR-shaped data (random pixels and labels): the pipeline costs the same as on real images.
@@ -126,7 +127,7 @@ public enum TrainingBenchmark {
         return CIFAR10Split(images: pixels, labels: labels)!
     }
 
-    // MARK: Backward GEMM replay
+    // MARK: Backward convolution replay
 
     /// One convolution of the network as the backward sees it.
     struct ConvolutionShape {
@@ -136,15 +137,19 @@ public enum TrainingBenchmark {
         var padding: Int
         /// False for the stem, whose input (the images) needs no gradient: only dW is computed there.
         var inputNeedsGradient: Bool
+        /// A 1W1A convolution: its weight gradient reads sign(input).
+        var binaryInput: Bool
     }
 
     /// The convolutions of ResNet-20 in forward order, with their input shapes for 32×32 images.
     static func convolutionShapes(of model: ResNet20, batch: Int) -> [ConvolutionShape] {
-        func geometry(_ module: Module) -> (weight: [Int], stride: Int, padding: Int)? {
+        func geometry(_ module: Module) -> (weight: [Int], stride: Int, padding: Int, binaryInput: Bool)? {
             if let convolution = module as? BinaryConv2d {
-                return (convolution.weight.shape, convolution.stride, convolution.padding)
+                return (convolution.weight.shape, convolution.stride, convolution.padding, convolution.binarizeInput)
             }
-            if let convolution = module as? Conv2d { return (convolution.weight.shape, convolution.stride, convolution.padding) }
+            if let convolution = module as? Conv2d {
+                return (convolution.weight.shape, convolution.stride, convolution.padding, false)
+            }
             return nil
         }
         var shapes: [ConvolutionShape] = []
@@ -152,13 +157,13 @@ public enum TrainingBenchmark {
         let stem = model.conv1
         shapes.append(ConvolutionShape(
             input: [batch, size, size, stem.weight.shape[1]], weight: stem.weight.shape, stride: stem.stride,
-            padding: stem.padding, inputNeedsGradient: false))
+            padding: stem.padding, inputNeedsGradient: false, binaryInput: false))
         for block in model.layer1 + model.layer2 + model.layer3 {
             for module in [block.conv1, block.conv2] {
-                guard let (weight, stride, padding) = geometry(module) else { continue }
+                guard let (weight, stride, padding, binaryInput) = geometry(module) else { continue }
                 shapes.append(ConvolutionShape(
                     input: [batch, size, size, weight[1]], weight: weight, stride: stride, padding: padding,
-                    inputNeedsGradient: true))
+                    inputNeedsGradient: true, binaryInput: binaryInput))
                 size = (size + 2 * padding - weight[2]) / stride + 1
             }
         }
@@ -166,14 +171,14 @@ public enum TrainingBenchmark {
     }
 }
 
-/// The float GEMMs of one step's convolution backward, issued exactly as `ConvolutionPlan.backward` issues them
-/// (same chunks, transposes and leading dimensions) on buffers of the same sizes, without the im2col, col2im
-/// and estimator work around them.
-struct BackwardGEMMReplay {
+/// The input and weight gradients of one step's convolutions, computed by `ConvolutionPlan.backward` as the ops
+/// compute them (same kernels or GEMMs, chunks and leading dimensions) on buffers of the same sizes, without the
+/// estimator and weight-transform work around them.
+struct BackwardConvolutionReplay {
     private struct Layer {
         let plan: ConvolutionPlan
-        let gradient: Tensor, columns: Tensor, weightRows: Tensor, weightGradient: Tensor, columnGradient: Tensor
-        let inputNeedsGradient: Bool
+        let input: Tensor, gradient: Tensor, weightRows: Tensor, weightGradient: Tensor, inputGradient: Tensor?
+        let binaryInput: Bool
     }
 
     private let layers: [Layer]
@@ -189,17 +194,17 @@ struct BackwardGEMMReplay {
                 padding: shape.padding, operation: "bench")
             let plan = ConvolutionPlan(
                 shape: geometry.shape, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
-                outChannels: shape.weight[0], context: "bench backward GEMM replay")
-            let columnRows = plan.direct ? plan.rows : plan.imagesPerChunk * plan.rowsPerImage
-            // Small non-zero values: the GEMM must neither skip zeros nor meet denormals.
+                outChannels: shape.weight[0], context: "bench backward replay")
+            // Small non-zero values of both signs: the kernels must neither skip zeros nor meet denormals.
+            let inputCount = shape.input.reduce(1, *)
             layers.append(Layer(
                 plan: plan,
+                input: try Tensor(shape: shape.input, data: (0..<inputCount).map { $0 % 3 == 0 ? -0.02 : 0.02 }),
                 gradient: try Tensor(shape: [plan.rows, plan.outChannels], repeating: 0.01),
-                columns: try Tensor(shape: [columnRows, plan.depth], repeating: 0.02),
                 weightRows: try Tensor(shape: [plan.outChannels, plan.depth], repeating: 0.03),
                 weightGradient: try Tensor(shape: [plan.outChannels, plan.depth], repeating: 0),
-                columnGradient: try Tensor(shape: [columnRows, plan.depth], repeating: 0),
-                inputNeedsGradient: shape.inputNeedsGradient))
+                inputGradient: shape.inputNeedsGradient ? try Tensor(shape: shape.input, repeating: 0) : nil,
+                binaryInput: shape.binaryInput))
             let product = Double(plan.rows) * Double(plan.depth) * Double(plan.outChannels)
             multiplyAdds += product * (shape.inputNeedsGradient ? 2 : 1)
         }
@@ -207,26 +212,14 @@ struct BackwardGEMMReplay {
         self.multiplyAdds = multiplyAdds
     }
 
-    /// Runs the GEMMs once; returns the seconds taken.
+    /// Runs the gradients once; returns the seconds taken.
     func run() throws -> Double {
         let start = TrainingProgress.monotonicSeconds()
         for layer in layers {
-            let plan = layer.plan
-            let chunk = plan.direct ? plan.batch : plan.imagesPerChunk
-            for first in stride(from: 0, to: plan.batch, by: chunk) {
-                let rows = min(chunk, plan.batch - first) * plan.rowsPerImage
-                let g = layer.gradient.pointer + first * plan.rowsPerImage * plan.outChannels
-                try sgemm(
-                    transposeA: true, transposeB: false, m: plan.outChannels, n: plan.depth, k: rows, a: g,
-                    lda: plan.outChannels, b: layer.columns.pointer, ldb: plan.depth, beta: first == 0 ? 0 : 1,
-                    c: layer.weightGradient.pointer, ldc: plan.depth, "bench replay dW")
-                if layer.inputNeedsGradient {
-                    try sgemm(
-                        transposeA: false, transposeB: false, m: rows, n: plan.depth, k: plan.outChannels, a: g,
-                        lda: plan.outChannels, b: layer.weightRows.pointer, ldb: plan.depth, beta: 0,
-                        c: layer.columnGradient.pointer, ldc: plan.depth, "bench replay dX")
-                }
-            }
+            try layer.plan.backward(
+                input: layer.input.pointer, signInput: layer.binaryInput, weightRows: layer.weightRows.pointer,
+                gradient: layer.gradient.pointer, weightGradient: layer.weightGradient.pointer,
+                inputGradient: layer.inputGradient?.pointer, accumulateInput: false)
         }
         return TrainingProgress.monotonicSeconds() - start
     }
