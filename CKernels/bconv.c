@@ -69,6 +69,15 @@ static inline void put_tap(const ck_bconv_weights *w, uint64_t *patch, int64_t a
 /* The patch rows are gathered (C not a multiple of 64) rather than read in place. */
 static inline int gathered(const ck_bconv_weights *w) { return w->channels % 64 != 0; }
 
+/* Segments with C < 64 are gathered as "row words": for each zero-padded input row y and word i of a kernel-row
+ * run, the ow words that output columns 0..ow−1 would read there, at [(n·hp + y)·run_words + i]·ow + ox. Kernel row
+ * a of output pixel (oy, ox) is then row oy·stride + a, so a patch row is kh·run_words runs of one word, ow words
+ * apart, starting at [(n·hp + oy·stride)·run_words]·ow + ox — each input row is gathered once, not once per kernel
+ * row. Each input pixel is one word, so a run word is a few input words shifted by amounts fixed per layer, and
+ * consecutive output columns go to consecutive words (vector stores). Other gathered layouts build patch rows from
+ * compact bit strings of the input rows. */
+static inline int by_row_words(const ck_bconv_weights *w) { return w->channels < 64 && w->row_bits % 64 == 0; }
+
 static ck_status create(const uint64_t *ohwi_bits, int64_t o, int64_t c, int64_t kh, int64_t kw,
                         ck_bconv_weights **out) {
     const int64_t taps = kh * kw, cw = ck_words(c);
@@ -246,7 +255,7 @@ static void pad_rows(const uint64_t *input, const ck_conv_shape *s, uint64_t *pa
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "popcount_avx512.h"
 
 /* transform_block with AVX-512 intrinsics: the same operations in the same order, 16 channels per step, the
  * sign bits from one compare mask. Used on the AVX-512 path, where the per-pixel cost of the generic loops
@@ -310,6 +319,110 @@ transform_block_avx512(const ck_bconv_weights *w, const ck_output_transform *t, 
     default: transform_chunks(4, w, t, prescale, oh, ow, s, p0, pixels, o0, nc, dot, ldd); break;
     }
 }
+
+/* Largest patch, in words, the fused kernel below takes in one pass: a 16-column weight panel of that many
+ * words (16 KiB) stays in L1. Longer patches go through ck_bgemm_dot_block, which splits them. */
+enum { FUSED_MAX_WORDS = 128 };
+
+/* Exact zero padding in registers: acc (16 channels, `sums` = the tap sums of its first channel) minus the tap
+ * sums of the taps of the window at (y0, x0) that fall in the padding. */
+static inline __attribute__((always_inline, target("avx512f"))) __m512i
+correct_border_avx512(const ck_bconv_weights *w, const ck_conv_shape *s, int64_t y0, int64_t x0, const int32_t *sums,
+                      __mmask16 mask, __m512i acc) {
+    const int64_t kh = w->kernel_h, kw = w->kernel_w, o = w->out_channels;
+    for (int64_t a = 0; a < kh; a++) {
+        const int row_out = y0 + a < 0 || y0 + a >= s->height;
+        for (int64_t b = 0; b < kw; b++) {
+            if (!row_out && x0 + b >= 0 && x0 + b < s->width) continue;
+            acc = _mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(mask, sums + (a * kw + b) * o));
+        }
+    }
+    return acc;
+}
+
+/* Popcounts and output transform fused (AVX-512): for each tile of CK_AVX512_MR output pixels, the popcounts of
+ * every 16-channel panel of the block come back in registers and are corrected, transformed and stored from
+ * there — no round trip through a dot-product tile, and the output bits of a pixel leave as one word. The
+ * transform is transform_chunks', operation for operation, so both give the same floats. */
+static inline __attribute__((always_inline, target("avx512f,avx512vpopcntdq"))) void
+fused_chunks(const int chunks, const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
+             int64_t oh, int64_t ow, const ck_conv_shape *s, const uint64_t *const *rows, const ck_row_segments *seg,
+             int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t k) {
+    enum { MR = CK_AVX512_MR };
+    const int64_t o = w->out_channels, ow_words = ck_words(o), panel_words = w->gemm.kw * CK_NR;
+    const int64_t kh = w->kernel_h, kw = w->kernel_w;
+    __m512 pre[CHANNEL_BLOCK / 16], scale[CHANNEL_BLOCK / 16], bias[CHANNEL_BLOCK / 16];
+    __mmask16 mask[CHANNEL_BLOCK / 16];
+    for (int j = 0; j < chunks; j++) {
+        const int64_t left = nc - 16 * j;
+        mask[j] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        pre[j] = prescale != NULL ? _mm512_maskz_loadu_ps(mask[j], prescale + o0 + 16 * j) : _mm512_set1_ps(1.0f);
+        scale[j] = t->scale != NULL ? _mm512_maskz_loadu_ps(mask[j], t->scale + o0 + 16 * j) : _mm512_set1_ps(1.0f);
+        bias[j] = t->bias != NULL ? _mm512_maskz_loadu_ps(mask[j], t->bias + o0 + 16 * j) : _mm512_setzero_ps();
+    }
+    const __m512 floor_before = _mm512_set1_ps((t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
+    const __m512 floor_after = _mm512_set1_ps((t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i kv = _mm512_set1_epi32(k);
+    const int want_float = t->out != NULL || t->out_bits != NULL;
+    int64_t oy = (p0 / ow) % oh, ox = p0 % ow;
+    for (int64_t i0 = 0; i0 < pixels; i0 += MR) {
+        const int height = pixels - i0 < MR ? (int)(pixels - i0) : MR;
+        /* Rows past the end repeat the last row: valid memory, results dropped. */
+        const uint64_t *a[MR];
+        int64_t y0[MR], x0[MR];
+        int border[MR];
+        for (int i = 0; i < MR; i++) {
+            a[i] = rows[i0 + (i < height ? i : height - 1)];
+            y0[i] = oy * s->stride_h - s->pad_h;
+            x0[i] = ox * s->stride_w - s->pad_w;
+            border[i] = y0[i] < 0 || x0[i] < 0 || y0[i] + kh > s->height || x0[i] + kw > s->width;
+            if (++ox == ow) {
+                ox = 0;
+                oy = oy + 1 == oh ? 0 : oy + 1;
+            }
+        }
+        uint64_t bits[MR] = {0};
+        for (int j = 0; j < chunks; j++) {
+            __m512i x[MR];
+            ck_popcount_rows_avx512(MR, seg, a, w->gemm.data + (o0 / CK_NR + j) * panel_words, x);
+            /* Unrolled, so that x[i] and bits[i] stay in registers. */
+#pragma clang loop unroll(full)
+            for (int i = 0; i < MR; i++) {
+                if (i >= height) continue;
+                const int64_t at = (p0 + i0 + i) * o + o0 + 16 * j; /* element (pixel, first channel of chunk) */
+                __m512i acc = _mm512_sub_epi32(kv, _mm512_slli_epi32(x[i], 1));
+                if (border[i]) acc = correct_border_avx512(w, s, y0[i], x0[i], w->tap_sum + o0 + 16 * j, mask[j], acc);
+                if (t->out_int != NULL) _mm512_mask_storeu_epi32(t->out_int + at, mask[j], acc);
+                if (!want_float) continue;
+                const __m512 v = _mm512_max_ps(floor_before, _mm512_mul_ps(_mm512_cvtepi32_ps(acc), pre[j]));
+                __m512 u = _mm512_add_ps(_mm512_mul_ps(v, scale[j]), bias[j]);
+                u = _mm512_add_ps(u, t->residual != NULL ? _mm512_maskz_loadu_ps(mask[j], t->residual + at) : zero);
+                u = _mm512_max_ps(floor_after, u);
+                if (t->out != NULL) _mm512_mask_storeu_ps(t->out + at, mask[j], u);
+                bits[i] |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[j], u, zero, _CMP_LT_OQ) << (16 * j);
+            }
+        }
+        if (t->out_bits != NULL)
+#pragma clang loop unroll(full)
+            for (int i = 0; i < MR; i++)
+                if (i < height) t->out_bits[(p0 + i0 + i) * ow_words + o0 / 64] = bits[i];
+    }
+}
+
+/* Output pixels [p0, p0 + pixels) (patch rows rows[0..pixels)), channels [o0, o0 + nc): fused_chunks with the
+ * number of 16-channel panels a constant in each instance. */
+__attribute__((target("avx512f,avx512vpopcntdq"))) static void
+fused_block_avx512(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale, int64_t oh,
+                   int64_t ow, const ck_conv_shape *s, const uint64_t *const *rows, const ck_row_segments *seg,
+                   int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t k) {
+    switch ((nc + 15) / 16) {
+    case 1: fused_chunks(1, w, t, prescale, oh, ow, s, rows, seg, p0, pixels, o0, nc, k); break;
+    case 2: fused_chunks(2, w, t, prescale, oh, ow, s, rows, seg, p0, pixels, o0, nc, k); break;
+    case 3: fused_chunks(3, w, t, prescale, oh, ow, s, rows, seg, p0, pixels, o0, nc, k); break;
+    default: fused_chunks(4, w, t, prescale, oh, ow, s, rows, seg, p0, pixels, o0, nc, k); break;
+    }
+}
 #endif
 
 /* Bit layout, first step: each zero-padded input row as one compact bit string, pixel x holding bits
@@ -326,7 +439,25 @@ static void stream_rows(const uint64_t *input, const ck_conv_shape *s, uint64_t 
         memset(dst, 0, (size_t)sw * sizeof(uint64_t));
         if (y < 0 || y >= s->height) continue;
         const uint64_t *line = input + (n * s->height + y) * s->width * cw;
-        for (int64_t x = 0; x < s->width; x++) put_bits(dst, (x + s->pad_w) * c, line + x * cw, c);
+        if (cw > 1) {
+            for (int64_t x = 0; x < s->width; x++) put_bits(dst, (x + s->pad_w) * c, line + x * cw, c);
+            continue;
+        }
+        /* One word per pixel (C < 64): bits gather in a register and leave as whole words. */
+        const uint64_t keep = low_mask(c);
+        uint64_t *d = dst + ((s->pad_w * c) >> 6), word = 0;
+        int64_t fill = (s->pad_w * c) & 63; /* bits of `word` already placed (the ones below are padding) */
+        for (int64_t x = 0; x < s->width; x++) {
+            const uint64_t v = line[x] & keep;
+            word |= v << fill;
+            fill += c;
+            if (fill >= 64) {
+                *d++ = word;
+                fill -= 64;
+                word = fill > 0 ? v >> (c - fill) : 0; /* the bits of v that did not fit */
+            }
+        }
+        if (fill > 0) *d = word;
     }
 }
 
@@ -367,29 +498,138 @@ static void gather_patch_rows(const uint64_t *streams, const ck_conv_shape *s, c
         for (int64_t a = 0; a < kh; a++) {
             const uint64_t *row = streams + (n * hp + oy * s->stride_h + a) * sw;
             uint64_t *dst = first + a * run_words;
+            /* Word i of the run is bits [offset + 64·i, offset + 64·i + 64) of the row, without a branch on
+             * shift = 0: (next << 1) << (63 − shift) is 0 then, where next << (64 − shift) would be undefined. */
             if (run_words == 1) {
                 for (int64_t ox = 0, offset = 0; ox < ow; ox++, offset += step, dst += words) {
                     const uint64_t *src = row + (offset >> 6);
                     const int64_t shift = offset & 63;
-                    const uint64_t v = shift == 0 ? src[0] : (src[0] >> shift) | (src[1] << (64 - shift));
-                    dst[0] = v & last_mask;
+                    dst[0] = ((src[0] >> shift) | ((src[1] << 1) << (63 - shift))) & last_mask;
                 }
                 continue;
             }
             for (int64_t ox = 0, offset = 0; ox < ow; ox++, offset += step, dst += words) {
                 const uint64_t *src = row + (offset >> 6);
                 const int64_t shift = offset & 63;
-                for (int64_t i = 0; i < run_words; i++) {
-                    const uint64_t v = shift == 0 ? src[i] : (src[i] >> shift) | (src[i + 1] << (64 - shift));
-                    dst[i] = i == run_words - 1 ? v & last_mask : v;
-                }
+                for (int64_t i = 0; i < run_words; i++) dst[i] = (src[i] >> shift) | ((src[i + 1] << 1) << (63 - shift));
+                dst[run_words - 1] &= last_mask;
             }
         }
     }
 }
 
+/* Where tap b of a kernel row lands in word i of its run (C < 64, one input word per pixel): the input word is
+ * shifted left by `shift` (right by −shift if negative); 0 if the tap has no bit in that word. */
+static inline int tap_in_word(int64_t c, int64_t b, int64_t i, int64_t *shift) {
+    *shift = b * c - 64 * i;
+    return *shift < 64 && *shift + c > 0;
+}
+
+/* The row words (see by_row_words) of padded input rows [r0, r1) of batch·hp. Taps in the padding contribute zeros. */
+static void gather_row_words(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w, int64_t ow,
+                             uint64_t *out, int64_t r0, int64_t r1) {
+    const int64_t c = s->channels, kw = s->kernel_w, run_words = w->row_bits / 64, hp = s->height + 2 * s->pad_h;
+    const uint64_t keep = low_mask(c);
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t n = r / hp, y = r % hp - s->pad_h;
+        uint64_t *dst = out + r * run_words * ow;
+        if (y < 0 || y >= s->height) {
+            memset(dst, 0, (size_t)(run_words * ow) * sizeof(uint64_t));
+            continue;
+        }
+        const uint64_t *line = input + (n * s->height + y) * s->width;
+        for (int64_t i = 0; i < run_words; i++, dst += ow) {
+            for (int64_t ox = 0; ox < ow; ox++) {
+                uint64_t word = 0;
+                for (int64_t b = 0; b < kw; b++) {
+                    const int64_t ix = ox * s->stride_w - s->pad_w + b;
+                    int64_t shift;
+                    if (!tap_in_word(c, b, i, &shift) || ix < 0 || ix >= s->width) continue;
+                    const uint64_t v = line[ix] & keep;
+                    word |= shift >= 0 ? v << shift : v >> -shift;
+                }
+                dst[ox] = word;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+/* Bits [lo, hi) of an 8-lane mask (empty if hi ≤ lo), clipped to 0..8. */
+static inline __mmask8 lane_range(int64_t lo, int64_t hi) {
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 8 ? 8 : hi;
+    return hi <= lo ? 0 : (__mmask8)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* gather_row_words with AVX-512: 8 consecutive output columns per vector, each tap one masked load (lanes whose
+ * input pixel lies in the padding read nothing and stay 0) — contiguous for stride 1, 16 words of which the even
+ * ones are kept for stride 2, a hardware gather otherwise. Same words as gather_row_words. */
+__attribute__((target("avx512f"))) static void
+gather_row_words_avx512(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w, int64_t ow,
+                        uint64_t *out, int64_t r0, int64_t r1) {
+    const int64_t c = s->channels, kw = s->kernel_w, run_words = w->row_bits / 64, hp = s->height + 2 * s->pad_h;
+    const int64_t sw = s->stride_w, width = s->width;
+    const __m512i keep = _mm512_set1_epi64((long long)low_mask(c));
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t n = r / hp, y = r % hp - s->pad_h;
+        uint64_t *dst = out + r * run_words * ow;
+        if (y < 0 || y >= s->height) {
+            memset(dst, 0, (size_t)(run_words * ow) * sizeof(uint64_t));
+            continue;
+        }
+        /* Addressed through integers: lanes left of the row are masked off, but a pointer to them could lie before
+         * the buffer. */
+        const uintptr_t line = (uintptr_t)(input + (n * s->height + y) * width);
+        for (int64_t i = 0; i < run_words; i++, dst += ow) {
+            for (int64_t ox0 = 0; ox0 < ow; ox0 += 8) {
+                const __mmask8 lanes = lane_range(0, ow - ox0);
+                __m512i word = _mm512_setzero_si512();
+                for (int64_t b = 0; b < kw; b++) {
+                    int64_t shift;
+                    if (!tap_in_word(c, b, i, &shift)) continue;
+                    /* Lane q reads input pixel ix0 + q·sw, inside the row for q in [q_lo, q_hi). */
+                    const int64_t ix0 = ox0 * sw - s->pad_w + b;
+                    const uintptr_t at = line + (uintptr_t)(ix0 * (int64_t)sizeof(uint64_t));
+                    __m512i v;
+                    if (sw == 1) {
+                        v = _mm512_maskz_loadu_epi64(lanes & lane_range(-ix0, width - ix0), (const void *)at);
+                    } else if (sw == 2) {
+                        const int64_t q_lo = ix0 >= 0 ? 0 : (1 - ix0) >> 1;
+                        const int64_t q_hi = ix0 >= width ? 0 : ((width - 1 - ix0) >> 1) + 1;
+                        /* Words 2q of the 16 from ix0, for the valid lanes q only. */
+                        unsigned words = lanes & lane_range(q_lo, q_hi);
+                        words = (words | words << 4) & 0x0f0f;
+                        words = (words | words << 2) & 0x3333;
+                        words = (words | words << 1) & 0x5555;
+                        const __m512i lo = _mm512_maskz_loadu_epi64((__mmask8)words, (const void *)at);
+                        const __m512i hi = _mm512_maskz_loadu_epi64((__mmask8)(words >> 8), (const void *)(at + 64));
+                        v = _mm512_permutex2var_epi64(lo, even, hi);
+                    } else {
+                        const int64_t q_lo = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+                        const int64_t q_hi = ix0 >= width ? 0 : (width - 1 - ix0) / sw + 1;
+                        const __m512i index =
+                            _mm512_add_epi64(_mm512_set1_epi64(ix0), _mm512_mul_epu32(lane, _mm512_set1_epi64(sw)));
+                        v = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), lanes & lane_range(q_lo, q_hi), index,
+                                                        (const void *)line, 8);
+                    }
+                    v = _mm512_and_si512(v, keep);
+                    v = shift >= 0 ? _mm512_sll_epi64(v, _mm_cvtsi64_si128(shift))
+                                   : _mm512_srl_epi64(v, _mm_cvtsi64_si128(-shift));
+                    word = _mm512_or_si512(word, v);
+                }
+                _mm512_mask_storeu_epi64(dst + ox0, lanes, word);
+            }
+        }
+    }
+}
+#endif
+
 /* Workspace layout: [source rows: padded input or patches][per thread: dot tile, row pointers]. */
 static size_t source_words(const ck_conv_shape *s, const ck_bconv_weights *w, int64_t oh, int64_t ow) {
+    if (by_row_words(w)) return (size_t)(s->batch * (s->height + 2 * s->pad_h) * (w->row_bits / 64) * ow);
     if (gathered(w))
         return (size_t)(s->batch * oh * ow * w->patch_words +
                         s->batch * (s->height + 2 * s->pad_h) * stream_words(s));
@@ -423,8 +663,9 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
     const int64_t hp = s->height + 2 * s->pad_h, wp = s->width + 2 * s->pad_w;
     const int direct = !gathered(w) && s->pad_h == 0 && s->pad_w == 0;
     const uint64_t *base = direct ? input : source;
-    const ck_row_segments seg = gathered(w) ? (ck_row_segments){1, w->patch_words, 0}
-                                             : (ck_row_segments){s->kernel_h, s->kernel_w * cw, wp * cw};
+    const ck_row_segments seg = by_row_words(w)  ? (ck_row_segments){w->patch_words, 1, ow}
+                                : gathered(w) ? (ck_row_segments){1, w->patch_words, 0}
+                                              : (ck_row_segments){s->kernel_h, s->kernel_w * cw, wp * cw};
     const int64_t pixel_blocks = (pixels + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     const int64_t channel_blocks = (o + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
     const int64_t tasks = pixel_blocks * channel_blocks;
@@ -437,7 +678,15 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
         /* The team may be smaller than asked (a nested region runs with one thread). */
         const int me = threads > 1 ? omp_get_thread_num() : 0, team = threads > 1 ? omp_get_num_threads() : 1;
         int64_t r0, r1;
-        if (gathered(w)) {
+        if (by_row_words(w)) {
+            split(s->batch * hp, team, me, &r0, &r1);
+#if defined(__x86_64__)
+            if (kern->isa == CK_ISA_AVX512)
+                gather_row_words_avx512(input, s, w, ow, source, r0, r1);
+            else
+#endif
+                gather_row_words(input, s, w, ow, source, r0, r1);
+        } else if (gathered(w)) {
             uint64_t *streams = source + pixels * w->patch_words;
             split(s->batch * hp, team, me, &r0, &r1);
             stream_rows(input, s, streams, r0, r1);
@@ -455,7 +704,20 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
             const int64_t p0 = (task / channel_blocks) * PIXEL_BLOCK, o0 = (task % channel_blocks) * CHANNEL_BLOCK;
             const int64_t mb = pixels - p0 < PIXEL_BLOCK ? pixels - p0 : PIXEL_BLOCK;
             const int64_t nb = o - o0 < CHANNEL_BLOCK ? o - o0 : CHANNEL_BLOCK;
-            if (gathered(w)) {
+            if (by_row_words(w)) {
+                const int64_t run_words = w->row_bits / 64;
+                int64_t n = p0 / (oh * ow), oy = (p0 / ow) % oh, ox = p0 % ow;
+                for (int64_t i = 0; i < mb; i++) {
+                    rows[i] = base + ((n * hp + oy * s->stride_h) * run_words) * ow + ox;
+                    if (++ox == ow) {
+                        ox = 0;
+                        if (++oy == oh) {
+                            oy = 0;
+                            n++;
+                        }
+                    }
+                }
+            } else if (gathered(w)) {
                 for (int64_t i = 0; i < mb; i++) rows[i] = base + (p0 + i) * w->patch_words;
             } else {
                 const int64_t rows_in = direct ? s->height : hp, cols_in = direct ? s->width : wp;
@@ -471,6 +733,12 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
                     }
                 }
             }
+#if defined(__x86_64__)
+            if (kern->isa == CK_ISA_AVX512 && seg.count * seg.words <= FUSED_MAX_WORDS) {
+                fused_block_avx512(w, t, prescale, oh, ow, s, rows, &seg, p0, mb, o0, nb, k_all);
+                continue;
+            }
+#endif
             ck_bgemm_dot_block(kern, rows, mb, &w->gemm, o0, nb, k_all, dot, CHANNEL_BLOCK, &seg);
 #if defined(__x86_64__)
             if (kern->isa == CK_ISA_AVX512)
