@@ -24,6 +24,8 @@ struct ck_program {
     int count;
     ck_step *steps;
     float **transposed; /* CONV_F32 weights as [kh][kw][C][out], so the inner loop runs over outputs */
+    int32_t **sign_rules; /* BCONV steps that write only sign bits: ck_bconv_sign_rule's comparisons, or NULL */
+    void **borders;       /* BCONV steps: ck_bconv_border_fill's table */
     int buffers;
     buffer_info info[MAX_BUFFERS];
     size_t offset[MAX_BUFFERS]; /* byte offset of each buffer in a thread's memory (buffer 0: the image) */
@@ -166,13 +168,36 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
     p->count = count;
     p->steps = ck_alloc((size_t)count * sizeof(ck_step));
     p->transposed = ck_alloc((size_t)count * sizeof(float *));
-    if (p->steps == NULL || p->transposed == NULL) {
+    p->sign_rules = ck_alloc((size_t)count * sizeof(int32_t *));
+    p->borders = ck_alloc((size_t)count * sizeof(void *));
+    if (p->steps == NULL || p->transposed == NULL || p->sign_rules == NULL || p->borders == NULL) {
         ck_program_destroy(p);
         return CK_ERR_OUT_OF_MEMORY;
     }
     memcpy(p->steps, steps, (size_t)count * sizeof(ck_step));
     ck_status status = check_steps(p);
     if (status != CK_OK && failed_step != NULL) *failed_step = p->failed_step;
+    /* A binary conv step that writes only sign bits (a block's first conv) compares integers with thresholds
+     * where the rule exists: the same bits for a fraction of the float work. */
+    for (int i = 0; status == CK_OK && i < count; i++) {
+        const ck_step *st = &p->steps[i];
+        if (st->kind != CK_STEP_BCONV) continue;
+        p->borders[i] = ck_alloc(ck_bconv_border_bytes(&st->shape, st->binary_weights));
+        if (p->borders[i] == NULL) {
+            status = CK_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        ck_bconv_border_fill(&st->shape, st->binary_weights, p->borders[i]);
+        if (st->output >= 0 || st->residual >= 0 || st->output_bits < 0) continue;
+        const ck_output_transform t = {st->scale, st->bias, NULL, st->flags, NULL, NULL, NULL};
+        int32_t *rule = ck_alloc((size_t)(2 * st->out_channels) * sizeof(int32_t));
+        if (rule == NULL) {
+            status = CK_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        if (ck_bconv_sign_rule(st->binary_weights, &t, st->prescale, rule) == CK_OK) p->sign_rules[i] = rule;
+        else ck_free(rule);
+    }
     for (int i = 0; status == CK_OK && i < count; i++) {
         const ck_step *st = &p->steps[i];
         if (st->kind != CK_STEP_CONV_F32) continue;
@@ -215,6 +240,12 @@ void ck_program_destroy(ck_program *p) {
     if (p->transposed != NULL)
         for (int i = 0; i < p->count; i++) ck_free(p->transposed[i]);
     ck_free(p->transposed);
+    if (p->sign_rules != NULL)
+        for (int i = 0; i < p->count; i++) ck_free(p->sign_rules[i]);
+    ck_free(p->sign_rules);
+    if (p->borders != NULL)
+        for (int i = 0; i < p->count; i++) ck_free(p->borders[i]);
+    ck_free(p->borders);
     ck_free(p->steps);
     ck_free(p);
 }
@@ -546,8 +577,9 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         case CK_STEP_CONV_F32: conv_image(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
+            const ck_bconv_prepared prepared = {p->sign_rules[i], p->borders[i]};
             ck_status status =
-                ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale, threads, ws);
+                ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale, &prepared, threads, ws);
             if (status != CK_OK) return status;
             break;
         }
