@@ -267,8 +267,9 @@ static void patch_row_pointers(const patch_rows_at *at, int64_t oh, int64_t ow, 
  *
  * The table is int32 values: a header {row classes, column classes, inner row class, inner column class} (inner:
  * no tap in the padding, −1 if none), the class of each output row and column, the taps [lo, hi) inside the input
- * of each row class and each column class, and the sums [row class][column class][O]. It depends on the geometry and the weights only, so the packed-network executor
- * fills it once per layer (ck_bconv_border_fill); ck_bconv2d fills it in the workspace at each call. */
+ * of each row class and each column class, and the sums [row class][column class][O]. It depends on the geometry
+ * and the weights only, so the packed-network executor fills it once per layer (ck_bconv_border_fill); ck_bconv2d
+ * fills it in the workspace at each call. */
 typedef struct {
     const int32_t *row_class, *col_class; /* class of each output row and column */
     int32_t inner_row, inner_col;
@@ -497,7 +498,7 @@ fused_chunks(const int chunks, const int32_t *rule, const ck_bconv_weights *w, c
 #pragma clang loop unroll(full)
             for (int i = 0; i < MR; i++) {
                 if (i >= height) continue;
-                const int64_t at = (p0 + i0 + i) * o + o0 + 16 * j; /* element (pixel, first channel of chunk) */
+                const int64_t e = (p0 + i0 + i) * o + o0 + 16 * j; /* element (pixel, first channel of chunk) */
                 __m512i acc = _mm512_sub_epi32(kv, _mm512_slli_epi32(x[i], 1));
                 if (correction[i] != NULL)
                     acc = _mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(mask[j], correction[i] + 16 * j));
@@ -506,13 +507,13 @@ fused_chunks(const int chunks, const int32_t *rule, const ck_bconv_weights *w, c
                                                                       threshold[j]) << (16 * j);
                     continue;
                 }
-                if (t->out_int != NULL) _mm512_mask_storeu_epi32(t->out_int + at, mask[j], acc);
+                if (t->out_int != NULL) _mm512_mask_storeu_epi32(t->out_int + e, mask[j], acc);
                 if (!want_float) continue;
                 const __m512 v = _mm512_max_ps(floor_before, _mm512_mul_ps(_mm512_cvtepi32_ps(acc), pre[j]));
                 __m512 u = _mm512_add_ps(_mm512_mul_ps(v, scale[j]), bias[j]);
-                u = _mm512_add_ps(u, t->residual != NULL ? _mm512_maskz_loadu_ps(mask[j], t->residual + at) : zero);
+                u = _mm512_add_ps(u, t->residual != NULL ? _mm512_maskz_loadu_ps(mask[j], t->residual + e) : zero);
                 u = _mm512_max_ps(floor_after, u);
-                if (t->out != NULL) _mm512_mask_storeu_ps(t->out + at, mask[j], u);
+                if (t->out != NULL) _mm512_mask_storeu_ps(t->out + e, mask[j], u);
                 bits[i] |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[j], u, zero, _CMP_LT_OQ) << (16 * j);
             }
         }
@@ -637,7 +638,8 @@ static void gather_patch_rows(const uint64_t *streams, const ck_conv_shape *s, c
             for (int64_t ox = 0, offset = 0; ox < ow; ox++, offset += step, dst += words) {
                 const uint64_t *src = row + (offset >> 6);
                 const int64_t shift = offset & 63;
-                for (int64_t i = 0; i < run_words; i++) dst[i] = (src[i] >> shift) | ((src[i + 1] << 1) << (63 - shift));
+                for (int64_t i = 0; i < run_words; i++)
+                    dst[i] = (src[i] >> shift) | ((src[i + 1] << 1) << (63 - shift));
                 dst[run_words - 1] &= last_mask;
             }
         }
@@ -710,7 +712,8 @@ gather_row_words_avx512(const uint64_t *input, const ck_conv_shape *s, const ck_
         const uint64_t *src = input + (n * s->height + y) * width;
         for (int64_t x = 0; x < width; x += 8) {
             const __mmask8 lanes = width - x >= 8 ? 0xff : (__mmask8)((1u << (width - x)) - 1);
-            _mm512_mask_storeu_epi64(pixels + x, lanes, _mm512_and_si512(_mm512_maskz_loadu_epi64(lanes, src + x), keep));
+            const __m512i v = _mm512_maskz_loadu_epi64(lanes, src + x);
+            _mm512_mask_storeu_epi64(pixels + x, lanes, _mm512_and_si512(v, keep));
         }
         for (int64_t i = 0; i < run_words; i++, dst += ow) {
             for (int64_t ox0 = 0; ox0 < ow; ox0 += 8) {

@@ -408,7 +408,8 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                         for (int k = 0; k < chunks; k++) wv[k] = _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k);
                         for (int q = 0; q < block; q++) {
                             const __m512 xv = _mm512_set1_ps(x[q * sw * c + ch]);
-                            for (int k = 0; k < chunks; k++) acc[q][k] = _mm512_add_ps(acc[q][k], _mm512_mul_ps(xv, wv[k]));
+                            for (int k = 0; k < chunks; k++)
+                                acc[q][k] = _mm512_add_ps(acc[q][k], _mm512_mul_ps(xv, wv[k]));
                         }
                     }
                 }
@@ -580,8 +581,8 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
             const ck_bconv_prepared prepared = {p->sign_rules[i], p->borders[i]};
-            ck_status status =
-                ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale, &prepared, threads, ws);
+            ck_status status = ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale,
+                                              &prepared, threads, ws);
             if (status != CK_OK) return status;
             break;
         }
