@@ -1,37 +1,20 @@
 /* bgemm_avx512.c — AVX-512 + VPOPCNTDQ micro-kernel and popcount peak.
- * A tile is mr rows × CK_NR (16) columns: two 8-word vectors of B per step, one broadcast word of A per
- * row, 2·mr independent 64-bit accumulators; no horizontal sums. */
+ * A tile is mr rows × CK_NR (16) columns, its popcounts from ck_popcount_rows_avx512 (popcount_avx512.h). */
 #include "internal.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "popcount_avx512.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
 
 static inline __attribute__((always_inline)) AVX512 void
 tile(const int mr, const ck_row_segments *seg, const uint64_t *const *a, const uint64_t *b, int32_t *out,
      int64_t ldo, int flags, int32_t k) {
-    __m512i s0[CK_MR_MAX], s1[CK_MR_MAX];
-    for (int i = 0; i < mr; i++) s0[i] = s1[i] = _mm512_setzero_si512();
-    const int64_t words = seg->words;
-    for (int64_t r = 0; r < seg->count; r++) {
-        const uint64_t *ar[CK_MR_MAX];
-        for (int i = 0; i < mr; i++) ar[i] = a[i] + r * seg->stride;
-        const uint64_t *br = b + r * words * CK_NR;
-        for (int64_t t = 0; t < words; t++) {
-            const __m512i b0 = _mm512_load_si512((const void *)(br + t * CK_NR));
-            const __m512i b1 = _mm512_load_si512((const void *)(br + t * CK_NR + 8));
-            for (int i = 0; i < mr; i++) {
-                const __m512i ai = _mm512_set1_epi64((long long)ar[i][t]);
-                s0[i] = _mm512_add_epi64(s0[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b0)));
-                s1[i] = _mm512_add_epi64(s1[i], _mm512_popcnt_epi64(_mm512_xor_si512(ai, b1)));
-            }
-        }
-    }
+    __m512i counts[CK_MR_MAX];
+    ck_popcount_rows_avx512(mr, seg, a, b, counts);
     const __m512i kv = _mm512_set1_epi32(k);
     for (int i = 0; i < mr; i++) {
-        __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(s0[i])),
-                                       _mm512_cvtepi64_epi32(s1[i]), 1);
+        __m512i x = counts[i];
         int32_t *row = out + i * ldo;
         if (flags & CK_TILE_ACCUMULATE) x = _mm512_add_epi32(x, _mm512_loadu_si512((const void *)row));
         if (flags & CK_TILE_FINAL) x = _mm512_sub_epi32(kv, _mm512_slli_epi32(x, 1));

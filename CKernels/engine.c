@@ -24,6 +24,8 @@ struct ck_program {
     int count;
     ck_step *steps;
     float **transposed; /* CONV_F32 weights as [kh][kw][C][out], so the inner loop runs over outputs */
+    int32_t **sign_rules; /* BCONV steps that write only sign bits: ck_bconv_sign_rule's comparisons, or NULL */
+    void **borders;       /* BCONV steps: ck_bconv_border_fill's table */
     int buffers;
     buffer_info info[MAX_BUFFERS];
     size_t offset[MAX_BUFFERS]; /* byte offset of each buffer in a thread's memory (buffer 0: the image) */
@@ -166,13 +168,36 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
     p->count = count;
     p->steps = ck_alloc((size_t)count * sizeof(ck_step));
     p->transposed = ck_alloc((size_t)count * sizeof(float *));
-    if (p->steps == NULL || p->transposed == NULL) {
+    p->sign_rules = ck_alloc((size_t)count * sizeof(int32_t *));
+    p->borders = ck_alloc((size_t)count * sizeof(void *));
+    if (p->steps == NULL || p->transposed == NULL || p->sign_rules == NULL || p->borders == NULL) {
         ck_program_destroy(p);
         return CK_ERR_OUT_OF_MEMORY;
     }
     memcpy(p->steps, steps, (size_t)count * sizeof(ck_step));
     ck_status status = check_steps(p);
     if (status != CK_OK && failed_step != NULL) *failed_step = p->failed_step;
+    /* A binary conv step that writes only sign bits (a block's first conv) compares integers with thresholds
+     * where the rule exists: the same bits for a fraction of the float work. */
+    for (int i = 0; status == CK_OK && i < count; i++) {
+        const ck_step *st = &p->steps[i];
+        if (st->kind != CK_STEP_BCONV) continue;
+        p->borders[i] = ck_alloc(ck_bconv_border_bytes(&st->shape, st->binary_weights));
+        if (p->borders[i] == NULL) {
+            status = CK_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        ck_bconv_border_fill(&st->shape, st->binary_weights, p->borders[i]);
+        if (st->output >= 0 || st->residual >= 0 || st->output_bits < 0) continue;
+        const ck_output_transform t = {st->scale, st->bias, NULL, st->flags, NULL, NULL, NULL};
+        int32_t *rule = ck_alloc((size_t)(2 * st->out_channels) * sizeof(int32_t));
+        if (rule == NULL) {
+            status = CK_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        if (ck_bconv_sign_rule(st->binary_weights, &t, st->prescale, rule) == CK_OK) p->sign_rules[i] = rule;
+        else ck_free(rule);
+    }
     for (int i = 0; status == CK_OK && i < count; i++) {
         const ck_step *st = &p->steps[i];
         if (st->kind != CK_STEP_CONV_F32) continue;
@@ -215,6 +240,12 @@ void ck_program_destroy(ck_program *p) {
     if (p->transposed != NULL)
         for (int i = 0; i < p->count; i++) ck_free(p->transposed[i]);
     ck_free(p->transposed);
+    if (p->sign_rules != NULL)
+        for (int i = 0; i < p->count; i++) ck_free(p->sign_rules[i]);
+    ck_free(p->sign_rules);
+    if (p->borders != NULL)
+        for (int i = 0; i < p->count; i++) ck_free(p->borders[i]);
+    ck_free(p->borders);
     ck_free(p->steps);
     ck_free(p);
 }
@@ -306,13 +337,42 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
 
 /* conv_f32 with AVX-512 intrinsics for up to 64 output channels (the stems of small networks): one register per
  * 16 outputs, the same multiply-then-add order per output as the generic loop. */
+
+/* The transform of one pixel's accumulators, as conv_f32 writes it. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const __m512 *scale, const __m512 *bias,
+                  const __mmask16 *mask, const float *residual, float *out, uint64_t *bits, int64_t p) {
+    const int64_t o = st->out_channels;
+    const __m512 floor_before = _mm512_set1_ps((st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
+    const __m512 floor_after = _mm512_set1_ps((st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
+    const __m512 zero = _mm512_setzero_ps();
+    uint64_t word = 0;
+    for (int k = 0; k < chunks; k++) {
+        const __m512 v = _mm512_max_ps(floor_before, acc[k]);
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
+        y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + 16 * k) : zero);
+        y = _mm512_max_ps(floor_after, y);
+        if (out != NULL) _mm512_mask_storeu_ps(out + p * o + 16 * k, mask[k], y);
+        word |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], y, zero, _CMP_LT_OQ) << (16 * k);
+    }
+    if (bits != NULL) bits[p * ck_words(o)] = word;
+}
+
+/* Pixels per block of the interior: that many independent chains of additions hide the latency of each (a
+ * single pixel's sum is one chain of kernel_h·kernel_w·C dependent adds), while blocks × chunks accumulators
+ * stay in registers. */
+#define CONV_BLOCK(chunks) ((chunks) == 1 ? 8 : (chunks) == 2 ? 4 : 2)
+
 static inline __attribute__((always_inline, target("avx512f"))) void
 conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const float *in, const float *residual,
                    float *out, uint64_t *bits, int64_t p0, int64_t p1) {
+    enum { MAX_BLOCK = 8 };
+    const int block = CONV_BLOCK(chunks);
     const ck_conv_shape *s = &st->shape;
     int64_t oh, ow;
     ck_conv_output_size(s, &oh, &ow);
     const int64_t o = st->out_channels, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
+    const int64_t sh = s->stride_h, sw = s->stride_w;
     __mmask16 mask[4];
     __m512 scale[4], bias[4];
     for (int k = 0; k < chunks; k++) {
@@ -321,38 +381,65 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
         scale[k] = st->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->scale + 16 * k) : _mm512_set1_ps(1.0f);
         bias[k] = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + 16 * k) : _mm512_setzero_ps();
     }
-    const __m512 floor_before = _mm512_set1_ps((st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
-    const __m512 floor_after = _mm512_set1_ps((st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
     const __m512 zero = _mm512_setzero_ps();
+    /* Columns whose window lies inside the input: ox in [x_lo, x_hi). */
+    const int64_t x_lo = (s->pad_w + sw - 1) / sw;
+    const int64_t x_hi = s->width + s->pad_w >= kw ? (s->width + s->pad_w - kw) / sw + 1 : 0;
     int64_t oy = p0 / ow, ox = p0 % ow;
-    for (int64_t p = p0; p < p1; p++) {
-        __m512 acc[4] = {zero, zero, zero, zero};
-        for (int64_t a = 0; a < kh; a++) {
-            const int64_t iy = oy * s->stride_h - s->pad_h + a;
-            if (iy < 0 || iy >= s->height) continue;
-            for (int64_t b = 0; b < kw; b++) {
-                const int64_t ix = ox * s->stride_w - s->pad_w + b;
-                if (ix < 0 || ix >= s->width) continue;
-                const float *x = in + (iy * s->width + ix) * c;
-                const float *w = wt + ((a * kw + b) * c) * o;
-                for (int64_t ch = 0; ch < c; ch++) {
-                    const __m512 xv = _mm512_set1_ps(x[ch]);
-                    for (int k = 0; k < chunks; k++)
-                        acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k)));
+    for (int64_t p = p0; p < p1;) {
+        const int64_t y0 = oy * sh - s->pad_h;
+        /* A block of columns whose windows lie inside horizontally; near the end of the run it starts earlier
+         * and recomputes a few pixels of the previous block (same values), so there is no partial block. */
+        const int64_t back = ox + block > x_hi ? ox + block - x_hi : 0;
+        if (ox >= x_lo && ox < x_hi && ox - back >= x_lo && p - back >= p0 && p - back + block <= p1) {
+            const int64_t bx = ox - back, bp = p - back;
+            /* `block` pixels of one output row together: one bounds check per kernel row, each pixel's sum in
+             * the same order as alone. */
+            __m512 acc[MAX_BLOCK][4];
+            for (int q = 0; q < block; q++)
+                for (int k = 0; k < chunks; k++) acc[q][k] = zero;
+            for (int64_t a = 0; a < kh; a++) {
+                if (y0 + a < 0 || y0 + a >= s->height) continue;
+                for (int64_t b = 0; b < kw; b++) {
+                    const float *x = in + ((y0 + a) * s->width + bx * sw - s->pad_w + b) * c;
+                    const float *w = wt + ((a * kw + b) * c) * o;
+                    for (int64_t ch = 0; ch < c; ch++) {
+                        __m512 wv[4];
+                        for (int k = 0; k < chunks; k++) wv[k] = _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k);
+                        for (int q = 0; q < block; q++) {
+                            const __m512 xv = _mm512_set1_ps(x[q * sw * c + ch]);
+                            for (int k = 0; k < chunks; k++)
+                                acc[q][k] = _mm512_add_ps(acc[q][k], _mm512_mul_ps(xv, wv[k]));
+                        }
+                    }
                 }
             }
+            for (int q = 0; q < block; q++)
+                conv_store_chunks(chunks, st, acc[q], scale, bias, mask, residual, out, bits, bp + q);
+            p = bp + block;
+            ox = bx + block;
+        } else {
+            __m512 acc[4] = {zero, zero, zero, zero};
+            for (int64_t a = 0; a < kh; a++) {
+                const int64_t iy = y0 + a;
+                if (iy < 0 || iy >= s->height) continue;
+                for (int64_t b = 0; b < kw; b++) {
+                    const int64_t ix = ox * sw - s->pad_w + b;
+                    if (ix < 0 || ix >= s->width) continue;
+                    const float *x = in + (iy * s->width + ix) * c;
+                    const float *w = wt + ((a * kw + b) * c) * o;
+                    for (int64_t ch = 0; ch < c; ch++) {
+                        const __m512 xv = _mm512_set1_ps(x[ch]);
+                        for (int k = 0; k < chunks; k++)
+                            acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k)));
+                    }
+                }
+            }
+            conv_store_chunks(chunks, st, acc, scale, bias, mask, residual, out, bits, p);
+            p++;
+            ox++;
         }
-        uint64_t word = 0;
-        for (int k = 0; k < chunks; k++) {
-            const __m512 v = _mm512_max_ps(floor_before, acc[k]);
-            __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
-            y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + 16 * k) : zero);
-            y = _mm512_max_ps(floor_after, y);
-            if (out != NULL) _mm512_mask_storeu_ps(out + p * o + 16 * k, mask[k], y);
-            word |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], y, zero, _CMP_LT_OQ) << (16 * k);
-        }
-        if (bits != NULL) bits[p * ck_words(o)] = word;
-        if (++ox == ow) {
+        if (ox == ow) {
             ox = 0;
             oy++;
         }
@@ -387,16 +474,18 @@ static void conv_f32_avx512(const ck_step *st, const float *wt, const float *in,
 }
 #endif
 
-static void shortcut(const ck_step *st, const float *in, float *out) {
+/* Plain loops the compiler vectorises: a memcpy call per pixel cost more than the copy of its few channels. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void shortcut(const ck_step *st, const float *in,
+                                                                                 float *out) {
     const ck_conv_shape *s = &st->shape;
     const int64_t stride = s->stride_h, c = s->channels, o = st->out_channels, pad = (o - c) / 2;
     const int64_t oh = (s->height + stride - 1) / stride, ow = (s->width + stride - 1) / stride;
     for (int64_t y = 0; y < oh; y++) {
         for (int64_t x = 0; x < ow; x++) {
-            float *dst = out + (y * ow + x) * o;
-            const float *src = in + (y * stride * s->width + x * stride) * c;
+            float *restrict dst = out + (y * ow + x) * o;
+            const float *restrict src = in + (y * stride * s->width + x * stride) * c;
             for (int64_t j = 0; j < pad; j++) dst[j] = 0.0f;
-            memcpy(dst + pad, src, (size_t)c * sizeof(float));
+            for (int64_t j = 0; j < c; j++) dst[pad + j] = src[j];
             for (int64_t j = pad + c; j < o; j++) dst[j] = 0.0f;
         }
     }
@@ -491,8 +580,9 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         case CK_STEP_CONV_F32: conv_image(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
-            ck_status status =
-                ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale, threads, ws);
+            const ck_bconv_prepared prepared = {p->sign_rules[i], p->borders[i]};
+            ck_status status = ck_bconv2d_run(buf[st->input], &st->shape, st->binary_weights, &t, st->prescale,
+                                              &prepared, threads, ws);
             if (status != CK_OK) return status;
             break;
         }

@@ -92,8 +92,29 @@ void ck_bgemm_dot_block(const ck_kernels *kern, const uint64_t *const *rows, int
 ck_status ck_bconv2d_check(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
                            const ck_output_transform *t);
 size_t ck_bconv2d_workspace_bytes(const ck_conv_shape *s, const ck_bconv_weights *w, int threads);
+/* What a caller that runs the same convolution many times can prepare once; NULL fields are none or made per call. */
+typedef struct ck_bconv_prepared {
+    const int32_t *sign_rule; /* ck_bconv_sign_rule's comparisons, used where only sign bits are written */
+    const void *border;       /* ck_bconv_border_fill's table for this geometry */
+} ck_bconv_prepared;
+
 ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
-                         const ck_output_transform *t, const float *prescale, int threads, void *workspace);
+                         const ck_output_transform *t, const float *prescale, const ck_bconv_prepared *prepared,
+                         int threads, void *workspace);
+
+/* Border corrections by class of output row and column for the fused AVX-512 path (see bconv.c): bytes for the
+ * geometry `s` (its batch does not matter), and the table itself, filled from the weights' tap sums. */
+size_t ck_bconv_border_bytes(const ck_conv_shape *s, const ck_bconv_weights *w);
+void ck_bconv_border_fill(const ck_conv_shape *s, const ck_bconv_weights *w, void *table);
+
+/* The sign bits of a transform as integer comparisons, for a convolution that writes only sign bits (no floats,
+ * integers or residual): bit o of a pixel is ((acc XOR flip[o]) < threshold[o]), with `rule` = flip[0..O) then
+ * threshold[0..O) (flip 0 or −1). Found by evaluating the transform, in its order of operations, at every integer
+ * acc a convolution with `w` can produce (|acc| ≤ kh·kw·C), so the bits are those of the float transform: CK_OK if
+ * every channel's sign changes at most once over that range, else CK_ERR_UNSUPPORTED (the float transform must
+ * run). ck_bconv2d_run uses it only where it writes only bits. */
+ck_status ck_bconv_sign_rule(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
+                             int32_t *rule);
 
 /* Aligned allocation helpers (64-byte alignment, zeroed). */
 void *ck_alloc(size_t bytes);

@@ -74,6 +74,13 @@ let convCases: [ConvCase] = [
     // More than 64 output channels (several words of output bits, a partial last one) and more output
     // pixels than one unit of the kernel's work.
     ConvCase(n: 3, h: 9, w: 7, c: 65, o: 130, kernel: 3, stride: 1, pad: 1),
+    // Fewer than 64 channels gathered as row words (one word per kernel row or two, a tap across a word
+    // boundary, strides 1, 2 and 3, widths that are not a multiple of 8), output channels that fill or split
+    // 16-channel panels, and pixel counts that are not a multiple of the micro-kernel's rows.
+    ConvCase(n: 2, h: 11, w: 13, c: 32, o: 32, kernel: 3, stride: 1, pad: 1),
+    ConvCase(n: 1, h: 10, w: 19, c: 40, o: 40, kernel: 3, stride: 2, pad: 1),
+    ConvCase(n: 1, h: 9, w: 21, c: 21, o: 16, kernel: 3, stride: 3, pad: 2),
+    ConvCase(n: 3, h: 6, w: 5, c: 16, o: 48, kernel: (1, 3), stride: (1, 2), pad: (0, 1)),
 ]
 
 /// Naive convolution of ±1 NHWC input with ±1 weights (given as OHWI, i.e. the OIHW signs transposed so
