@@ -60,7 +60,8 @@ ck_status ck_relu_forward_f32(const float *x, int64_t n, float *y) {
     return CK_OK;
 }
 
-ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, int accumulate, float *dx) {
+ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, float slope_at_zero, int accumulate,
+                               float *dx) {
     if (x == NULL || grad == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
     if (!count_ok(n)) return CK_ERR_INVALID_SIZE;
     const int64_t chunks = chunk_count(n);
@@ -72,12 +73,12 @@ ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, int
         if (accumulate) {
             for (int64_t i = ch * CHUNK; i < end; i++) {
                 const float g = grad[i];
-                dx[i] += x[i] > 0.0f ? g : 0.0f;
+                dx[i] += x[i] > 0.0f ? g : (x[i] == 0.0f ? slope_at_zero * g : 0.0f);
             }
         } else {
             for (int64_t i = ch * CHUNK; i < end; i++) {
                 const float g = grad[i];
-                dx[i] = x[i] > 0.0f ? g : 0.0f;
+                dx[i] = x[i] > 0.0f ? g : (x[i] == 0.0f ? slope_at_zero * g : 0.0f);
             }
         }
     }

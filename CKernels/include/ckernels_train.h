@@ -34,8 +34,11 @@ ck_status ck_axpby_f32(int64_t n, float alpha, const float *x, float beta, float
 /** y = max(x, 0) as PyTorch's relu (NaN stays NaN); `y` may alias `x`. */
 ck_status ck_relu_forward_f32(const float *x, int64_t n, float *y);
 
-/** dx (= or +=) grad where x > 0, else 0 (PyTorch's rule: zero gradient at x = 0). */
-ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, int accumulate, float *dx);
+/** dx (= or +=) grad where x > 0, slope_at_zero·grad where x = 0, else 0. PyTorch's rule is slope_at_zero = 0;
+ *  after a binary convolution, whose outputs are exactly 0 for a share of pixels, other values in [0, 1] are
+ *  useful (see ResNet20's `reluGradientAtZero`). */
+ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, float slope_at_zero, int accumulate,
+                               float *dx);
 
 /** y = clamp(x, min_value, max_value) as PyTorch's hardtanh (NaN stays NaN); `y` may alias `x`. */
 ck_status ck_hardtanh_forward_f32(const float *x, int64_t n, float min_value, float max_value, float *y);

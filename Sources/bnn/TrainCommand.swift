@@ -55,6 +55,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Seed of the initial weights, the shuffling and the augmentation.")
     var seed: UInt64 = 0
 
+    @Option(
+        name: .customLong("relu-grad-at-zero"),
+        help: "Gradient of the blocks' ReLUs where a convolution's output is exactly 0, in [0, 1] (PyTorch: 0).")
+    var reluGradientAtZero: Float = TrainingConfiguration.defaultReLUGradientAtZero
+
     @Option(help: "Optimizer: sgd (the paper's) or adam.")
     var optimizer: TrainingConfiguration.OptimizerKind = .sgd
 
@@ -77,6 +82,9 @@ struct TrainCommand: ParsableCommand {
         guard warmup >= 0, warmup < epochs else {
             throw ValidationError("--warmup must be between 0 and --epochs − 1 (\(epochs - 1)), got \(warmup).")
         }
+        guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
+            throw ValidationError("--relu-grad-at-zero must be in [0, 1], got \(reluGradientAtZero).")
+        }
         if a32 && model == .resnet20FullPrecision {
             throw ValidationError("--a32 applies to the binary resnet20, not to resnet20-fp.")
         }
@@ -92,6 +100,7 @@ struct TrainCommand: ParsableCommand {
         configuration.learningRate = lr ?? (optimizer == .adam ? 0.001 : 0.1)
         configuration.warmupEpochs = warmup
         configuration.seed = seed
+        configuration.reluGradientAtZero = reluGradientAtZero
         return configuration
     }
 

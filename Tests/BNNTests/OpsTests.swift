@@ -23,6 +23,21 @@ struct OpsTests {
         #expect(x.grad?.scalars == [0, 0, 1, 1, 1, 0, 0])
     }
 
+    @Test("relu's gradient at exactly 0 is the value asked for, and accumulates like the others")
+    func reluGradientAtZero() throws {
+        let x = try Tensor(shape: [5], data: [-1, -0.0, 0, 1e-30, 2], requiresGrad: true)
+        let g = try Tensor(shape: [5], data: [3, 5, 7, 11, 13])
+        try relu(x, gradientAtZero: 0.5).backward(gradient: g)
+        #expect(x.grad?.scalars == [0, 2.5, 3.5, 11, 13])
+        try relu(x, gradientAtZero: 1).backward(gradient: g)
+        #expect(x.grad?.scalars == [0, 7.5, 10.5, 22, 26])
+        // A ResNet-20 block passes its setting to both ReLUs; the default is PyTorch's rule.
+        #expect(try ResNet20(variant: .binary, estimator: STE(), seed: 1).layer1[0].reluGradientAtZero == 0)
+        #expect(throws: ModuleError.self) {
+            try ResNet20(variant: .binary, estimator: STE(), seed: 1, reluGradientAtZero: 1.5)
+        }
+    }
+
     @Test("activation, add and scale gradients match finite differences")
     func elementwiseGradients() throws {
         var rng = GradCheckRandom(seed: 41)

@@ -127,7 +127,7 @@ struct TrainingTrainerTests {
         #expect(file.metadata["format_version"] == "1")
         let config = try #require(
             try JSONSerialization.jsonObject(with: Data(file.metadata["config"]!.utf8)) as? [String: Any])
-        for key in ["model", "estimator", "o_end", "epochs", "batch_size", "lr", "warmup", "a32", "seed"] {
+        for key in ["model", "estimator", "o_end", "epochs", "batch_size", "lr", "warmup", "a32", "seed", "relu_grad_at_zero"] {
             #expect(config[key] != nil, "config lacks \(key)")
         }
         #expect(config["batch_size"] as? Int == 32 && config["estimator"] as? String == "reste")

@@ -299,3 +299,22 @@ struct TrainingInterruptTests {
         Interrupt.reset()
     }
 }
+
+@Suite("Training configuration")
+struct TrainingConfigurationTests {
+    @Test("the configuration reads back from its JSON; a checkpoint from before the ReLU setting reads as 0")
+    func jsonRoundTrip() throws {
+        var configuration = TrainingConfiguration(epochs: 7)
+        configuration.estimator = "ste"
+        configuration.seed = 12_345_678_901_234
+        configuration.reluGradientAtZero = 0.25
+        #expect(try TrainingConfiguration(json: configuration.json, place: "test") == configuration)
+
+        let older = configuration.json.replacingOccurrences(of: ", \"relu_grad_at_zero\": 0.25", with: "")
+        #expect(older != configuration.json)
+        #expect(try TrainingConfiguration(json: older, place: "test").reluGradientAtZero == 0)
+
+        configuration.reluGradientAtZero = 2
+        #expect(throws: TrainingError.self) { try configuration.validate() }
+    }
+}

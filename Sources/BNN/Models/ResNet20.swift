@@ -35,11 +35,14 @@ public final class ResNet20: Module {
         public let bn2: BatchNorm2d
         /// Zero channels added on each side by the option-A shortcut; nil for the identity shortcut.
         public let shortcutPadding: Int?
+        /// The gradient the ReLUs after the convolutions pass at exactly 0 (see `ResNet20.reluGradientAtZero`).
+        public let reluGradientAtZero: Float
 
         init(
             inputChannels: Int, channels: Int, stride: Int, variant: Variant, estimator: any SignEstimator,
-            generator: inout Xoshiro256StarStar
+            reluGradientAtZero: Float, generator: inout Xoshiro256StarStar
         ) throws {
+            self.reluGradientAtZero = reluGradientAtZero
             func convolution(_ input: Int, _ stride: Int) throws -> Module {
                 switch variant {
                 case .binary, .binaryWeights:
@@ -63,8 +66,8 @@ public final class ResNet20: Module {
 
         /// `[N, H, W, in]` → `[N, H/stride, W/stride, channels]`.
         public override func callAsFunction(_ x: Tensor) throws -> Tensor {
-            var out = try bn1(relu(conv1(x)))
-            out = try bn2(relu(conv2(out)))
+            var out = try bn1(relu(conv1(x), gradientAtZero: reluGradientAtZero))
+            out = try bn2(relu(conv2(out), gradientAtZero: reluGradientAtZero))
             let shortcut = try shortcutPadding.map { try shortcutOptionA(x, channelPadding: $0, stride: 2) } ?? x
             return try add(out, shortcut)
         }
@@ -87,10 +90,25 @@ public final class ResNet20: Module {
     /// Real-valued classifier, 64 → classes.
     public let linear: Linear
 
+    /// The gradient the ReLU after each convolution of the blocks passes where its input is exactly 0.
+    ///
+    /// A binary convolution's output is α × an integer, and the integer is 0 for a few percent of the outputs
+    /// (3.7 % of one ResNet-20 layer at initialisation), so the rule at 0 matters, unlike in float networks.
+    /// PyTorch's rule is 0. The reference implementation computes the same convolution in float, where those
+    /// outputs come out as ±1e-7 of rounding noise and about four in ten of them pass the gradient.
+    public let reluGradientAtZero: Float
+
     /// A freshly initialised network; `estimator` is given to every binary convolution (unused by
-    /// `.fullPrecision`).
-    public init(variant: Variant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64) throws {
+    /// `.fullPrecision`); `reluGradientAtZero` (in [0, 1]) is the ReLUs' gradient at exactly 0 in the blocks.
+    public init(
+        variant: Variant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64,
+        reluGradientAtZero: Float = 0
+    ) throws {
         guard classes >= 1 else { throw ModuleError("ResNet20: `classes` must be at least 1, got \(classes)") }
+        guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
+            throw ModuleError("ResNet20: `reluGradientAtZero` must be in [0, 1], got \(reluGradientAtZero)")
+        }
+        self.reluGradientAtZero = reluGradientAtZero
         var generator = Xoshiro256StarStar(seed: seed)
         self.variant = variant
         conv1 = try Conv2d(
@@ -103,7 +121,7 @@ public final class ResNet20: Module {
                 defer { inputChannels = channels }
                 return try BasicBlock(
                     inputChannels: inputChannels, channels: channels, stride: blockStride, variant: variant,
-                    estimator: estimator, generator: &generator)
+                    estimator: estimator, reluGradientAtZero: reluGradientAtZero, generator: &generator)
             }
         }
         layer1 = try stage(16, stride: 1)

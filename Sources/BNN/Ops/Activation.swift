@@ -1,7 +1,8 @@
 import CKernels
 
-/// max(x, 0) element-wise, as `torch.relu` (gradient 0 at x = 0, NaN propagates).
-public func relu(_ x: Tensor) throws -> Tensor {
+/// max(x, 0) element-wise, as `torch.relu` (NaN propagates). The gradient is 1 where x > 0, 0 where x < 0 and
+/// `gradientAtZero` where x = 0 (PyTorch's rule, the default, is 0; any value in [0, 1] is a subgradient).
+public func relu(_ x: Tensor, gradientAtZero: Float = 0) throws -> Tensor {
     try requireNonEmpty(x, "x", of: "relu")
     let result = Tensor(uninitializedShape: x.shape)
     try check(ck_relu_forward_f32(x.pointer, Int64(x.count), result.pointer), "relu(\(x.shape))")
@@ -9,7 +10,8 @@ public func relu(_ x: Tensor) throws -> Tensor {
         try x.accumulateGradient { buffer, accumulate in
             try check(
                 ck_relu_backward_f32(
-                    x.pointer, gradient.pointer, Int64(x.count), accumulate ? 1 : 0, buffer.baseAddress!),
+                    x.pointer, gradient.pointer, Int64(x.count), gradientAtZero, accumulate ? 1 : 0,
+                    buffer.baseAddress!),
                 "relu backward (\(x.shape))")
         }
     }

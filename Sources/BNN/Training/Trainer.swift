@@ -88,7 +88,9 @@ public final class Trainer {
         trainingBatches = try CIFAR10Batches.training(
             training, batchSize: configuration.batchSize, seed: configuration.seed)
         let estimator = try makeEstimator(named: configuration.estimator, oEnd: configuration.oEnd)
-        model = try ResNet20(variant: configuration.variant, estimator: estimator, seed: configuration.seed)
+        model = try ResNet20(
+            variant: configuration.variant, estimator: estimator, seed: configuration.seed,
+            reluGradientAtZero: configuration.reluGradientAtZero)
         switch configuration.optimizer {
         case .sgd:
             optimizer = SGD(

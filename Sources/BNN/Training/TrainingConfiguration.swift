@@ -37,6 +37,11 @@ public struct TrainingConfiguration: Sendable, Equatable {
     public var weightDecay: Float = 1e-4
     /// Fixes the initial weights, the order of the images and every augmentation draw.
     public var seed: UInt64 = 0
+    /// The gradient of the blocks' ReLUs at exactly 0 (`ResNet20.reluGradientAtZero`).
+    public var reluGradientAtZero: Float = TrainingConfiguration.defaultReLUGradientAtZero
+
+    /// The default of `reluGradientAtZero` for new runs.
+    public static let defaultReLUGradientAtZero: Float = 0
 
     /// The paper's recipe for `epochs` epochs.
     public init(epochs: Int = 1) { self.epochs = epochs }
@@ -60,6 +65,9 @@ public struct TrainingConfiguration: Sendable, Equatable {
         guard momentum.isFinite, momentum >= 0 else { throw fail("momentum must be finite and ≥ 0, got \(momentum)") }
         guard weightDecay.isFinite, weightDecay >= 0 else {
             throw fail("weight decay must be finite and ≥ 0, got \(weightDecay)")
+        }
+        guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
+            throw fail("the ReLU gradient at 0 must be in [0, 1], got \(reluGradientAtZero)")
         }
     }
 
@@ -94,6 +102,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
             ("momentum", JSONNumber.format(momentum)),
             ("weight_decay", JSONNumber.format(weightDecay)),
             ("seed", String(seed)),
+            ("relu_grad_at_zero", JSONNumber.format(reluGradientAtZero)),
         ]
     }
 
@@ -140,6 +149,8 @@ public struct TrainingConfiguration: Sendable, Equatable {
         weightDecay = try value("weight_decay") { number($0).map(Float.init) }
         // The seed is a full 64-bit value: read its digits, not a Double.
         seed = try value("seed") { raw in (raw as? NSNumber).flatMap { UInt64($0.stringValue) } }
+        // Checkpoints from before this setting existed were trained with PyTorch's rule, 0.
+        reluGradientAtZero = object["relu_grad_at_zero"] == nil ? 0 : try value("relu_grad_at_zero") { number($0).map(Float.init) }
     }
 
     /// The first field in which `other` differs, as (key, this value, other value).
