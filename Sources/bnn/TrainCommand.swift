@@ -57,7 +57,7 @@ struct TrainCommand: ParsableCommand {
 
     @Option(
         name: .customLong("relu-grad-at-zero"),
-        help: "Gradient of the blocks' ReLUs where a convolution's output is exactly 0, in [0, 1] (PyTorch: 0).")
+        help: "Gradient of the blocks' ReLUs where a convolution's output is exactly 0, in [0, 1] (PyTorch's rule: 0).")
     var reluGradientAtZero: Float = TrainingConfiguration.defaultReLUGradientAtZero
 
     @Option(help: "Optimizer: sgd (the paper's) or adam.")

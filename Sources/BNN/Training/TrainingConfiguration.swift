@@ -40,8 +40,13 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// The gradient of the blocks' ReLUs at exactly 0 (`ResNet20.reluGradientAtZero`).
     public var reluGradientAtZero: Float = TrainingConfiguration.defaultReLUGradientAtZero
 
-    /// The default of `reluGradientAtZero` for new runs.
-    public static let defaultReLUGradientAtZero: Float = 0
+    /// The default of `reluGradientAtZero` for new runs: 0.5, the mean of ReLU's slopes on either side.
+    ///
+    /// The reference implementation, computing binary convolutions in float, lets the gradient through about four
+    /// in ten of the outputs whose exact value is 0 (rounding noise decides); PyTorch's exact rule, 0, lets none
+    /// through. On the development split (10 epochs, seed 1) ResNet-20 1W1A with ReSTE reached 47.1 % top-1
+    /// with 0.5 against 44.2 % with 0 (README, "Training").
+    public static let defaultReLUGradientAtZero: Float = 0.5
 
     /// The paper's recipe for `epochs` epochs.
     public init(epochs: Int = 1) { self.epochs = epochs }
