@@ -69,16 +69,17 @@ ck_status ck_relu_backward_f32(const float *x, const float *grad, int64_t n, flo
 #pragma omp parallel for num_threads(threads) if (chunks > 1)
     for (int64_t ch = 0; ch < chunks; ch++) {
         const int64_t end = min64(n, (ch + 1) * CHUNK);
-        /* The gradient is loaded unconditionally so the select vectorises (a conditional load would not). */
+        /* The gradient is loaded and the product at 0 computed unconditionally, as two flat selects, so the loop
+         * vectorises (a nested conditional expression left it scalar, 12× slower). */
         if (accumulate) {
             for (int64_t i = ch * CHUNK; i < end; i++) {
-                const float g = grad[i];
-                dx[i] += x[i] > 0.0f ? g : (x[i] == 0.0f ? slope_at_zero * g : 0.0f);
+                const float g = grad[i], at_zero = x[i] == 0.0f ? slope_at_zero * g : 0.0f;
+                dx[i] += x[i] > 0.0f ? g : at_zero;
             }
         } else {
             for (int64_t i = ch * CHUNK; i < end; i++) {
-                const float g = grad[i];
-                dx[i] = x[i] > 0.0f ? g : (x[i] == 0.0f ? slope_at_zero * g : 0.0f);
+                const float g = grad[i], at_zero = x[i] == 0.0f ? slope_at_zero * g : 0.0f;
+                dx[i] = x[i] > 0.0f ? g : at_zero;
             }
         }
     }
