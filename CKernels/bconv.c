@@ -242,21 +242,36 @@ typedef struct {
 } patch_rows_at;
 
 /* Pointers to the patch rows of `count` consecutive output pixels from p0. */
+/* Walks output pixels in order (image, row, column) and points at each one's patch row. */
+typedef struct {
+    const patch_rows_at *at;
+    int64_t oh, ow, n, oy, ox;
+    const uint64_t *line; /* the patch rows of output row oy of image n */
+} pixel_cursor;
+
+static inline pixel_cursor pixel_cursor_at(const patch_rows_at *at, int64_t oh, int64_t ow, int64_t p0) {
+    pixel_cursor c = {at, oh, ow, p0 / (oh * ow), (p0 / ow) % oh, p0 % ow, NULL};
+    c.line = at->base + c.n * at->image + c.oy * at->row;
+    return c;
+}
+
+static inline const uint64_t *pixel_cursor_row(const pixel_cursor *c) { return c->line + c->ox * c->at->column; }
+
+static inline void pixel_cursor_next(pixel_cursor *c) {
+    if (++c->ox == c->ow) {
+        c->ox = 0;
+        if (++c->oy == c->oh) {
+            c->oy = 0;
+            c->n++;
+        }
+        c->line = c->at->base + c->n * c->at->image + c->oy * c->at->row;
+    }
+}
+
 static void patch_row_pointers(const patch_rows_at *at, int64_t oh, int64_t ow, int64_t p0, int64_t count,
                                const uint64_t **rows) {
-    int64_t n = p0 / (oh * ow), oy = (p0 / ow) % oh, ox = p0 % ow;
-    const uint64_t *line = at->base + n * at->image + oy * at->row;
-    for (int64_t i = 0; i < count; i++) {
-        rows[i] = line + ox * at->column;
-        if (++ox == ow) {
-            ox = 0;
-            if (++oy == oh) {
-                oy = 0;
-                n++;
-            }
-            line = at->base + n * at->image + oy * at->row;
-        }
-    }
+    pixel_cursor c = pixel_cursor_at(at, oh, ow, p0);
+    for (int64_t i = 0; i < count; i++, pixel_cursor_next(&c)) rows[i] = pixel_cursor_row(&c);
 }
 
 /* Border corrections by class (for the fused AVX-512 path): consecutive output rows whose windows have the same
@@ -464,8 +479,7 @@ fused_chunks(const int chunks, const int32_t *rule, const ck_bconv_weights *w, c
     const __m512 zero = _mm512_setzero_ps();
     const __m512i kv = _mm512_set1_epi32(k);
     const int want_float = t->out != NULL || t->out_bits != NULL;
-    int64_t n = p0 / (oh * ow), oy = (p0 / ow) % oh, ox = p0 % ow;
-    const uint64_t *line = at->base + n * at->image + oy * at->row;
+    pixel_cursor cursor = pixel_cursor_at(at, oh, ow, p0);
     for (int64_t i0 = 0; i0 < pixels; i0 += MR) {
         const int height = pixels - i0 < MR ? (int)(pixels - i0) : MR;
         /* Rows past the end repeat the last row: valid memory, results dropped. */
@@ -476,19 +490,12 @@ fused_chunks(const int chunks, const int32_t *rule, const ck_bconv_weights *w, c
                 a[i] = a[height - 1];
                 continue;
             }
-            a[i] = line + ox * at->column;
-            const int32_t rc = border->row_class[oy], cc = border->col_class[ox];
+            a[i] = pixel_cursor_row(&cursor);
+            const int32_t rc = border->row_class[cursor.oy], cc = border->col_class[cursor.ox];
             correction[i] = rc == border->inner_row && cc == border->inner_col
                                 ? NULL
                                 : border->sums + (rc * border->col_classes + cc) * o + o0;
-            if (++ox == ow) {
-                ox = 0;
-                if (++oy == oh) {
-                    oy = 0;
-                    n++;
-                }
-                line = at->base + n * at->image + oy * at->row;
-            }
+            pixel_cursor_next(&cursor);
         }
         uint64_t bits[MR] = {0};
         for (int j = 0; j < chunks; j++) {

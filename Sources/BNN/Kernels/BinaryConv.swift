@@ -91,6 +91,7 @@ public final class BinaryConvWeights: @unchecked Sendable {
 public struct OutputTransform: Sendable {
     /// Which outputs a convolution writes.
     public struct Outputs: OptionSet, Sendable {
+        /// The raw bits (see `init(rawValue:)`).
         public let rawValue: Int
         /// A set from its raw bits (1 integers, 2 floats, 4 bits).
         public init(rawValue: Int) { self.rawValue = rawValue }

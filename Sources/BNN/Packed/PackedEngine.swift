@@ -7,9 +7,11 @@ import Foundation
 ///
 /// One engine runs one batch at a time; use one engine per thread to run several at once.
 public final class PackedEngine: @unchecked Sendable {
+    /// The model it runs.
     public let model: PackedModel
     /// Floats per input image (height · width · channels, NHWC) and logits per image.
     public let inputSize: Int
+    /// Logits per image.
     public let classes: Int
 
     private var program: OpaquePointer?

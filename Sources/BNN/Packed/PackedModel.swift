@@ -3,7 +3,9 @@ import Foundation
 
 /// An error in a packed model file or in what it describes, naming the file, layer or tensor at fault.
 public struct PackedModelError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// What is wrong, and where.
     public let message: String
+    /// An error saying `message`.
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
@@ -30,21 +32,35 @@ public struct PackedLayer: Codable, Sendable, Equatable {
         case linear
     }
 
+    /// Prefix of the layer's tensors in the file (`<name>.weight`, `<name>.bits`, ...).
     public var name: String
+    /// What the layer computes.
     public var op: Operation
+    /// Buffer read.
     public var input: Int
+    /// Buffer added after the affine transform (the shortcut), if any.
     public var residual: Int?
+    /// Buffer of the float result, if it is needed.
     public var output: Int?
+    /// Buffer of the packed signs of the result, for a following binary layer.
     public var outputBits: Int?
-    /// Input geometry per image.
+    /// Input geometry per image: height.
     public var height: Int
+    /// Input geometry per image: width.
     public var width: Int
+    /// Input geometry per image: channels.
     public var channels: Int
+    /// Channels (or features) of the result.
     public var outChannels: Int
+    /// Square kernel size (conv, bconv, bmaxpool).
     public var kernel: Int?
+    /// Step between output pixels (conv, bconv, shortcut, bmaxpool).
     public var stride: Int?
+    /// Zero rows and columns on each side (conv, bconv, bmaxpool).
     public var padding: Int?
+    /// ReLU on `acc·prescale` before the affine transform.
     public var reluBefore: Bool?
+    /// ReLU after the affine transform and the residual.
     public var reluAfter: Bool?
 
     enum CodingKeys: String, CodingKey {
@@ -101,7 +117,9 @@ public struct PackedGraph: Codable, Sendable, Equatable {
     public var model: String
     /// Input height, width, channels of one image (NHWC).
     public var input: [Int]
+    /// Logits per image.
     public var classes: Int
+    /// The layers in execution order.
     public var layers: [PackedLayer]
 
     public init(model: String, input: [Int], classes: Int, layers: [PackedLayer]) {
