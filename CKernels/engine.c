@@ -4,7 +4,12 @@
  * through RAM layer by layer would spend its time moving activations. So with at least as many images as
  * threads, each thread runs whole images through every step with its own buffers (an image's activations
  * stay in L1/L2 from layer to layer); with fewer images, images run one after another and the threads
- * split each layer. */
+ * split each layer.
+ *
+ * Each step repeats the float operations of the training op it stands for, in the same order (the same kernel
+ * where there is one: ck_conv2d_forward_f32's plan for float convolutions of many channels; mirrored loops for
+ * the pools, whose tests compare them with the training kernels), so a packed network computes the training
+ * graph's evaluation bit for bit. */
 #include "internal.h"
 
 #include <math.h>
@@ -12,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_BUFFERS = 64, OUT_BLOCK = 64 };
+enum { MAX_BUFFERS = 64, OUT_BLOCK = 64, CHUNK = 64 };
+
+/* Floats (or words) of one buffer at most: index arithmetic and buffer offsets then never overflow. */
+#define MAX_ELEMENTS ((int64_t)1 << 40)
 
 /* What is known of a buffer: kind (float or bits) and per-image shape. */
 typedef struct {
@@ -23,7 +31,8 @@ typedef struct {
 struct ck_program {
     int count;
     ck_step *steps;
-    float **transposed; /* CONV_F32 weights as [kh][kw][C][out], so the inner loop runs over outputs */
+    float **transposed;       /* CONV_F32 of few input channels: weights as [kh][kw][C][out] (outputs innermost) */
+    ck_conv_rows **conv_rows; /* CONV_F32 of more input channels: ck_conv2d_forward_f32's plan */
     int32_t **sign_rules; /* BCONV steps that write only sign bits: ck_bconv_sign_rule's comparisons, or NULL */
     void **borders;       /* BCONV steps: ck_bconv_border_fill's table */
     int buffers;
@@ -33,7 +42,7 @@ struct ck_program {
     int64_t input_floats, output_floats;
     int result;
     int failed_step; /* the step check_steps stopped at (count if the result buffer is missing) */
-    /* Plan for the current thread count: memory[i] holds thread i's buffers and bconv workspace. */
+    /* Plan for the current thread count: memory[i] holds thread i's buffers and workspace. */
     int planned_threads;
     size_t workspace_single, workspace_team;
     void **memory;
@@ -43,17 +52,46 @@ static int64_t elements(const buffer_info *b) { return b->bits ? b->h * b->w * c
 
 static size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
+/* A per-image tensor small enough for the engine's index arithmetic (each size already ≤ CK_MAX_DIM). */
+static int fits(const buffer_info *b) { return b->h * b->w <= CK_MAX_DIM && b->h * b->w * b->c <= MAX_ELEMENTS; }
+
+/* Steps with the output transform (prescale, floors, scale, bias, residual). */
+static int has_transform(ck_step_kind kind) {
+    return kind == CK_STEP_CONV_F32 || kind == CK_STEP_BCONV || kind == CK_STEP_AFFINE;
+}
+
+static int reads_bits(ck_step_kind kind) { return kind == CK_STEP_BCONV || kind == CK_STEP_BMAXPOOL; }
+
+static int may_write_bits(ck_step_kind kind) {
+    return has_transform(kind) || kind == CK_STEP_BMAXPOOL || kind == CK_STEP_MAXPOOL_F32 ||
+           kind == CK_STEP_AVGPOOL_F32;
+}
+
+/* A float convolution with more input channels than a stem adds its products as ck_conv2d_forward_f32. */
+static int conv_by_rows(const ck_step *st) {
+    return st->kind == CK_STEP_CONV_F32 && st->shape.channels > CK_CONV_F32_DIRECT_CHANNELS;
+}
+
 /* Output shape of a step from its input shape; CK_OK or why the step is invalid. */
 static ck_status step_output(const ck_step *st, buffer_info *out) {
     const ck_conv_shape *s = &st->shape;
     int64_t oh = 1, ow = 1;
     switch (st->kind) {
     case CK_STEP_CONV_F32:
-    case CK_STEP_BCONV:
-    case CK_STEP_BMAXPOOL: {
+    case CK_STEP_BCONV: {
         ck_status status = ck_conv_output_size(s, &oh, &ow);
         if (status != CK_OK) return status;
-        *out = (buffer_info){1, 0, oh, ow, st->kind == CK_STEP_BMAXPOOL ? s->channels : st->out_channels};
+        *out = (buffer_info){1, 0, oh, ow, st->out_channels};
+        return CK_OK;
+    }
+    case CK_STEP_BMAXPOOL:
+    case CK_STEP_MAXPOOL_F32:
+    case CK_STEP_AVGPOOL_F32: {
+        ck_status status = ck_conv_output_size(s, &oh, &ow);
+        if (status != CK_OK) return status;
+        /* PyTorch's limit, which also keeps a real pixel in every window (so no max-pool output is −∞). */
+        if (2 * s->pad_h > s->kernel_h || 2 * s->pad_w > s->kernel_w) return CK_ERR_SHAPE_MISMATCH;
+        *out = (buffer_info){1, 0, oh, ow, s->channels};
         return CK_OK;
     }
     case CK_STEP_SHORTCUT:
@@ -65,14 +103,26 @@ static ck_status step_output(const ck_step *st, buffer_info *out) {
         return CK_OK;
     case CK_STEP_GLOBAL_AVGPOOL: *out = (buffer_info){1, 0, 1, 1, s->channels}; return CK_OK;
     case CK_STEP_LINEAR: *out = (buffer_info){1, 0, 1, 1, st->out_channels}; return CK_OK;
+    case CK_STEP_AFFINE: *out = (buffer_info){1, 0, s->height, s->width, s->channels}; return CK_OK;
     }
     return CK_ERR_INVALID_SIZE;
 }
 
-static int reads_bits(ck_step_kind kind) { return kind == CK_STEP_BCONV || kind == CK_STEP_BMAXPOOL; }
-
 static int same_shape(const buffer_info *a, const buffer_info *b) {
     return a->bits == b->bits && a->h == b->h && a->w == b->w && a->c == b->c;
+}
+
+/* A field the step's kind does not read is an error, not ignored: a packer that sets one meant something the
+ * engine would not do. */
+static int unused_field_set(const ck_step *st) {
+    const ck_step_kind k = st->kind;
+    const int transform = has_transform(k);
+    return (st->flags != 0 && !transform) || (st->prescale != NULL && !transform) ||
+           (st->scale != NULL && !transform && k != CK_STEP_GLOBAL_AVGPOOL) ||
+           (st->bias != NULL && !transform && k != CK_STEP_GLOBAL_AVGPOOL && k != CK_STEP_LINEAR) ||
+           (st->weights != NULL && k != CK_STEP_CONV_F32 && k != CK_STEP_LINEAR) ||
+           (st->binary_weights != NULL && k != CK_STEP_BCONV) || (st->residual >= 0 && !transform) ||
+           (st->output >= 0 && k == CK_STEP_BMAXPOOL) || (st->output_bits >= 0 && !may_write_bits(k));
 }
 
 static ck_status check_steps(ck_program *p) {
@@ -80,8 +130,9 @@ static ck_status check_steps(ck_program *p) {
         p->failed_step = i;
         const ck_step *st = &p->steps[i];
         const ck_conv_shape *s = &st->shape;
-        if ((unsigned)st->kind > CK_STEP_LINEAR || st->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER))
+        if ((unsigned)st->kind > CK_STEP_AFFINE || st->flags & ~(CK_RELU_BEFORE | CK_RELU_AFTER))
             return CK_ERR_INVALID_SIZE;
+        if (unused_field_set(st)) return CK_ERR_SHAPE_MISMATCH;
         if (st->kind == CK_STEP_LINEAR) {
             if (!ck_size_ok(s->channels) || !ck_size_ok(st->out_channels)) return CK_ERR_INVALID_SIZE;
         } else if (s->batch != 1 || !ck_size_ok(s->height) || !ck_size_ok(s->width) || !ck_size_ok(s->channels)) {
@@ -106,32 +157,33 @@ static ck_status check_steps(ck_program *p) {
         if (st->output == 0 || st->output_bits == 0) return CK_ERR_SHAPE_MISMATCH; /* buffer 0 is the input */
         if (st->output < 0 && st->output_bits < 0) return CK_ERR_NULL_POINTER;
 
-        /* What the step reads must exist already, with the kind and shape it expects. */
-        buffer_info want = {1, reads_bits(st->kind), s->height, s->width, s->channels};
-        if (st->kind == CK_STEP_LINEAR) want = (buffer_info){1, 0, 1, 1, s->channels};
+        /* What the step reads must exist already, with the kind and shape it expects; LINEAR reads any float
+         * buffer of `channels` floats (a flatten is free in NHWC). */
         buffer_info *in = &p->info[st->input];
-        if (st->input == 0 && !in->defined) *in = want; /* the first reader of buffer 0 fixes the input shape */
-        if (!in->defined || !same_shape(in, &want)) return CK_ERR_SHAPE_MISMATCH;
+        if (st->kind == CK_STEP_LINEAR) {
+            if (st->input == 0 && !in->defined) *in = (buffer_info){1, 0, 1, 1, s->channels};
+            if (!in->defined || in->bits || in->h * in->w * in->c != s->channels) return CK_ERR_SHAPE_MISMATCH;
+        } else {
+            const buffer_info want = {1, reads_bits(st->kind), s->height, s->width, s->channels};
+            if (!fits(&want)) return CK_ERR_INVALID_SIZE;
+            if (st->input == 0 && !in->defined) *in = want; /* the first reader of buffer 0 fixes the input shape */
+            if (!in->defined || !same_shape(in, &want)) return CK_ERR_SHAPE_MISMATCH;
+        }
 
         buffer_info out;
         ck_status status = step_output(st, &out);
         if (status != CK_OK) return status;
-        if (st->residual >= 0) {
-            if (st->kind != CK_STEP_CONV_F32 && st->kind != CK_STEP_BCONV) return CK_ERR_SHAPE_MISMATCH;
-            if (!p->info[st->residual].defined || !same_shape(&p->info[st->residual], &out))
-                return CK_ERR_SHAPE_MISMATCH;
-        }
+        if (!fits(&out)) return CK_ERR_INVALID_SIZE;
+        if (st->residual >= 0 && (!p->info[st->residual].defined || !same_shape(&p->info[st->residual], &out)))
+            return CK_ERR_SHAPE_MISMATCH;
         /* Outputs: a new buffer takes the step's shape; a reused one must already have it. */
         if (st->output >= 0) {
-            if (st->kind == CK_STEP_BMAXPOOL || st->output == st->input || st->output == st->residual)
-                return CK_ERR_SHAPE_MISMATCH;
+            if (st->output == st->input || st->output == st->residual) return CK_ERR_SHAPE_MISMATCH;
             buffer_info *b = &p->info[st->output];
             if (b->defined && !same_shape(b, &out)) return CK_ERR_SHAPE_MISMATCH;
             *b = out;
         }
         if (st->output_bits >= 0) {
-            if (st->kind != CK_STEP_CONV_F32 && st->kind != CK_STEP_BCONV && st->kind != CK_STEP_BMAXPOOL)
-                return CK_ERR_SHAPE_MISMATCH;
             if (st->output_bits == st->input || st->output_bits == st->output) return CK_ERR_SHAPE_MISMATCH;
             buffer_info bits = out;
             bits.bits = 1;
@@ -168,9 +220,11 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
     p->count = count;
     p->steps = ck_alloc((size_t)count * sizeof(ck_step));
     p->transposed = ck_alloc((size_t)count * sizeof(float *));
+    p->conv_rows = ck_alloc((size_t)count * sizeof(ck_conv_rows *));
     p->sign_rules = ck_alloc((size_t)count * sizeof(int32_t *));
     p->borders = ck_alloc((size_t)count * sizeof(void *));
-    if (p->steps == NULL || p->transposed == NULL || p->sign_rules == NULL || p->borders == NULL) {
+    if (p->steps == NULL || p->transposed == NULL || p->conv_rows == NULL || p->sign_rules == NULL ||
+        p->borders == NULL) {
         ck_program_destroy(p);
         return CK_ERR_OUT_OF_MEMORY;
     }
@@ -201,6 +255,10 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
     for (int i = 0; status == CK_OK && i < count; i++) {
         const ck_step *st = &p->steps[i];
         if (st->kind != CK_STEP_CONV_F32) continue;
+        if (conv_by_rows(st)) {
+            status = ck_conv_rows_create(&st->shape, st->weights, st->out_channels, &p->conv_rows[i]);
+            continue;
+        }
         const int64_t o = st->out_channels, taps_c = st->shape.kernel_h * st->shape.kernel_w * st->shape.channels;
         float *t = ck_alloc((size_t)(o * taps_c) * sizeof(float));
         if (t == NULL) {
@@ -240,6 +298,9 @@ void ck_program_destroy(ck_program *p) {
     if (p->transposed != NULL)
         for (int i = 0; i < p->count; i++) ck_free(p->transposed[i]);
     ck_free(p->transposed);
+    if (p->conv_rows != NULL)
+        for (int i = 0; i < p->count; i++) ck_conv_rows_destroy(p->conv_rows[i]);
+    ck_free(p->conv_rows);
     if (p->sign_rules != NULL)
         for (int i = 0; i < p->count; i++) ck_free(p->sign_rules[i]);
     ck_free(p->sign_rules);
@@ -257,6 +318,17 @@ ck_status ck_program_sizes(const ck_program *p, int64_t *input_floats, int64_t *
     return CK_OK;
 }
 
+/* Workspace of a float conv by rows with `threads` threads: the bordered image, shared, then per thread the
+ * accumulators of the portable path and one output row (where the step writes only bits). */
+static size_t conv_rows_workspace(const ck_step *st, const ck_conv_rows *rows, int threads) {
+    int64_t border, scratch, oh, ow;
+    ck_conv_rows_sizes(rows, &border, &scratch);
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    return round64((size_t)border * sizeof(float)) +
+           (size_t)threads * (round64((size_t)scratch * sizeof(float)) +
+                              round64((size_t)(ow * st->out_channels) * sizeof(float)));
+}
+
 /* Memory for `threads` threads: thread 0 can also run a layer with all threads (workspace for the team). */
 static ck_status plan(ck_program *p, int threads) {
     if (p->planned_threads == threads) return CK_OK;
@@ -264,9 +336,14 @@ static ck_status plan(ck_program *p, int threads) {
     size_t single = 0, team = 0;
     for (int i = 0; i < p->count; i++) {
         const ck_step *st = &p->steps[i];
-        if (st->kind != CK_STEP_BCONV) continue;
-        size_t a = ck_bconv2d_workspace_bytes(&st->shape, st->binary_weights, 1);
-        size_t b = ck_bconv2d_workspace_bytes(&st->shape, st->binary_weights, threads);
+        size_t a = 0, b = 0;
+        if (st->kind == CK_STEP_BCONV) {
+            a = ck_bconv2d_workspace_bytes(&st->shape, st->binary_weights, 1);
+            b = ck_bconv2d_workspace_bytes(&st->shape, st->binary_weights, threads);
+        } else if (p->conv_rows[i] != NULL) {
+            a = conv_rows_workspace(st, p->conv_rows[i], 1);
+            b = conv_rows_workspace(st, p->conv_rows[i], threads);
+        }
         if (a > single) single = a;
         if (b > team) team = b;
     }
@@ -319,7 +396,8 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
             }
             uint64_t word = 0;
             for (int64_t j = 0; j < nb; j++) {
-                const float v = acc[j] < floor_before ? floor_before : acc[j];
+                const float a = st->prescale != NULL ? acc[j] * st->prescale[o0 + j] : acc[j];
+                const float v = a < floor_before ? floor_before : a;
                 float y = v * (st->scale != NULL ? st->scale[o0 + j] : 1.0f) +
                           (st->bias != NULL ? st->bias[o0 + j] : 0.0f) +
                           (residual != NULL ? residual[p * o + o0 + j] : 0.0f);
@@ -338,17 +416,18 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
 /* conv_f32 with AVX-512 intrinsics for up to 64 output channels (the stems of small networks): one register per
  * 16 outputs, the same multiply-then-add order per output as the generic loop. */
 
-/* The transform of one pixel's accumulators, as conv_f32 writes it. */
+/* The transform of one pixel's accumulators, as conv_f32 writes it; `pre` is NULL without a prescale. */
 static inline __attribute__((always_inline, target("avx512f"))) void
-conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const __m512 *scale, const __m512 *bias,
-                  const __mmask16 *mask, const float *residual, float *out, uint64_t *bits, int64_t p) {
+conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const __m512 *pre, const __m512 *scale,
+                  const __m512 *bias, const __mmask16 *mask, const float *residual, float *out, uint64_t *bits,
+                  int64_t p) {
     const int64_t o = st->out_channels;
     const __m512 floor_before = _mm512_set1_ps((st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
     const __m512 floor_after = _mm512_set1_ps((st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
     const __m512 zero = _mm512_setzero_ps();
     uint64_t word = 0;
     for (int k = 0; k < chunks; k++) {
-        const __m512 v = _mm512_max_ps(floor_before, acc[k]);
+        const __m512 v = _mm512_max_ps(floor_before, pre != NULL ? _mm512_mul_ps(acc[k], pre[k]) : acc[k]);
         __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
         y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + 16 * k) : zero);
         y = _mm512_max_ps(floor_after, y);
@@ -374,10 +453,12 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
     const int64_t o = st->out_channels, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
     const int64_t sh = s->stride_h, sw = s->stride_w;
     __mmask16 mask[4];
-    __m512 scale[4], bias[4];
+    __m512 pre_v[4], scale[4], bias[4];
+    const __m512 *pre = st->prescale != NULL ? pre_v : NULL;
     for (int k = 0; k < chunks; k++) {
         const int64_t left = o - 16 * k;
         mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        pre_v[k] = st->prescale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->prescale + 16 * k) : _mm512_set1_ps(1.0f);
         scale[k] = st->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->scale + 16 * k) : _mm512_set1_ps(1.0f);
         bias[k] = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + 16 * k) : _mm512_setzero_ps();
     }
@@ -415,7 +496,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                 }
             }
             for (int q = 0; q < block; q++)
-                conv_store_chunks(chunks, st, acc[q], scale, bias, mask, residual, out, bits, bp + q);
+                conv_store_chunks(chunks, st, acc[q], pre, scale, bias, mask, residual, out, bits, bp + q);
             p = bp + block;
             ox = bx + block;
         } else {
@@ -435,7 +516,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                     }
                 }
             }
-            conv_store_chunks(chunks, st, acc, scale, bias, mask, residual, out, bits, p);
+            conv_store_chunks(chunks, st, acc, pre, scale, bias, mask, residual, out, bits, p);
             p++;
             ox++;
         }
@@ -491,15 +572,162 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void shortcu
     }
 }
 
-static void global_avgpool(const ck_step *st, const float *in, float *out) {
+/* As ck_global_avgpool_forward_f32, which the training graph calls: each channel's sum in double over the pixels
+ * in order, one rounding of sum/pixels to float (blocks of channels only bound the stack); then ·scale and
+ * + bias as two float operations, as a batch norm after the pool computes them. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void global_avgpool(const ck_step *st,
+                                                                                       const float *in, float *out) {
+    enum { SPAN = 256 };
     const int64_t pixels = st->shape.height * st->shape.width, c = st->shape.channels;
-    for (int64_t j = 0; j < c; j++) out[j] = 0.0f;
-    for (int64_t p = 0; p < pixels; p++)
-        for (int64_t j = 0; j < c; j++) out[j] += in[p * c + j];
-    for (int64_t j = 0; j < c; j++) {
-        out[j] /= (float)pixels;
-        if (st->scale != NULL) out[j] *= st->scale[j];
-        if (st->bias != NULL) out[j] += st->bias[j];
+    for (int64_t k0 = 0; k0 < c; k0 += SPAN) {
+        const int64_t n = c - k0 < SPAN ? c - k0 : SPAN;
+        double acc[SPAN];
+        for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
+        for (int64_t p = 0; p < pixels; p++) {
+            const float *src = in + p * c + k0;
+            for (int64_t j = 0; j < n; j++) acc[j] += (double)src[j];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            float y = (float)(acc[j] / (double)pixels);
+            if (st->scale != NULL) y *= st->scale[k0 + j];
+            if (st->bias != NULL) y += st->bias[k0 + j];
+            out[k0 + j] = y;
+        }
+    }
+}
+
+/* Sign bits of n ≤ 64 floats: bit j where y[j] < 0, so 0, −0 and NaN give +1 as in every packing here. */
+static inline uint64_t sign_word(const float *y, int64_t n) {
+    uint64_t word = 0;
+    for (int64_t j = 0; j < n; j++) word |= (uint64_t)(y[j] < 0.0f) << j;
+    return word;
+}
+
+/* Bits of the n channels from channel k0 (a multiple of 64) of pixel p, from their floats y. */
+static inline void store_signs(const float *y, int64_t n, uint64_t *bits, int64_t p, int64_t c, int64_t k0) {
+    const int64_t words = ck_words(c);
+    for (int64_t q = 0; q < n; q += 64) bits[p * words + (k0 + q) / 64] = sign_word(y + q, n - q < 64 ? n - q : 64);
+}
+
+/* Channels a pool step computes at once: all of them when it writes floats (each window walked once), else 64 on
+ * the stack (one word of bits). Either way each channel sees the window's pixels in the same order. */
+static inline int64_t pool_span(int64_t c, const float *out) { return out != NULL ? c : CHUNK; }
+
+/* ck_maxpool2d_forward_f32's loop without argmax: −∞ to start, the padding skipped, strictly greater keeps the
+ * first maximum and v != v lets NaN through. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+maxpool_f32(const ck_step *st, const float *in, float *out, uint64_t *bits) {
+    const ck_conv_shape *s = &st->shape;
+    int64_t oh, ow;
+    ck_conv_output_size(s, &oh, &ow);
+    const int64_t c = s->channels, span = pool_span(c, out);
+    for (int64_t p = 0; p < oh * ow; p++) {
+        const int64_t y0 = (p / ow) * s->stride_h - s->pad_h, x0 = (p % ow) * s->stride_w - s->pad_w;
+        for (int64_t k0 = 0; k0 < c; k0 += span) {
+            const int64_t n = c - k0 < span ? c - k0 : span;
+            float chunk[CHUNK];
+            float *dst = out != NULL ? out + p * c + k0 : chunk;
+            for (int64_t j = 0; j < n; j++) dst[j] = -INFINITY;
+            for (int64_t a = 0; a < s->kernel_h; a++) {
+                const int64_t iy = y0 + a;
+                if (iy < 0 || iy >= s->height) continue;
+                for (int64_t b = 0; b < s->kernel_w; b++) {
+                    const int64_t ix = x0 + b;
+                    if (ix < 0 || ix >= s->width) continue;
+                    const float *src = in + (iy * s->width + ix) * c + k0;
+                    for (int64_t j = 0; j < n; j++) {
+                        const float v = src[j];
+                        dst[j] = (v > dst[j] || v != v) ? v : dst[j];
+                    }
+                }
+            }
+            if (bits != NULL) store_signs(dst, n, bits, p, c, k0);
+        }
+    }
+}
+
+/* ck_avgpool2d_forward_f32's loop: from 0, the window's real pixels added in raster order, then one division by
+ * kernel_h·kernel_w (the padding counts in the divisor), so the floats are the training graph's. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+avgpool_f32(const ck_step *st, const float *in, float *out, uint64_t *bits) {
+    const ck_conv_shape *s = &st->shape;
+    int64_t oh, ow;
+    ck_conv_output_size(s, &oh, &ow);
+    const int64_t c = s->channels, span = pool_span(c, out);
+    const float divisor = (float)(s->kernel_h * s->kernel_w);
+    for (int64_t p = 0; p < oh * ow; p++) {
+        const int64_t y0 = (p / ow) * s->stride_h - s->pad_h, x0 = (p % ow) * s->stride_w - s->pad_w;
+        for (int64_t k0 = 0; k0 < c; k0 += span) {
+            const int64_t n = c - k0 < span ? c - k0 : span;
+            float chunk[CHUNK];
+            float *dst = out != NULL ? out + p * c + k0 : chunk;
+            for (int64_t j = 0; j < n; j++) dst[j] = 0.0f;
+            for (int64_t a = 0; a < s->kernel_h; a++) {
+                const int64_t iy = y0 + a;
+                if (iy < 0 || iy >= s->height) continue;
+                for (int64_t b = 0; b < s->kernel_w; b++) {
+                    const int64_t ix = x0 + b;
+                    if (ix < 0 || ix >= s->width) continue;
+                    const float *src = in + (iy * s->width + ix) * c + k0;
+                    for (int64_t j = 0; j < n; j++) dst[j] += src[j];
+                }
+            }
+            for (int64_t j = 0; j < n; j++) dst[j] /= divisor;
+            if (bits != NULL) store_signs(dst, n, bits, p, c, k0);
+        }
+    }
+}
+
+/* The output transform of n channels, each part present or not as a constant so that each of the 16 variants is
+ * a plain loop: y = max(x·pre, floor_before)·scale + bias + res, then max(y, floor_after). An absent part is
+ * skipped, not applied as 1 or 0 (x + 0 would turn −0 into +0), as the training graph's separate ops skip it. */
+static inline __attribute__((always_inline)) void
+transform_chunk(const int has_pre, const int has_scale, const int has_bias, const int has_res, int64_t n,
+                const float *x, const float *pre, const float *scale, const float *bias, const float *res,
+                float floor_before, float floor_after, float *y) {
+    for (int64_t j = 0; j < n; j++) {
+        float v = x[j];
+        if (has_pre) v *= pre[j];
+        v = v < floor_before ? floor_before : v;
+        if (has_scale) v *= scale[j];
+        if (has_bias) v += bias[j];
+        if (has_res) v += res[j];
+        y[j] = v < floor_after ? floor_after : v;
+    }
+}
+
+/* The transform of `pixels` pixels of c channels from x (NHWC; `out` may be x itself), floats to `out` and/or
+ * sign bits to `bits`. Channels go 64 at a time (a word of bits) when only bits are written. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+transform_pixels(const ck_step *st, int64_t pixels, int64_t c, const float *x, const float *residual, float *out,
+                 uint64_t *bits) {
+    const float *pre = st->prescale, *scale = st->scale, *bias = st->bias;
+    const float floor_before = (st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
+    const float floor_after = (st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
+    const int variant = (pre != NULL) | (scale != NULL) << 1 | (bias != NULL) << 2 | (residual != NULL) << 3;
+    const int64_t span = out != NULL ? c : CHUNK;
+    for (int64_t p = 0; p < pixels; p++) {
+        for (int64_t k0 = 0; k0 < c; k0 += span) {
+            const int64_t n = c - k0 < span ? c - k0 : span;
+            float chunk[CHUNK];
+            const float *src = x + p * c + k0, *res = residual != NULL ? residual + p * c + k0 : NULL;
+            float *dst = out != NULL ? out + p * c + k0 : chunk;
+            const float *pr = pre != NULL ? pre + k0 : NULL, *sc = scale != NULL ? scale + k0 : NULL;
+            const float *bi = bias != NULL ? bias + k0 : NULL;
+            switch (variant) {
+#define TRANSFORM_CASE(v)                                                                                      \
+    case v:                                                                                                    \
+        transform_chunk((v) & 1, (v) >> 1 & 1, (v) >> 2 & 1, (v) >> 3 & 1, n, src, pr, sc, bi, res, floor_before, \
+                        floor_after, dst);                                                                     \
+        break;
+                TRANSFORM_CASE(0) TRANSFORM_CASE(1) TRANSFORM_CASE(2) TRANSFORM_CASE(3)
+                TRANSFORM_CASE(4) TRANSFORM_CASE(5) TRANSFORM_CASE(6) TRANSFORM_CASE(7)
+                TRANSFORM_CASE(8) TRANSFORM_CASE(9) TRANSFORM_CASE(10) TRANSFORM_CASE(11)
+                TRANSFORM_CASE(12) TRANSFORM_CASE(13) TRANSFORM_CASE(14) TRANSFORM_CASE(15)
+#undef TRANSFORM_CASE
+            }
+            if (bits != NULL) store_signs(dst, n, bits, p, c, k0);
+        }
     }
 }
 
@@ -548,9 +776,49 @@ ck_status ck_conv2d_direct_f32(const float *input, const ck_conv_shape *s, const
     return CK_OK;
 }
 
+/* Rows [r0, r1) of a float conv by rows: each row's products (ck_conv2d_forward_f32's), then its transform while
+ * the row is still in L1. Without a float output the row goes to `row` (OW·out_channels floats). */
+static void conv_rows_range(const ck_step *st, const ck_conv_rows *plan, const float *border, const float *residual,
+                            float *out, uint64_t *bits, float *scratch, float *row, int64_t r0, int64_t r1) {
+    int64_t oh, ow;
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    const int64_t o = st->out_channels, n = ow * o;
+    for (int64_t r = r0; r < r1; r++) {
+        float *y = out != NULL ? out + r * n : row;
+        ck_conv_rows_compute(plan, border, r, r + 1, y, scratch);
+        transform_pixels(st, ow, o, y, residual != NULL ? residual + r * n : NULL, out != NULL ? y : NULL,
+                         bits != NULL ? bits + r * ow * ck_words(o) : NULL);
+    }
+}
+
+/* One image of a float conv by rows in workspace `ws` (conv_rows_workspace's layout), its output rows split
+ * among `threads` threads; each output's value does not depend on the split. */
+static void conv_rows_image(const ck_step *st, const ck_conv_rows *plan, const float *in, const float *residual,
+                            float *out, uint64_t *bits, int threads, char *ws) {
+    int64_t border_floats, scratch_floats, oh, ow;
+    ck_conv_rows_sizes(plan, &border_floats, &scratch_floats);
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    float *border = (float *)ws;
+    char *mine = ws + round64((size_t)border_floats * sizeof(float));
+    const size_t scratch_bytes = round64((size_t)scratch_floats * sizeof(float));
+    const size_t per_thread = scratch_bytes + round64((size_t)(ow * st->out_channels) * sizeof(float));
+    ck_conv_rows_border(plan, in, border);
+    if (threads == 1) {
+        conv_rows_range(st, plan, border, residual, out, bits, (float *)mine, (float *)(mine + scratch_bytes), 0, oh);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+        char *own = mine + (size_t)me * per_thread;
+        conv_rows_range(st, plan, border, residual, out, bits, (float *)own, (float *)(own + scratch_bytes),
+                        oh * me / team, oh * (me + 1) / team);
+    }
+}
+
 /* Threads worth using inside one step: waking a second thread costs more than a small layer's whole work
- * (a ResNet-20 CIFAR layer is ~50 k word operations), so only steps above about a million word or
- * multiply-add operations are split. */
+ * (a 3×3 binary layer of 32 channels on 16×16 pixels is ~74 k word operations), so only steps above about a
+ * million word or multiply-add operations are split. */
 static int step_threads(const ck_step *st, int threads) {
     if (threads == 1) return 1;
     int64_t oh = 1, ow = 1;
@@ -559,6 +827,7 @@ static int step_threads(const ck_step *st, int threads) {
     int64_t work = 0;
     if (st->kind == CK_STEP_BCONV) work = oh * ow * st->out_channels * taps * ck_words(st->shape.channels);
     if (st->kind == CK_STEP_CONV_F32) work = oh * ow * st->out_channels * taps * st->shape.channels / 16;
+    /* Pools, the transform and the rest are a pass over memory: one thread. */
     return work >= ((int64_t)1 << 20) ? threads : 1;
 }
 
@@ -577,7 +846,11 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         uint64_t *bits = st->output_bits >= 0 ? buf[st->output_bits] : NULL;
         const float *residual = st->residual >= 0 ? buf[st->residual] : NULL;
         switch (st->kind) {
-        case CK_STEP_CONV_F32: conv_image(st, p->transposed[i], buf[st->input], residual, out, bits, threads); break;
+        case CK_STEP_CONV_F32:
+            if (p->conv_rows[i] != NULL)
+                conv_rows_image(st, p->conv_rows[i], buf[st->input], residual, out, bits, threads, ws);
+            else conv_image(st, p->transposed[i], buf[st->input], residual, out, bits, threads);
+            break;
         case CK_STEP_BCONV: {
             ck_output_transform t = {st->scale, st->bias, residual, st->flags, NULL, out, bits};
             const ck_bconv_prepared prepared = {p->sign_rules[i], p->borders[i]};
@@ -594,6 +867,12 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         }
         case CK_STEP_GLOBAL_AVGPOOL: global_avgpool(st, buf[st->input], out); break;
         case CK_STEP_LINEAR: linear(st, buf[st->input], out); break;
+        case CK_STEP_MAXPOOL_F32: maxpool_f32(st, buf[st->input], out, bits); break;
+        case CK_STEP_AVGPOOL_F32: avgpool_f32(st, buf[st->input], out, bits); break;
+        case CK_STEP_AFFINE:
+            transform_pixels(st, st->shape.height * st->shape.width, st->shape.channels, buf[st->input], residual, out,
+                             bits);
+            break;
         }
     }
     memcpy(result, buf[p->result], (size_t)p->output_floats * sizeof(float));

@@ -116,6 +116,20 @@ void ck_bconv_border_fill(const ck_conv_shape *s, const ck_bconv_weights *w, voi
 ck_status ck_bconv_sign_rule(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
                              int32_t *rule);
 
+/* ck_conv2d_forward_f32 for one image at a time, in parts, for the packed-network executor (train_conv_direct.c):
+ * a plan made once per geometry (batch ignored) with the weights packed, the image copied into a zero-bordered
+ * buffer (`border_floats`, border written too), then any split of the output rows among threads, each with
+ * `scratch_floats` of its own. The floats are those of ck_conv2d_forward_f32 (accumulate = 0), on every path. */
+typedef struct ck_conv_rows ck_conv_rows;
+ck_status ck_conv_rows_create(const ck_conv_shape *s, const float *weight_rows, int64_t out_channels,
+                              ck_conv_rows **out);
+void ck_conv_rows_destroy(ck_conv_rows *p);
+void ck_conv_rows_sizes(const ck_conv_rows *p, int64_t *border_floats, int64_t *scratch_floats);
+void ck_conv_rows_border(const ck_conv_rows *p, const float *image, float *border);
+/* Output rows [row0, row1) into `out`, the first pixel of row0 (rows of OW·out_channels floats follow). */
+void ck_conv_rows_compute(const ck_conv_rows *p, const float *border, int64_t row0, int64_t row1, float *out,
+                          float *scratch);
+
 /* Aligned allocation helpers (64-byte alignment, zeroed). */
 void *ck_alloc(size_t bytes);
 void ck_free(void *p);

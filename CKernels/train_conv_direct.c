@@ -413,7 +413,8 @@ GATHER256(1, CASES_12)
 GATHER256(2, CASES_6)
 
 __attribute__((target("avx2,fma"))) static void gather_row_avx2(const gather_row *r) {
-    const int64_t vectors = r->dcp / 8, chunks = ceil_div(vectors, 2);
+    /* Whole vectors over dc, not dcp: the packed engine's plans pad weight rows to 16 lanes for every path. */
+    const int64_t vectors = ceil_div(r->dc, 8), chunks = ceil_div(vectors, 2);
     for (int64_t k = 0; k < chunks; k++) {
         const int64_t v0 = vectors * k / chunks, v = vectors * (k + 1) / chunks - v0, f0 = 8 * v0;
 #define TILE(b0, P)                                                                                            \
@@ -424,6 +425,36 @@ __attribute__((target("avx2,fma"))) static void gather_row_avx2(const gather_row
     }
 }
 #endif
+
+/* The taps of a phase: where each reads the bordered source and its weight slice. */
+static void gather_phase_taps(const gather_plan *g, const gather_phase *ph, int64_t *off, const float **w) {
+    for (int64_t t = 0; t < ph->taps; t++) {
+        const int64_t i = ph->first + t;
+        off[t] = ((g->tap_y[i] + g->top) * g->bw + g->tap_x[i] + g->left) * g->sc;
+        w[t] = g->weights + g->tap_kernel[i] * g->sc * g->dcp;
+    }
+}
+
+/* Rows [a0, a1) of a phase with taps (off, w); `dst` is the destination of row a0's first pixel. */
+static void gather_phase_rows(const gather_plan *g, ck_isa isa, const gather_phase *ph, const int64_t *off,
+                              const float *const *w, const float *buf, float *dst, int accumulate, int64_t a0,
+                              int64_t a1, float *acc, prefetch_stream *prefetch) {
+    gather_row row = {.off = off, .w = w, .taps = ph->taps, .cols = ph->cols, .sc = g->sc, .dcp = g->dcp,
+                      .dc = g->dc, .src_px = g->src_step_x * g->sc, .dst_px = g->dst_step_x * g->dc,
+                      .accumulate = accumulate};
+    for (int64_t a = a0; a < a1; a++) {
+        prefetch_step(prefetch);
+        row.src = buf + a * g->src_step_y * g->bw * g->sc;
+        row.dst = dst + (a - a0) * g->dst_step_y * g->dw * g->dc;
+        switch (isa) {
+#if defined(__x86_64__)
+        case CK_ISA_AVX512: gather_row_avx512(&row); break;
+        case CK_ISA_AVX2: gather_row_avx2(&row); break;
+#endif
+        default: gather_row_scalar(&row, acc); break;
+        }
+    }
+}
 
 /* One image: every phase, every destination row. `buf` is the bordered source; `off`, `w` and `acc` are the
  * thread's scratch (max_taps offsets and weight pointers, dcp floats). */
@@ -440,26 +471,9 @@ static void gather_image(const gather_plan *g, ck_isa isa, const float *buf, flo
                                (size_t)g->dc * sizeof(float));
             continue;
         }
-        for (int64_t t = 0; t < ph->taps; t++) {
-            const int64_t i = ph->first + t;
-            off[t] = ((g->tap_y[i] + g->top) * g->bw + g->tap_x[i] + g->left) * g->sc;
-            w[t] = g->weights + g->tap_kernel[i] * g->sc * g->dcp;
-        }
-        gather_row row = {.off = off, .w = w, .taps = ph->taps, .cols = ph->cols, .sc = g->sc, .dcp = g->dcp,
-                          .dc = g->dc, .src_px = g->src_step_x * g->sc, .dst_px = g->dst_step_x * g->dc,
-                          .accumulate = accumulate};
-        for (int64_t a = 0; a < ph->rows; a++) {
-            prefetch_step(prefetch);
-            row.src = buf + a * g->src_step_y * g->bw * g->sc;
-            row.dst = dst + ((a * g->dst_step_y + ph->ry) * g->dw + ph->rx) * g->dc;
-            switch (isa) {
-#if defined(__x86_64__)
-            case CK_ISA_AVX512: gather_row_avx512(&row); break;
-            case CK_ISA_AVX2: gather_row_avx2(&row); break;
-#endif
-            default: gather_row_scalar(&row, acc); break;
-            }
-        }
+        gather_phase_taps(g, ph, off, w);
+        gather_phase_rows(g, isa, ph, off, w, buf, dst + (ph->ry * g->dw + ph->rx) * g->dc, accumulate, 0, ph->rows,
+                          acc, prefetch);
     }
 }
 
@@ -526,6 +540,82 @@ ck_status ck_conv2d_backward_input_f32(const float *grad, const ck_conv_shape *s
     if (status == CK_OK) status = gather_run(&g, grad, input_grad, accumulate);
     gather_plan_free(&g);
     return status;
+}
+
+/* The forward for one image at a time, row by row, for the packed-network executor: the same plan, tiles and
+ * order of fused multiply-adds as ck_conv2d_forward_f32, so the engine's float convolution gives its floats. The
+ * weights are packed for 16 lanes, which every path reads (AVX2 walks dc in 8-lane vectors, the portable loop
+ * all dcp columns), so a path forced after the plan is made still finds its layout. */
+struct ck_conv_rows {
+    gather_plan g;
+    int64_t *off;    /* the single phase's taps in the bordered copy */
+    const float **w; /* and their weight slices */
+};
+
+ck_status ck_conv_rows_create(const ck_conv_shape *s, const float *weight_rows, int64_t out_channels,
+                              ck_conv_rows **out) {
+    if (out == NULL) return CK_ERR_NULL_POINTER;
+    *out = NULL;
+    if (s == NULL || weight_rows == NULL) return CK_ERR_NULL_POINTER;
+    ck_conv_shape one = *s;
+    one.batch = 1;
+    int64_t oh, ow;
+    ck_status status = ck_conv_output_size(&one, &oh, &ow);
+    if (status != CK_OK) return status;
+    if (!ck_size_ok(out_channels)) return CK_ERR_INVALID_SIZE;
+    ck_conv_rows *p = calloc(1, sizeof *p);
+    if (p == NULL) return CK_ERR_OUT_OF_MEMORY;
+    status = gather_plan_forward(&p->g, &one, oh, ow, out_channels, weight_rows, 16);
+    if (status == CK_OK) {
+        p->off = malloc((size_t)p->g.max_taps * sizeof(int64_t));
+        p->w = malloc((size_t)p->g.max_taps * sizeof(float *));
+        if (p->off == NULL || p->w == NULL) status = CK_ERR_OUT_OF_MEMORY;
+        else gather_phase_taps(&p->g, &p->g.phases[0], p->off, p->w);
+    }
+    if (status != CK_OK) {
+        ck_conv_rows_destroy(p);
+        return status;
+    }
+    *out = p;
+    return CK_OK;
+}
+
+void ck_conv_rows_destroy(ck_conv_rows *p) {
+    if (p == NULL) return;
+    gather_plan_free(&p->g);
+    free(p->off);
+    free(p->w);
+    free(p);
+}
+
+void ck_conv_rows_sizes(const ck_conv_rows *p, int64_t *border_floats, int64_t *scratch_floats) {
+    if (border_floats != NULL) *border_floats = p->g.bh * p->g.bw * p->g.sc;
+    if (scratch_floats != NULL) *scratch_floats = p->g.dcp;
+}
+
+/* Unlike copy_bordered, writes the border too: the engine's workspace is shared with other steps, so it cannot
+ * rely on zeros left from the allocation. */
+void ck_conv_rows_border(const ck_conv_rows *p, const float *image, float *border) {
+    const gather_plan *g = &p->g;
+    const int64_t c = g->sc, row = g->bw * c, right = g->bw - g->left - g->sw;
+    for (int64_t y = 0; y < g->bh; y++) {
+        float *d = border + y * row;
+        const int64_t iy = y - g->top;
+        if (iy < 0 || iy >= g->sh) {
+            memset(d, 0, (size_t)row * sizeof(float));
+            continue;
+        }
+        memset(d, 0, (size_t)(g->left * c) * sizeof(float));
+        memcpy(d + g->left * c, image + iy * g->sw * c, (size_t)(g->sw * c) * sizeof(float));
+        memset(d + (g->left + g->sw) * c, 0, (size_t)(right * c) * sizeof(float));
+    }
+}
+
+void ck_conv_rows_compute(const ck_conv_rows *p, const float *border, int64_t row0, int64_t row1, float *out,
+                          float *scratch) {
+    prefetch_stream none = prefetch_plan(NULL, 0, 1);
+    gather_phase_rows(&p->g, ck_isa_active(), &p->g.phases[0], p->off, p->w, border, out, 0, row0, row1, scratch,
+                      &none);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -13,36 +13,85 @@
 extern "C" {
 #endif
 
-/** What a step of a program computes. Per-image tensors are NHWC. */
+/**
+ * Input channels up to which CK_STEP_CONV_F32 adds its products as ck_conv2d_direct_f32 (each product rounded,
+ * then added); above, as ck_conv2d_forward_f32 (fused multiply-adds). A training graph whose float convolutions
+ * call the same kernel on the same side of this bound computes the engine's floats exactly.
+ */
+enum { CK_CONV_F32_DIRECT_CHANNELS = 4 };
+
+/**
+ * What a step of a program computes. Per-image tensors are NHWC; "bits" are the packed signs of floats (bit 1 =
+ * negative, so 0, −0 and NaN pack as +1), ck_words(C) words per pixel, bit j of word w for channel 64·w + j.
+ * "The transform" is the one described at ck_step, applied per output channel. Values given for kinds added
+ * later keep the earlier ones stable.
+ */
 typedef enum ck_step_kind {
-    CK_STEP_CONV_F32 = 0,       /**< float conv of a float buffer, weights [out][kh][kw][C], output transform */
-    CK_STEP_BCONV = 1,          /**< binary conv of a bits buffer (ck_bconv2d), output transform */
-    CK_STEP_SHORTCUT = 2,       /**< every stride-th pixel of a float buffer, channels zero-padded to out_channels
-                                     (centred: (out − C)/2 zero channels before) */
-    CK_STEP_BMAXPOOL = 3,       /**< binary max-pool of a bits buffer (ck_bmaxpool2d) */
-    CK_STEP_GLOBAL_AVGPOOL = 4, /**< mean over H×W of a float buffer, then ·scale + bias if given: C floats */
-    CK_STEP_LINEAR = 5          /**< out[o] = Σ_i weights[o][i]·x[i] + bias[o] over a float buffer of C floats */
+    /** Float convolution of a float buffer `[H, W, C]` (geometry in `shape`) with `weights` as OHWI rows
+     *  (`out_channels` rows of kernel_h·kernel_w·C floats), zero padding, then the transform. With
+     *  C ≤ CK_CONV_F32_DIRECT_CHANNELS the products are added as ck_conv2d_direct_f32 adds them, otherwise as
+     *  ck_conv2d_forward_f32 (accumulate = 0) does: the same floats on every ISA path and thread count. */
+    CK_STEP_CONV_F32 = 0,
+    /** Binary convolution of a bits buffer (ck_bconv2d: exact integers, zero padding), then the transform. */
+    CK_STEP_BCONV = 1,
+    /** Strided subsample with centred zero channels: out[y][x][pad + c] = in[y·s][x·s][c] for s = stride_h
+     *  (= stride_w), pad = (out_channels − C)/2 (even difference required), zeros in the other channels; the
+     *  output is ⌈H/s⌉ × ⌈W/s⌉ × out_channels floats. Kernel and padding are not read. */
+    CK_STEP_SHORTCUT = 2,
+    /** Binary max-pool of a bits buffer (ck_bmaxpool2d); writes bits only. 2·pad ≤ kernel in each dimension. */
+    CK_STEP_BMAXPOOL = 3,
+    /** Mean over H×W of a float buffer as ck_global_avgpool_forward_f32 (each channel summed in double over the
+     *  pixels in raster order, the mean rounded once to float), then ·scale[c] and + bias[c] as two float
+     *  operations where given: a 1×1×C float buffer. */
+    CK_STEP_GLOBAL_AVGPOOL = 4,
+    /** out[o] = (Σ_i weights[o][i]·x[i], added in order i = 0, 1, …) + bias[o], over any float buffer of
+     *  shape.channels floats in NHWC order (an `[H, W, C]` buffer with H·W·C = channels: flattening is free; a
+     *  caller that wants PyTorch's NCHW flatten order permutes the weight columns). A 1×1×out_channels buffer. */
+    CK_STEP_LINEAR = 5,
+    /** Max-pool of a float buffer as ck_maxpool2d_forward_f32 (padding counts as −∞; NaN propagates;
+     *  2·pad ≤ kernel in each dimension): floats and/or their bits. */
+    CK_STEP_MAXPOOL_F32 = 6,
+    /** Average pool of a float buffer as ck_avgpool2d_forward_f32, the same floats (real pixels of the window
+     *  added in raster order from 0, then one division by kernel_h·kernel_w: zero padding counts in the divisor,
+     *  PyTorch's count_include_pad; 2·pad ≤ kernel): floats and/or their bits. */
+    CK_STEP_AVGPOOL_F32 = 7,
+    /** The transform alone, on a float buffer of shape.height × width × channels (kernel, stride and padding not
+     *  read): a batch norm (scale, bias) after a pool, a ReLU, a residual add after a step without a transform,
+     *  or the sign bits of a float buffer. Floats and/or bits, same shape. */
+    CK_STEP_AFFINE = 8
 } ck_step_kind;
 
 /**
- * One step. Buffers are numbered from 0; buffer 0 holds the input images (float). Conv steps write
- *   y = max(acc·prescale, floor)·scale + bias (+ residual), then max(y, 0) if CK_RELU_AFTER,
- * where floor is 0 with CK_RELU_BEFORE and −∞ otherwise — the order of operations of a network that
- * computes α·conv, ReLU, batch norm and the residual add, so a packed network can reproduce it bit for bit.
+ * One step. Buffers are numbered from 0 to 63; buffer 0 holds the input images (float) and is never written. The
+ * transform (CONV_F32, BCONV and AFFINE) maps each value x (the convolution's sum, or the input value) of output
+ * channel o, in this order of float operations:
+ *   v = x·prescale[o]                     (skipped without prescale)
+ *   v = max(v, 0) if CK_RELU_BEFORE        (written v < 0 ? 0 : v: NaN stays NaN)
+ *   y = v·scale[o]                         (skipped without scale)
+ *   y = y + bias[o]                        (skipped without bias)
+ *   y = y + residual[p][o]                 (skipped without residual)
+ *   y = max(y, 0) if CK_RELU_AFTER
+ * — the order of a network that computes α·conv, ReLU, batch norm (x·scale + shift) and the residual add as
+ * separate float operations, so a packed network reproduces it bit for bit. A skipped part changes nothing (as a
+ * training op that is absent), except that BCONV and CONV_F32 of few channels add +0 for a missing bias or
+ * residual (a −0 becomes +0, which no comparison or sign bit sees). Fields a kind does not read must be NULL, 0
+ * or −1 (else CK_ERR_SHAPE_MISMATCH): flags, prescale and residual belong to the transform, scale to it and
+ * GLOBAL_AVGPOOL, bias to those and LINEAR, weights to CONV_F32 and LINEAR, binary_weights to BCONV, output_bits
+ * to the transform and the pools.
  */
 typedef struct ck_step {
     ck_step_kind kind;
     ck_conv_shape shape;       /**< per-image input geometry (batch must be 1); for LINEAR only `channels` */
-    int64_t out_channels;      /**< conv, shortcut, linear outputs; ignored for pools */
-    const float *weights;      /**< CONV_F32 and LINEAR */
+    int64_t out_channels;      /**< CONV_F32, BCONV, SHORTCUT and LINEAR outputs; not read by the others */
+    const float *weights;      /**< CONV_F32 (OHWI rows) and LINEAR (`out_channels` rows of `channels`) */
     const ck_bconv_weights *binary_weights; /**< BCONV */
-    const float *prescale;     /**< BCONV: multiplies the integer before CK_RELU_BEFORE (NULL: 1), see below */
-    const float *scale, *bias; /**< per output channel (NULL: 1, 0); LINEAR uses `bias` only */
-    int flags;                 /**< CK_RELU_BEFORE | CK_RELU_AFTER, conv steps */
+    const float *prescale;     /**< per output channel, multiplies x first (NULL: none) */
+    const float *scale, *bias; /**< per output channel (NULL: none) */
+    int flags;                 /**< CK_RELU_BEFORE | CK_RELU_AFTER, steps with the transform */
     int input;                 /**< buffer read: float, or bits for BCONV and BMAXPOOL */
-    int residual;              /**< float buffer added in the conv transform, or −1 */
-    int output;                /**< float buffer written, or −1 */
-    int output_bits;           /**< bits buffer written (conv steps, BMAXPOOL), or −1 */
+    int residual;              /**< float buffer of the output's shape added in the transform, or −1 */
+    int output;                /**< float buffer written, or −1 (BMAXPOOL: always −1) */
+    int output_bits;           /**< bits buffer written (transform steps and pools), or −1 */
 } ck_step;
 
 /** A validated list of steps with its buffers planned; reusable, one run at a time. */
