@@ -2,14 +2,14 @@ import ArgumentParser
 import BNN
 import Foundation
 
-/// `bnn bench infer`: ResNet-20 1W1A inference, the packed engine against the training graph in evaluation mode,
-/// on the same weights and images, in the same run.
+/// `bnn bench infer`: 1W1A inference of a registered network, the packed engine against the training graph in
+/// evaluation mode, on the same weights and images, in the same run.
 struct BenchInferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "infer",
-        abstract: "Measure ResNet-20 1W1A inference: packed engine vs the training graph's evaluation, same weights.",
+        abstract: "Measure 1W1A inference: packed engine vs the training graph's evaluation, same weights.",
         discussion: """
-            The weights are a freshly initialised ResNet-20 1W1A whose batch-norm statistics were moved by two \
+            The weights are a freshly initialised 1W1A network (--model, default resnet20) whose batch-norm statistics were moved by two \
             training-mode forward passes (speed does not depend on the values); the packed model is its export. \
             The training graph runs in evaluation mode without recording gradients. Images: synthetic pixels, \
             normalised as CIFAR-10. Each row: warm-up calls, then the median of --samples timed samples of \
@@ -19,6 +19,9 @@ struct BenchInferCommand: ParsableCommand {
     )
 
     @OptionGroup var threadOptions: ThreadOptions
+
+    @Option(help: "Network: \(NetworkRegistry.names.joined(separator: ", ")) (1W1A).")
+    var model: String = "resnet20"
 
     @Flag(help: "Print a JSON array of rows {engine, batch, images_per_second, ms_per_batch, threads}.")
     var json = false
@@ -34,6 +37,9 @@ struct BenchInferCommand: ParsableCommand {
             throw ValidationError("--batch-sizes must be between 1 and 4096, got \(batchSizes).")
         }
         guard samples >= 1 else { throw ValidationError("--samples must be at least 1, got \(samples).") }
+        guard NetworkRegistry.names.contains(model) else {
+            throw ValidationError("unknown --model `\(model)`; registered: \(NetworkRegistry.names.joined(separator: ", ")).")
+        }
         guard Set(batchSizes).count == batchSizes.count else {
             throw ValidationError("--batch-sizes lists a size twice: \(batchSizes).")
         }
@@ -54,7 +60,8 @@ struct BenchInferCommand: ParsableCommand {
             .batches(epoch: 0).batch(at: 0).images
         let imageSize = CIFAR10.imageSize
 
-        let model = try ResNet20(variant: .binary, estimator: ReSTE(), seed: 1)
+        let definition = try NetworkRegistry.named(self.model)
+        let model = try definition(NetworkOptions(variant: .binary, seed: 1))
         model.train()
         try withNoGrad {
             for start in [0, 64] {
@@ -62,7 +69,8 @@ struct BenchInferCommand: ParsableCommand {
             }
         }
         model.eval()
-        let engine = try PackedEngine(model: PackedModel.resNet20(stateDict: model.stateDict()))
+        let engine = try PackedEngine(
+            model: PackedModel.pack(model, inputShape: definition.inputShape, name: definition.name))
 
         // The packed engine first: OpenBLAS's threads keep spinning for a while after the training graph's
         // convolutions and would take the cores from the engine's OpenMP threads.
@@ -88,7 +96,7 @@ struct BenchInferCommand: ParsableCommand {
 
         if !json {
             print("""
-                ResNet-20 1W1A inference, \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), OpenBLAS core \
+                \(definition.name) 1W1A inference, \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), OpenBLAS core \
                 \(Kernels.blasCore); median of \(samples) samples per row
                 the two engines agree on \(agreeing) of \(largest) predictions
                 """)

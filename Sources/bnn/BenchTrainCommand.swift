@@ -2,12 +2,12 @@ import ArgumentParser
 import BNN
 import Foundation
 
-/// `bnn bench train`: training images/s of ResNet-20 1W1A (ReSTE) and of its full-precision twin, with the time
+/// `bnn bench train`: training images/s of a network in 1W1A (ReSTE) and of its full-precision twin, with the time
 /// of each phase of a step.
 struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Measure training speed of ResNet-20 1W1A (ReSTE) and its full-precision twin.",
+        abstract: "Measure training speed of a network in 1W1A (ReSTE) and of its full-precision twin.",
         discussion: """
             Runs the trainer's own step (forward, cross-entropy, backward, SGD, indicators) on batches from the \
             background loader: warm-up steps first, then --steps timed steps. Phases are timed around the step's \
@@ -35,25 +35,39 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "CIFAR-10 directory to take the batches from instead of synthetic images.")
     var data: String?
 
-    @Option(parsing: .upToNextOption, help: "Models to measure: resnet20 (1W1A, ReSTE), resnet20-a32, resnet20-fp.")
-    var models: [String] = ["resnet20", "resnet20-fp"]
+    @Option(help: "Network whose 1W1A and full-precision twin are measured (\(NetworkRegistry.names.joined(separator: ", "))).")
+    var model: String?
+
+    @Option(parsing: .upToNextOption, help: "Or the list to measure: NAME (1W1A, ReSTE), NAME-a32 or NAME-fp each.")
+    var models: [String] = []
+
+    /// What to measure: --models, else --model and its twin, else resnet20 and its twin.
+    var measured: [String] {
+        if !models.isEmpty { return models }
+        let name = model ?? "resnet20"
+        return [name, "\(name)-fp"]
+    }
 
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps).") }
         guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be at least 0, got \(warmupSteps).") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
-        for model in models where Self.variant(model) == nil {
-            throw ValidationError("unknown model `\(model)` in --models; valid: resnet20, resnet20-a32, resnet20-fp.")
+        guard model == nil || models.isEmpty else { throw ValidationError("give --model or --models, not both.") }
+        for model in measured where Self.network(model) == nil {
+            throw ValidationError(
+                "unknown model `\(model)`; valid: NAME, NAME-a32 or NAME-fp with NAME one of "
+                    + "\(NetworkRegistry.names.joined(separator: ", ")).")
         }
     }
 
-    static func variant(_ name: String) -> ResNet20.Variant? {
-        switch name {
-        case "resnet20": .binary
-        case "resnet20-a32": .binaryWeights
-        case "resnet20-fp": .fullPrecision
-        default: nil
+    /// "vgg-small-a32" → ("vgg-small", 1W32A); nil for an unknown name.
+    static func network(_ name: String) -> (name: String, variant: NetworkVariant)? {
+        for (suffix, variant) in [("-a32", NetworkVariant.binaryWeights), ("-fp", .fullPrecision), ("", .binary)]
+        where name.hasSuffix(suffix) {
+            let base = String(name.dropLast(suffix.count))
+            if NetworkRegistry.names.contains(base) { return (base, variant) }
         }
+        return nil
     }
 
     func run() throws {
@@ -69,22 +83,23 @@ struct BenchTrainCommand: ParsableCommand {
         }
         if !json {
             print("""
-                ResNet-20 training step, batch \(batchSize), \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), \
+                Training step, batch \(batchSize), \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), \
                 OpenBLAS core \(Kernels.blasCore)
                 \(warmupSteps) warm-up + \(steps) timed steps per model on \(source); shares are of the wall time per step
                 """)
         }
         var rows: [TrainingBenchmark.Row] = []
-        for name in models {
+        for name in measured {
+            let (network, variant) = Self.network(name)!
             let row = try TrainingBenchmark.measure(
-                variant: Self.variant(name)!, estimator: "reste", batchSize: batchSize, steps: steps,
+                network: network, variant: variant, estimator: "reste", batchSize: batchSize, steps: steps,
                 warmupSteps: warmupSteps, data: split)
             rows.append(row)
             if !json { print(Self.describe(row)) }
         }
         if json {
             print("[\n" + rows.map { "  " + Self.json($0) }.joined(separator: ",\n") + "\n]")
-        } else if rows.count == 2, rows[0].model == "resnet20-1w1a", rows[1].model == "resnet20-fp" {
+        } else if rows.count == 2, rows[0].model.hasSuffix("-1w1a"), rows[1].model.hasSuffix("-fp") {
             print(String(format: "1W1A / full precision: %.2fx images/s", rows[0].imagesPerSecond / rows[1].imagesPerSecond))
         }
     }

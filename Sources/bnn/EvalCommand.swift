@@ -6,18 +6,18 @@ import Foundation
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Evaluate ResNet-20 weights from a safetensors file on test_batch.bin (top-1, top-5).",
+        abstract: "Evaluate a network's weights from a safetensors file on test_batch.bin (top-1, top-5).",
         discussion: """
             Any safetensors file with the PyTorch state_dict names of the model works: a checkpoint of \
             `bnn train` (its "optimizer." entries are ignored) or a file saved from the paper's PyTorch model \
             (a "module." prefix from DataParallel is removed). Every key must be present with its shape; the \
-            error names each missing, unexpected or mismatched key. A checkpoint of `bnn train` also records its \
-            variant, which is used unless --model / --a32 say otherwise (a conflict is an error).
+            error names the first missing, unexpected or mismatched key. A checkpoint of `bnn train` also records \
+            its network and variant, which are used unless --model / --variant / --a32 say otherwise (a conflict \
+            is an error); other files are taken as resnet20 1W1A unless the options say otherwise.
             """
     )
 
-    @Option(help: "Network: resnet20 (binary block convolutions) or resnet20-fp (default: as recorded in the file, else resnet20).")
-    var model: ModelName?
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(help: "The safetensors file with the weights.")
     var weights: String
@@ -33,53 +33,49 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print {\"top1\": …, \"top5\": …, \"images\": …} (fractions) instead of text.")
     var json = false
 
-    @Flag(help: "1W32A weights: binary weights, real-valued activations.")
-    var a32 = false
-
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
-        if a32 && model == .resnet20FullPrecision {
-            throw ValidationError("--a32 applies to the binary resnet20, not to resnet20-fp.")
-        }
     }
 
     func run() throws {
         try threadOptions.apply()
         let weightsURL = URL(fileURLWithPath: weights)
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
-            throw CommandError("--weights \(weightsURL.path) does not exist.")
-        }
-        let variant = try chooseVariant(weightsURL)
+        let (network, name, _, _) = try loadNetwork(weightsURL, options: modelOptions)
         let test = try readTestSplit(try DataLocation.resolve(data))
-        // The estimator only matters for gradients; evaluation never computes any.
-        let network = try ResNet20(variant: variant, estimator: ReSTE(), seed: 0)
-        try ModelWeights.load(weightsURL, into: network)
         let result = try Evaluation.evaluate(network, on: test, batchSize: batchSize)
         if json {
             print(result.json)
         } else {
             print("""
-                \(TrainingBenchmark.modelName(variant)) weights \(weightsURL.path)
+                \(name) weights \(weightsURL.path)
                 top-1 \(percent(result.top1)) (\(result.top1Correct)/\(result.images)), \
                 top-5 \(percent(result.top5)) (\(result.top5Correct)/\(result.images)), \
                 loss \(String(format: "%.4f", result.loss))
                 """)
         }
     }
+}
 
-    /// The variant asked for on the command line, checked against the one a training checkpoint records.
-    private func chooseVariant(_ url: URL) throws -> ResNet20.Variant {
-        let requested = model.map { $0.variant(a32: a32) } ?? (a32 ? .binaryWeights : nil)
-        var recorded: ResNet20.Variant?
-        if let checkpoint = try? Checkpoint.read(from: url) { recorded = checkpoint.configuration.variant }
-        switch (requested, recorded) {
-        case let (requested?, recorded?) where requested != recorded:
-            throw CommandError(
-                "\(url.path) was trained as \(TrainingBenchmark.modelName(recorded)), but the options ask for "
-                    + "\(TrainingBenchmark.modelName(requested)); drop --model/--a32 or make them match.")
-        case let (requested?, _): return requested
-        case let (nil, recorded?): return recorded
-        case (nil, nil): return .binary
-        }
+/// Reads a weights file and builds the network it holds (the options, else the checkpoint's record, else resnet20
+/// 1W1A) with those weights; returns it with its report name ("resnet20-1w1a"). Fails naming the first key that
+/// does not fit the network.
+func loadNetwork(_ url: URL, options: ModelOptions) throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant) {
+    guard FileManager.default.fileExists(atPath: url.path) else {
+        throw CommandError("--weights \(url.path) does not exist.")
     }
+    let file: SafeTensorsFile
+    do {
+        file = try SafeTensors.read(url)
+    } catch {
+        throw CommandError("\(url.path): cannot read the weights: \(error)")
+    }
+    let (definition, variant) = try options.resolve(recorded: try recordedNetwork(file, path: url.path), file: url.path)
+    // The estimator only matters for gradients; evaluation and packing never compute any.
+    let network = try definition(NetworkOptions(variant: variant, estimator: ReSTE()))
+    do {
+        try network.loadStateDict(ModelWeights.tensors(of: file))
+    } catch {
+        throw CommandError("\(url.path) does not hold \(definition.name) \(variant.label) weights: \(error)")
+    }
+    return (network, TrainingBenchmark.modelName(definition.name, variant), definition, variant)
 }

@@ -2,24 +2,23 @@ import ArgumentParser
 import BNN
 import Foundation
 
-/// `bnn export`: packs trained ResNet-20 1W1A weights into a `.bnn` file for `bnn infer` and the C API.
+/// `bnn export`: packs a trained 1W1A network into a `.bnn` file for `bnn infer` and the C API.
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Pack trained ResNet-20 1W1A weights into a .bnn file: sign(W) as bits, α and batch norm folded in.",
+        abstract: "Pack trained 1W1A weights into a .bnn file: sign(W) as bits, α and batch norm folded in.",
         discussion: """
-            --weights is any safetensors file with the ResNet-20 state-dict names: a checkpoint of `bnn train` \
-            (its "optimizer." entries are ignored) or a state dict saved from the authors' PyTorch model (a \
-            "module." prefix from DataParallel is removed). Only the 1W1A network can be packed: the kernels take \
-            binary activations. A checkpoint of `bnn train` records its variant (metadata `config`), and a 1W32A \
-            or full-precision one is refused; other files have no such record and are taken as 1W1A (their state \
-            dicts have the same names), so say --a32 or --model resnet20-fp to be told instead. The file is written \
-            atomically (a temporary file renamed over --out).
+            --weights is any safetensors file with the network's state-dict names: a checkpoint of `bnn train` \
+            (its "optimizer." entries are ignored; it records its network and variant) or a state dict saved from \
+            the authors' PyTorch model (a "module." prefix from DataParallel is removed; say --model for another \
+            network than resnet20). The network is traced and packed by the generic packer: binary convolutions \
+            keep sign(W) as bits, α, ReLU, batch norm and residual adds are folded into their output transforms. \
+            Only 1W1A networks can be packed (the kernels take binary activations): 1W32A and full-precision \
+            weights are refused. The file is written atomically (a temporary file renamed over --out).
             """
     )
 
-    @Option(help: "Network: resnet20 (1W1A; resnet20-fp is refused, as is --a32).")
-    var model: ModelName = .resnet20
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(help: "The safetensors file with the trained weights.")
     var weights: String
@@ -27,37 +26,28 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The packed model to write, e.g. model.bnn.")
     var out: String
 
-    @Flag(help: "The weights are 1W32A, as with `bnn train --a32` (refused: real-valued activations).")
-    var a32 = false
-
     func validate() throws {
-        if a32 && model == .resnet20FullPrecision {
-            throw ValidationError("--a32 applies to the binary resnet20, not to resnet20-fp.")
-        }
-        if let refusal = Self.refusal(model.variant(a32: a32), source: model == .resnet20FullPrecision ? "--model resnet20-fp" : "--a32") {
+        if let variant = try modelOptions.requested().variant, let refusal = Self.refusal(variant, source: "the options") {
             throw ValidationError(refusal)
         }
     }
 
     /// Why `variant` cannot be packed, or nil for 1W1A.
-    static func refusal(_ variant: ResNet20.Variant, source: String) -> String? {
+    static func refusal(_ variant: NetworkVariant, source: String) -> String? {
         switch variant {
         case .binary: nil
         case .binaryWeights:
-            "\(source): a ResNet-20 1W32A has real-valued activations, which the packed binary kernels cannot take; "
+            "\(source): a 1W32A network has real-valued activations, which the packed binary kernels cannot take; "
                 + "only 1W1A networks can be exported (`bnn eval` evaluates 1W32A weights)."
         case .fullPrecision:
-            "\(source): a full-precision ResNet-20 has no binary layers to pack; only 1W1A networks can be exported "
+            "\(source): a full-precision network has no binary layers to pack; only 1W1A networks can be exported "
                 + "(`bnn eval` evaluates full-precision weights)."
         }
     }
 
     func run() throws {
         let weightsURL = URL(fileURLWithPath: weights)
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
-            throw CommandError("--weights \(weightsURL.path) does not exist.")
-        }
-        let packed = try Self.pack(weightsURL)
+        let packed = try Self.pack(weightsURL, options: modelOptions)
         let outURL = URL(fileURLWithPath: out)
         do {
             try packed.write(to: outURL)
@@ -71,34 +61,15 @@ struct ExportCommand: ParsableCommand {
         print("file: \(PackedReport.grouped(file.size)) bytes (header \(PackedReport.grouped(file.header)) bytes with the graph)")
     }
 
-    /// Reads `url`, refuses a checkpoint that records a 1W32A or full-precision run, and packs the state dict.
-    static func pack(_ url: URL) throws -> PackedModel {
-        let file: SafeTensorsFile
+    /// Builds the network the file holds, refuses a 1W32A or full-precision one, and packs it.
+    static func pack(_ url: URL, options: ModelOptions) throws -> PackedModel {
+        let (network, _, definition, variant) = try loadNetwork(url, options: options)
+        if let refusal = refusal(variant, source: url.path) { throw CommandError(refusal) }
         do {
-            file = try SafeTensors.read(url)
+            return try PackedModel.pack(
+                network, inputShape: definition.inputShape, name: definition.name, variant: variant.shortName)
         } catch {
-            throw CommandError("\(url.path): cannot read the weights: \(error)")
-        }
-        if let config = file.metadata["config"] {
-            do {
-                let recorded = try TrainingConfiguration(json: config, place: url.path).variant
-                if let refusal = refusal(recorded, source: "\(url.path) (checkpoint metadata `config`)") {
-                    throw CommandError(refusal)
-                }
-            } catch let error as TrainingError {
-                // Only a checkpoint of `bnn train` promises a readable record; another file's `config` is not ours.
-                if file.metadata["format"] == Checkpoint.format { throw CommandError("\(error)") }
-            }
-        }
-        var tensors = Checkpoint.splitOptimizer(file.tensors).model
-        let prefix = "module."
-        if !tensors.isEmpty && tensors.keys.allSatisfy({ $0.hasPrefix(prefix) }) {
-            tensors = Dictionary(uniqueKeysWithValues: tensors.map { (String($0.key.dropFirst(prefix.count)), $0.value) })
-        }
-        do {
-            return try PackedModel.resNet20(stateDict: tensors)
-        } catch let error as PackedModelError {
-            throw CommandError("\(url.path): \(error.message)")
+            throw CommandError("\(url.path): \(error)")
         }
     }
 }

@@ -107,18 +107,18 @@ enum PackedReport {
         switch op {
         case .conv: ["weight", "scale", "bias"]
         case .bconv: ["bits", "prescale", "scale", "bias"]
-        case .globalAvgPool: ["scale", "bias"]
+        case .globalAvgPool, .affine: ["scale", "bias"]
         case .linear: ["weight", "bias"]
-        case .shortcut, .bmaxpool: []
+        case .shortcut, .bmaxpool, .maxpool, .avgpool: []
         }
     }
 
     static func operation(_ layer: PackedLayer) -> String {
         let k = layer.kernel ?? 1, stride = layer.stride ?? 1
         switch layer.op {
-        case .conv, .bconv, .bmaxpool: return "\(layer.op.rawValue) \(k)×\(k)/\(stride)"
+        case .conv, .bconv, .bmaxpool, .maxpool, .avgpool: return "\(layer.op.rawValue) \(k)×\(k)/\(stride)"
         case .shortcut: return "shortcut /\(stride)"
-        case .globalAvgPool, .linear: return layer.op.rawValue
+        case .globalAvgPool, .linear, .affine: return layer.op.rawValue
         }
     }
 
@@ -127,9 +127,10 @@ enum PackedReport {
     static func geometry(output layer: PackedLayer) -> String {
         let k = layer.kernel ?? 1, stride = max(layer.stride ?? 1, 1), padding = layer.padding ?? 0
         switch layer.op {
-        case .conv, .bconv, .bmaxpool:
+        case .conv, .bconv, .bmaxpool, .maxpool, .avgpool:
             let height = (layer.height + 2 * padding - k) / stride + 1, width = (layer.width + 2 * padding - k) / stride + 1
-            return "\(height)×\(width)×\(layer.op == .bmaxpool ? layer.channels : layer.outChannels)"
+            return "\(height)×\(width)×\(layer.outChannels)"
+        case .affine: return geometry(input: layer)
         case .shortcut:
             return "\((layer.height - 1) / stride + 1)×\((layer.width - 1) / stride + 1)×\(layer.outChannels)"
         case .globalAvgPool: return "1×1×\(layer.channels)"
@@ -143,8 +144,8 @@ enum PackedReport {
         switch layer.op {
         case .conv, .linear: part = "weight"
         case .bconv: part = "bits"
-        case .globalAvgPool: part = "scale"
-        case .shortcut, .bmaxpool: part = nil
+        case .globalAvgPool, .affine: part = "scale"
+        case .shortcut, .bmaxpool, .maxpool, .avgpool: part = nil
         }
         guard let part, let tensor = model.tensors["\(layer.name).\(part)"] else { return "-" }
         return "\(tensor.dtype.rawValue.lowercased()) \(tensor.shape)"

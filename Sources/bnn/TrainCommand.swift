@@ -2,11 +2,11 @@ import ArgumentParser
 import BNN
 import Foundation
 
-/// `bnn train`: trains ResNet-20 on CIFAR-10 with a chosen sign estimator and keeps the run's files.
+/// `bnn train`: trains a registered network on CIFAR-10 with a chosen sign estimator and keeps the run's files.
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train ResNet-20 (1W1A, 1W32A or full precision) on CIFAR-10.",
+        abstract: "Train a network (resnet20, resnet20-bireal, resnet18, vgg-small; 1W1A, 1W32A or full precision) on CIFAR-10.",
         discussion: """
             The paper's recipe: SGD (momentum 0.9, weight decay 1e-4), cosine learning rate to 0 with an optional \
             linear warm-up, random crop and flip, ReSTE's power o annealed to --o-end. After each epoch the test \
@@ -25,8 +25,7 @@ struct TrainCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "Network: resnet20 (binary block convolutions) or resnet20-fp (the full-precision twin).")
-    var model: ModelName = .resnet20
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(help: "Backward of sign() in the binary convolutions.")
     var estimator: EstimatorName = .reste
@@ -68,9 +67,6 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Continue the run saved in --out (same settings).")
     var resume = false
 
-    @Flag(help: "1W32A: binary weights, real-valued activations.")
-    var a32 = false
-
     @Flag(help: "No progress display (epoch lines and the summary are still printed).")
     var quiet = false
 
@@ -85,14 +81,14 @@ struct TrainCommand: ParsableCommand {
         guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
             throw ValidationError("--relu-grad-at-zero must be in [0, 1], got \(reluGradientAtZero).")
         }
-        if a32 && model == .resnet20FullPrecision {
-            throw ValidationError("--a32 applies to the binary resnet20, not to resnet20-fp.")
-        }
     }
 
-    var trainingConfiguration: TrainingConfiguration {
+    /// The configuration the options describe.
+    func trainingConfiguration() throws -> TrainingConfiguration {
+        let (definition, variant) = try modelOptions.resolve()
         var configuration = TrainingConfiguration(epochs: epochs)
-        configuration.variant = model.variant(a32: a32)
+        configuration.model = definition.name
+        configuration.variant = variant
         configuration.estimator = estimator.rawValue
         configuration.oEnd = oEnd
         configuration.batchSize = batchSize
@@ -104,10 +100,15 @@ struct TrainCommand: ParsableCommand {
         return configuration
     }
 
-    var runDirectory: URL {
+    /// `--out`, else runs/<model>[-a32|-fp][-<estimator>]-seed<seed>.
+    func runDirectory(_ configuration: TrainingConfiguration) -> URL {
         if let out { return URL(fileURLWithPath: out) }
-        let kind = a32 ? "-a32" : ""
-        let name = model == .resnet20FullPrecision ? "resnet20-fp" : "resnet20\(kind)-\(estimator.rawValue)"
+        let name: String
+        switch configuration.variant {
+        case .fullPrecision: name = "\(configuration.model)-fp"
+        case .binaryWeights: name = "\(configuration.model)-a32-\(estimator.rawValue)"
+        case .binary: name = "\(configuration.model)-\(estimator.rawValue)"
+        }
         return URL(fileURLWithPath: "runs").appendingPathComponent("\(name)-seed\(seed)")
     }
 
@@ -115,10 +116,10 @@ struct TrainCommand: ParsableCommand {
         try threadOptions.apply()
         let dataDirectory = try DataLocation.resolve(data)
         let dataset = try CIFAR10(directory: dataDirectory)
-        let configuration = trainingConfiguration
+        let configuration = try trainingConfiguration()
         let trainer = try Trainer(
             configuration: configuration, training: dataset.train, validation: dataset.test,
-            runDirectory: runDirectory, resume: resume)
+            runDirectory: runDirectory(configuration), resume: resume)
         trainer.progress = TrainingProgress.standardError(quiet: quiet)
 
         printError("""

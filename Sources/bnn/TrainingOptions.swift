@@ -2,21 +2,96 @@ import ArgumentParser
 import BNN
 import Foundation
 
-/// `--model`: the network to build.
-enum ModelName: String, ExpressibleByArgument, CaseIterable {
-    /// ResNet-20 with binary block convolutions (1W1A, or 1W32A with `--a32`).
-    case resnet20
-    /// Its full-precision twin.
-    case resnet20FullPrecision = "resnet20-fp"
+/// `--variant`: which convolutions of the network are binary.
+enum VariantName: String, ExpressibleByArgument, CaseIterable {
+    case w1a1 = "1w1a", w1a32 = "1w32a", fp
 
-    /// The variant, given the `--a32` flag.
-    func variant(a32: Bool) -> ResNet20.Variant {
+    var value: NetworkVariant {
         switch self {
-        case .resnet20: a32 ? .binaryWeights : .binary
-        case .resnet20FullPrecision: .fullPrecision
+        case .w1a1: .binary
+        case .w1a32: .binaryWeights
+        case .fp: .fullPrecision
         }
     }
 }
+
+/// `--model`, `--variant` and `--a32`: a registered network and which of its convolutions are binary, shared by
+/// every command that builds a network. `NAME-fp` is the full-precision twin of NAME (as `--variant fp`), and
+/// `--a32` is `--variant 1w32a`.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Network: \(NetworkRegistry.names.joined(separator: ", ")); NAME-fp is its full-precision twin.")
+    var model: String?
+
+    @Option(help: "1w1a (binary weights and activations), 1w32a (binary weights) or fp (full precision).")
+    var variant: VariantName?
+
+    @Flag(help: "1W32A: binary weights, real-valued activations (as --variant 1w32a).")
+    var a32 = false
+
+    func validate() throws { _ = try requested() }
+
+    /// The network name and variant asked for; nil where the options say nothing.
+    func requested() throws -> (name: String?, variant: NetworkVariant?) {
+        var name = model
+        var variant = self.variant?.value
+        func conflict(_ a: String, _ b: String) -> ValidationError {
+            ValidationError("\(a) and \(b) ask for different variants; give one of them.")
+        }
+        if let model, model.hasSuffix("-fp"), NetworkRegistry.names.contains(String(model.dropLast(3))) {
+            if let variant, variant != .fullPrecision { throw conflict("--model \(model)", "--variant") }
+            name = String(model.dropLast(3))
+            variant = .fullPrecision
+        }
+        if let name, !NetworkRegistry.names.contains(name) {
+            throw ValidationError(
+                "unknown --model `\(name)`; registered: \(NetworkRegistry.names.joined(separator: ", ")) (each also as NAME-fp).")
+        }
+        if a32 {
+            if let variant, variant != .binaryWeights { throw conflict("--a32", model.map { "--model \($0)" } ?? "--variant") }
+            variant = .binaryWeights
+        }
+        return (name, variant)
+    }
+
+    /// The network and variant to build: what the options say, else what a checkpoint recorded (`recorded`), else
+    /// resnet20 1W1A. A checkpoint that disagrees with the options is an error naming both.
+    func resolve(recorded: (name: String, variant: NetworkVariant)? = nil, file: String = "")
+        throws -> (definition: NetworkDefinition, variant: NetworkVariant)
+    {
+        let (name, variant) = try requested()
+        if let recorded {
+            if let name, name != recorded.name {
+                throw CommandError("\(file) holds a \(recorded.name) (its metadata says so), but --model asks for \(name).")
+            }
+            if let variant, variant != recorded.variant {
+                throw CommandError(
+                    "\(file) was trained as \(recorded.name) \(recorded.variant.label), but the options ask for "
+                        + "\(variant.label); drop --variant/--a32 or make them match.")
+            }
+        }
+        let chosen = name ?? recorded?.name ?? "resnet20"
+        guard let definition = NetworkRegistry.all.first(where: { $0.name == chosen }) else {
+            throw CommandError(
+                "\(file) records the network `\(chosen)`, which this build does not know (registered: "
+                    + "\(NetworkRegistry.names.joined(separator: ", "))).")
+        }
+        return (definition, variant ?? recorded?.variant ?? .binary)
+    }
+}
+
+/// The network and variant a `bnn train` checkpoint records in its metadata `config`, or nil for another file.
+func recordedNetwork(_ file: SafeTensorsFile, path: String) throws -> (name: String, variant: NetworkVariant)? {
+    guard let config = file.metadata["config"] else { return nil }
+    do {
+        let configuration = try TrainingConfiguration(json: config, place: path)
+        return (configuration.model, configuration.variant)
+    } catch {
+        // Only a checkpoint of `bnn train` promises a readable record; another file's `config` is not ours.
+        if file.metadata["format"] == Checkpoint.format { throw CommandError("\(error)") }
+        return nil
+    }
+}
+
 
 /// `--estimator`: the backward of sign().
 enum EstimatorName: String, ExpressibleByArgument, CaseIterable {

@@ -25,7 +25,7 @@ struct InferenceAPITests {
             }
         }
         model.eval()
-        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let packed = try PackedModel.pack(model, inputShape: [32, 32, 3], name: "resnet20")
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("capi-\(UUID().uuidString).bnn")
         try packed.write(to: url)
         let test = try CIFAR10Batches.evaluation(data.test, batchSize: 16).batches(epoch: 0).batch(at: 0)

@@ -10,13 +10,15 @@ struct PackedEngineTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Examples/data/cifar10-sample")
 
-    /// A ResNet-20 1W1A trained for a few steps on the bundled data, so that batch-norm statistics, α and the
-    /// latent weights are no longer at their initial values.
-    static func trainedModel(steps: Int = 4) throws -> (ResNet20, CIFAR10) {
+    /// A 1W1A network (ResNet-20 unless `network` names another registered one) trained for a few steps on the
+    /// bundled data, so that batch-norm statistics, α and the latent weights are no longer at their initial values.
+    static func trainedModel(
+        _ network: String = "resnet20", steps: Int = 4, batchSize: Int = 64
+    ) throws -> (Module, CIFAR10) {
         let data = try CIFAR10(directory: dataDirectory)
-        let model = try ResNet20(variant: .binary, estimator: ReSTE(oEnd: 3), seed: 7)
+        let model = try NetworkRegistry.named(network)(NetworkOptions(estimator: ReSTE(oEnd: 3), seed: 7))
         let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.1)
-        let batches = try CIFAR10Batches.training(data.train, batchSize: 64, seed: 3)
+        let batches = try CIFAR10Batches.training(data.train, batchSize: batchSize, seed: 3)
         model.train()
         for (index, batch) in batches.batches(epoch: 0).enumerated() where index < steps {
             let x = try Tensor(shape: [batch.count, 32, 32, 3], data: batch.images)
@@ -29,44 +31,80 @@ struct PackedEngineTests {
         return (model, data)
     }
 
+    static func pack(_ model: Module, _ network: String = "resnet20") throws -> PackedModel {
+        try PackedModel.pack(model, inputShape: [32, 32, 3], name: network)
+    }
+
     /// Logits of the training graph in eval mode and of the packed engine for the same images.
-    static func compare(model: ResNet20, engine: PackedEngine, images: [Float], count: Int) throws -> ([Float], [Float]) {
+    static func compare(model: Module, engine: PackedEngine, images: [Float], count: Int) throws -> ([Float], [Float]) {
         let reference = try withNoGrad { try model(Tensor(shape: [count, 32, 32, 3], data: images)).scalars }
         let packed = try engine.logits(images: images, count: count)
         return (reference, packed)
     }
 
+    /// Predictions that differ, and the largest logit difference relative to each image's largest logit (a logit
+    /// near 0 has no meaningful relative error), of `engine` against `model` on every image of `split`.
+    static func disagreement(
+        model: Module, engine: PackedEngine, split: CIFAR10Split, limit: Int? = nil
+    ) throws -> (mismatched: Int, worst: Float, images: Int) {
+        let batches = try CIFAR10Batches.evaluation(split, batchSize: 250)
+        var mismatched = 0, images = 0
+        var worst: Float = 0
+        for batch in batches.batches(epoch: 0) {
+            if let limit, images >= limit { break }
+            let (reference, logits) = try compare(model: model, engine: engine, images: batch.images, count: batch.count)
+            let a = PackedEngine.predictions(logits: reference, classes: 10)
+            let b = PackedEngine.predictions(logits: logits, classes: 10)
+            mismatched += zip(a, b).filter { $0 != $1 }.count
+            for image in 0..<batch.count {
+                let r = reference[(image * 10)..<(image * 10 + 10)], p = logits[(image * 10)..<(image * 10 + 10)]
+                let scale = max(r.map(abs).max()!, 1e-6)
+                for (x, y) in zip(r, p) { worst = max(worst, abs(x - y) / scale) }
+            }
+            images += batch.count
+        }
+        return (mismatched, worst, images)
+    }
+
     @Test("packed ResNet-20 1W1A predicts exactly as the training graph on every bundled image")
     func packedEqualsTrainingGraph() throws {
         let (model, data) = try Self.trainedModel()
-        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
-        let engine = try PackedEngine(model: packed)
+        let engine = try PackedEngine(model: Self.pack(model))
         for (split, name) in [(data.test, "validation"), (data.train, "training")] {
-            let batches = try CIFAR10Batches.evaluation(split, batchSize: 250)
-            var mismatched = 0
-            var worst: Float = 0
-            for batch in batches.batches(epoch: 0) {
-                let (reference, logits) = try Self.compare(
-                    model: model, engine: engine, images: batch.images, count: batch.count)
-                let a = PackedEngine.predictions(logits: reference, classes: 10)
-                let b = PackedEngine.predictions(logits: logits, classes: 10)
-                mismatched += zip(a, b).filter { $0 != $1 }.count
-                // Relative to each image's largest logit: a logit near 0 has no meaningful relative error.
-                for image in 0..<batch.count {
-                    let r = reference[(image * 10)..<(image * 10 + 10)], p = logits[(image * 10)..<(image * 10 + 10)]
-                    let scale = max(r.map(abs).max()!, 1e-6)
-                    for (x, y) in zip(r, p) { worst = max(worst, abs(x - y) / scale) }
-                }
-            }
+            let (mismatched, worst, _) = try Self.disagreement(model: model, engine: engine, split: split)
             #expect(mismatched == 0, "\(mismatched) \(name) predictions differ")
             #expect(worst <= 1e-4, "largest relative logit difference on \(name) images: \(worst)")
+        }
+    }
+
+    @Test(
+        "every registered network packs and predicts as its training graph on every bundled image, on every path",
+        arguments: NetworkRegistry.names)
+    func packedNetworkEqualsTrainingGraph(network: String) throws {
+        let (model, data) = try Self.trainedModel(network, steps: 2, batchSize: 32)
+        let packed = try Self.pack(model, network)
+        #expect(packed.graph.model == network)
+        let engine = try PackedEngine(model: packed)
+        for (split, name) in [(data.test, "validation"), (data.train, "training")] {
+            let (mismatched, worst, images) = try Self.disagreement(model: model, engine: engine, split: split)
+            #expect(images == split.count)
+            #expect(mismatched == 0, "\(network): \(mismatched) \(name) predictions differ")
+            #expect(worst <= 1e-4, "\(network): largest relative logit difference on \(name) images: \(worst)")
+        }
+        // Every kernel path the CPU has (the paths give identical bits), on the first 250 validation images.
+        let previous = Kernels.isa
+        defer { try? Kernels.force(previous) }
+        for path in Kernels.supportedPaths {
+            try Kernels.force(path)
+            let (mismatched, worst, _) = try Self.disagreement(model: model, engine: engine, split: data.test, limit: 250)
+            #expect(mismatched == 0 && worst <= 1e-4, "\(network) on the \(path.name) path: \(mismatched) differ, worst \(worst)")
         }
     }
 
     @Test("the engine gives the same logits at batch 1 (threads inside layers) as at batch 64 (threads across images)")
     func batchSizesAgree() throws {
         let (model, data) = try Self.trainedModel(steps: 1)
-        let engine = try PackedEngine(model: PackedModel.resNet20(stateDict: model.stateDict()))
+        let engine = try PackedEngine(model: Self.pack(model))
         let batch = try CIFAR10Batches.evaluation(data.test, batchSize: 64).batches(epoch: 0).batch(at: 0)
         let together = try engine.logits(images: batch.images, count: batch.count)
         for i in [0, 17, 63] {
@@ -78,7 +116,7 @@ struct PackedEngineTests {
     @Test("a packed file survives a round trip and its summary adds up to the file size")
     func roundTrip() throws {
         let (model, _) = try Self.trainedModel(steps: 1)
-        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let packed = try Self.pack(model)
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("packed-\(UUID().uuidString).bnn")
         defer { try? FileManager.default.removeItem(at: url) }
         try packed.write(to: url)
@@ -92,7 +130,7 @@ struct PackedEngineTests {
     @Test("1,000 random byte flips and truncations of a packed file are errors or harmless, never a crash")
     func corruptedFiles() throws {
         let (model, data) = try Self.trainedModel(steps: 1)
-        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let packed = try Self.pack(model)
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-\(UUID().uuidString).bnn")
         defer { try? FileManager.default.removeItem(at: url) }
         try packed.write(to: url)
@@ -130,13 +168,11 @@ struct PackedEngineTests {
         let (model, _) = try Self.trainedModel(steps: 1)
         var dict = model.stateDict()
         dict["layer2.1.conv2.weight"] = nil
-        #expect(throws: PackedModelError.self) { try PackedModel.resNet20(stateDict: dict) }
-        do {
-            _ = try PackedModel.resNet20(stateDict: dict)
-        } catch let error as PackedModelError {
-            #expect(error.message.contains("layer2.1.conv2.weight"))
+        let traced = try NetworkGraph.trace(model, inputShape: [32, 32, 3])
+        #expect { try PackedModel.pack(traced, stateDict: dict, name: "resnet20") } throws: {
+            "\($0)".contains("layer2.1.conv2")
         }
-        let packed = try PackedModel.resNet20(stateDict: model.stateDict())
+        let packed = try Self.pack(model)
         var graph = packed.graph
         graph.layers[3].input = 40  // a buffer nothing writes
         let rewired = try PackedModel(graph: graph, tensors: packed.tensors)

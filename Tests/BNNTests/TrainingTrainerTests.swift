@@ -203,7 +203,7 @@ struct TrainingTrainerTests {
         // After step 1 of epoch 2, poison the classifier: step 2's loss is NaN.
         trainer.afterStep = { epoch, step in
             if epoch == 2 && step == 1 {
-                trainer.model.linear.weight.withUnsafeMutableBufferPointer { $0[0] = .nan }
+                (trainer.model as! ResNet20).linear.weight.withUnsafeMutableBufferPointer { $0[0] = .nan }
             }
         }
         var before = Data()
@@ -228,7 +228,7 @@ struct TrainingTrainerTests {
 
         // In the first epoch there is no checkpoint to keep, and the message says so.
         let fresh = try TrainingFixtures.trainer(directory.appendingPathComponent("first"))
-        fresh.afterStep = { _, _ in fresh.model.linear.bias?.withUnsafeMutableBufferPointer { $0[0] = .infinity } }
+        fresh.afterStep = { _, _ in (fresh.model as! ResNet20).linear.bias?.withUnsafeMutableBufferPointer { $0[0] = .infinity } }
         #expect {
             _ = try fresh.run()
         } throws: { "\($0)".contains("epoch 1, step 2") && "\($0)".contains("No checkpoint was written") }
@@ -363,7 +363,7 @@ struct TrainingBenchmarkTests {
     @Test("the replayed convolution gradients follow ResNet-20's convolutions; a tiny measurement yields consistent figures")
     func plumbing() throws {
         let model = try ResNet20(variant: .binary, estimator: ReSTE(), seed: 1)
-        let shapes = TrainingBenchmark.convolutionShapes(of: model, batch: 4)
+        let shapes = try TrainingBenchmark.convolutionShapes(of: model, inputShape: [32, 32, 3], batch: 4)
         #expect(shapes.count == 19)
         #expect(shapes[0].input == [4, 32, 32, 3] && !shapes[0].inputNeedsGradient && !shapes[0].binaryInput)
         #expect(shapes[1...].allSatisfy { $0.inputNeedsGradient && $0.binaryInput })
@@ -378,7 +378,7 @@ struct TrainingBenchmarkTests {
             let product = Double(shape.input[0] * out * out) * Double(shape.weight[1] * 9) * Double(shape.weight[0])
             expected += product * (shape.inputNeedsGradient ? 2 : 1)
         }
-        let replay = try BackwardConvolutionReplay(model: model, batch: 4)
+        let replay = try BackwardConvolutionReplay(model: model, inputShape: [32, 32, 3], batch: 4)
         #expect(replay.multiplyAdds == expected)
         #expect(try replay.run() >= 0)
 

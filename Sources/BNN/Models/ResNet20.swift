@@ -13,14 +13,7 @@
 /// β = 0, linear bias U(±1/√64) (PyTorch's default), all drawn from one generator seeded with `seed`.
 public final class ResNet20: Module {
     /// Which convolutions of the blocks are binary.
-    public enum Variant: String, Sendable, CaseIterable {
-        /// Binary weights and activations (1W1A).
-        case binary
-        /// Binary weights, real activations (1W32A).
-        case binaryWeights
-        /// Real convolutions everywhere (the full-precision twin).
-        case fullPrecision
-    }
+    public typealias Variant = NetworkVariant
 
     /// One residual block (PyTorch's `BasicBlock_1w1a`): two 3×3 convolutions, each followed by ReLU then batch
     /// norm, plus the shortcut.
@@ -37,23 +30,19 @@ public final class ResNet20: Module {
         public let shortcutPadding: Int?
         /// The gradient the ReLUs after the convolutions pass at exactly 0 (see `ResNet20.reluGradientAtZero`).
         public let reluGradientAtZero: Float
+        /// Bi-Real Net's wiring: a shortcut around each convolution instead of one around the block.
+        public let biReal: Bool
 
         init(
             inputChannels: Int, channels: Int, stride: Int, variant: Variant, estimator: any SignEstimator,
-            reluGradientAtZero: Float, generator: inout Xoshiro256StarStar
+            reluGradientAtZero: Float, biReal: Bool, generator: inout Xoshiro256StarStar
         ) throws {
             self.reluGradientAtZero = reluGradientAtZero
+            self.biReal = biReal
             func convolution(_ input: Int, _ stride: Int) throws -> Module {
-                switch variant {
-                case .binary, .binaryWeights:
-                    return try BinaryConv2d(
-                        inputChannels: input, outputChannels: channels, kernelSize: 3, stride: stride, padding: 1,
-                        estimator: estimator, binarizeInput: variant == .binary, generator: &generator)
-                case .fullPrecision:
-                    return try Conv2d(
-                        inputChannels: input, outputChannels: channels, kernelSize: 3, stride: stride, padding: 1,
-                        bias: false, generator: &generator)
-                }
+                try blockConvolution(
+                    variant, inputChannels: input, outputChannels: channels, kernelSize: 3, stride: stride, padding: 1,
+                    estimator: estimator, generator: &generator)
             }
             conv1 = try convolution(inputChannels, stride)
             bn1 = try BatchNorm2d(channels: channels)
@@ -67,8 +56,13 @@ public final class ResNet20: Module {
         /// `[N, H, W, in]` → `[N, H/stride, W/stride, channels]`.
         public override func callAsFunction(_ x: Tensor) throws -> Tensor {
             var out = try bn1(relu(conv1(x), gradientAtZero: reluGradientAtZero))
-            out = try bn2(relu(conv2(out), gradientAtZero: reluGradientAtZero))
             let shortcut = try shortcutPadding.map { try shortcutOptionA(x, channelPadding: $0, stride: 2) } ?? x
+            if biReal {
+                // out = bn1(ReLU(conv1(x))) + shortcut(x); out = bn2(ReLU(conv2(out))) + out.
+                out = try add(out, shortcut)
+                return try add(bn2(relu(conv2(out), gradientAtZero: reluGradientAtZero)), out)
+            }
+            out = try bn2(relu(conv2(out), gradientAtZero: reluGradientAtZero))
             return try add(out, shortcut)
         }
     }
@@ -98,17 +92,22 @@ public final class ResNet20: Module {
     /// outputs come out as ±1e-7 of rounding noise and about four in ten of them pass the gradient.
     public let reluGradientAtZero: Float
 
+    /// Whether the blocks are Bi-Real Net's (a shortcut around each convolution: the paper's "ResNet-20 Bi-Real").
+    public let biReal: Bool
+
     /// A freshly initialised network; `estimator` is given to every binary convolution (unused by
-    /// `.fullPrecision`); `reluGradientAtZero` (in [0, 1]) is the ReLUs' gradient at exactly 0 in the blocks.
+    /// `.fullPrecision`); `reluGradientAtZero` (in [0, 1]) is the ReLUs' gradient at exactly 0 in the blocks;
+    /// `biReal` wires each block as Bi-Real Net does (the same parameters and state-dict names).
     public init(
         variant: Variant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64,
-        reluGradientAtZero: Float = 0
+        reluGradientAtZero: Float = 0, biReal: Bool = false
     ) throws {
         guard classes >= 1 else { throw ModuleError("ResNet20: `classes` must be at least 1, got \(classes)") }
         guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
             throw ModuleError("ResNet20: `reluGradientAtZero` must be in [0, 1], got \(reluGradientAtZero)")
         }
         self.reluGradientAtZero = reluGradientAtZero
+        self.biReal = biReal
         var generator = Xoshiro256StarStar(seed: seed)
         self.variant = variant
         conv1 = try Conv2d(
@@ -121,7 +120,8 @@ public final class ResNet20: Module {
                 defer { inputChannels = channels }
                 return try BasicBlock(
                     inputChannels: inputChannels, channels: channels, stride: blockStride, variant: variant,
-                    estimator: estimator, reluGradientAtZero: reluGradientAtZero, generator: &generator)
+                    estimator: estimator, reluGradientAtZero: reluGradientAtZero, biReal: biReal,
+                    generator: &generator)
             }
         }
         layer1 = try stage(16, stride: 1)
@@ -142,16 +142,5 @@ public final class ResNet20: Module {
         var out = try bn1(relu(conv1(x)))
         for block in layer1 + layer2 + layer3 { out = try block(out) }
         return try linear(bn2(globalAvgPool(out)))
-    }
-
-    /// The binary convolutions in state-dict order (`layer1.0.conv1` first); empty for `.fullPrecision`. Their
-    /// latent weights are what the paper's indicators measure.
-    public var binaryConvolutions: [BinaryConv2d] {
-        (layer1 + layer2 + layer3).flatMap { [$0.conv1, $0.conv2] }.compactMap { $0 as? BinaryConv2d }
-    }
-
-    /// Moves the schedule of every binary convolution's estimator to 0-based `epoch` of `epochs`.
-    public func setEstimatorEpoch(_ epoch: Int, of epochs: Int) {
-        for convolution in binaryConvolutions { convolution.estimator.setEpoch(epoch, of: epochs) }
     }
 }

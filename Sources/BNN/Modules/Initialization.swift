@@ -18,6 +18,11 @@ public enum Initialization {
         try copy(Tensor.randn(shape: weight.shape, std: std, using: &generator), into: weight)
     }
 
+    /// Normal N(0, std²), as `weight.data.normal_(0, std)`.
+    public static func normal(_ tensor: Tensor, std: Float, using generator: inout some RandomNumberGenerator) throws {
+        try copy(Tensor.randn(shape: tensor.shape, std: std, using: &generator), into: tensor)
+    }
+
     /// Uniform on [−bound, bound].
     public static func uniform(
         _ tensor: Tensor, bound: Float, using generator: inout some RandomNumberGenerator

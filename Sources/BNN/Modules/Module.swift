@@ -256,12 +256,18 @@ public struct StateDictError: Error, CustomStringConvertible, Equatable, Sendabl
     /// Entries with a wrong shape or dtype.
     public let problems: [Problem]
 
-    /// All problems, one clause each, in the order missing, unexpected, per-key.
+    /// The problems, one clause each, in the order missing, unexpected, per-key; long lists (weights of another
+    /// network) show their first keys and a count.
     public var description: String {
+        func list(_ keys: [String]) -> String {
+            let shown = keys.prefix(8).joined(separator: ", ")
+            return keys.count > 8 ? shown + " and \(keys.count - 8) more" : shown
+        }
         var parts: [String] = []
-        if !missingKeys.isEmpty { parts.append("missing keys: " + missingKeys.joined(separator: ", ")) }
-        if !unexpectedKeys.isEmpty { parts.append("unexpected keys: " + unexpectedKeys.joined(separator: ", ")) }
-        for problem in problems { parts.append("\"\(problem.key)\": \(problem.reason)") }
+        if !missingKeys.isEmpty { parts.append("missing keys: " + list(missingKeys)) }
+        if !unexpectedKeys.isEmpty { parts.append("unexpected keys: " + list(unexpectedKeys)) }
+        for problem in problems.prefix(8) { parts.append("\"\(problem.key)\": \(problem.reason)") }
+        if problems.count > 8 { parts.append("and \(problems.count - 8) more entries of the wrong shape or type") }
         return "loadStateDict(\(module)): " + parts.joined(separator: "; ")
     }
 }

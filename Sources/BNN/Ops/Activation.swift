@@ -6,6 +6,7 @@ public func relu(_ x: Tensor, gradientAtZero: Float = 0) throws -> Tensor {
     try requireNonEmpty(x, "x", of: "relu")
     let result = Tensor(uninitializedShape: x.shape)
     try check(ck_relu_forward_f32(x.pointer, Int64(x.count), result.pointer), "relu(\(x.shape))")
+    GraphTracer.record(.relu, inputs: [x], result: result)
     result.record("relu", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             try check(
@@ -28,6 +29,7 @@ public func hardtanh(_ x: Tensor, minValue: Float = -1, maxValue: Float = 1) thr
     let result = Tensor(uninitializedShape: x.shape)
     try check(
         ck_hardtanh_forward_f32(x.pointer, Int64(x.count), minValue, maxValue, result.pointer), "hardtanh(\(x.shape))")
+    GraphTracer.record(.hardtanh(min: minValue, max: maxValue), inputs: [x], result: result)
     result.record("hardtanh", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             try check(

@@ -51,6 +51,9 @@ public func binaryConv2d(
         try plan.forward(input: x.pointer, weightRows: rows.pointer, accumulate: false, output: result.pointer)
         binaryWeightRows = rows
     }
+    GraphTracer.record(
+        .binaryConv2d(kernel: kernelH, stride: stride, padding: padding, binarizeInput: binarizeInput), inputs: [x],
+        result: result, parameters: [("weight", weight)])
     guard Tensor.isRecording([x, weight]) else { return result }
 
     result.record(operation, inputs: [x, weight]) { gradient in

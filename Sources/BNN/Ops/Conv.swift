@@ -43,22 +43,41 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
             weight.pointer, Int64(outChannels), Int64(channels), Int64(plan.taps), 0, weightRows.pointer),
         plan.context)
     let result = Tensor(uninitializedShape: [plan.batch, plan.outputHeight, plan.outputWidth, outChannels])
-    if let bias {
-        try check(
-            ck_broadcast_rows_f32(bias.pointer, Int64(plan.rows), Int64(outChannels), result.pointer), plan.context)
-    }
-    if bias == nil && channels <= directConvolutionChannels {
-        // Few input channels (a stem): a direct convolution, which also fixes the order of the additions to the
-        // one the packed engine uses, so a packed network reproduces the training graph float for float.
+    let recording = Tensor.isRecording([input, weight, bias])
+    if channels <= directConvolutionChannels || !recording {
+        // The packed engine's order of additions, so that a packed network reproduces the evaluation graph float
+        // for float: a stem (few input channels) by the engine's direct convolution, always; any other
+        // convolution, when nothing is recorded, by the training's direct kernel, which the engine runs for such
+        // layers whatever the plan would choose for speed. The bias is added after the sum, as the engine does.
         var shape = geometry.shape
-        try check(
-            ck_conv2d_direct_f32(input.pointer, &shape, weightRows.pointer, Int64(outChannels), result.pointer),
-            plan.context)
+        if channels <= directConvolutionChannels {
+            try check(
+                ck_conv2d_direct_f32(input.pointer, &shape, weightRows.pointer, Int64(outChannels), result.pointer),
+                plan.context)
+        } else {
+            try check(
+                ck_conv2d_forward_f32(input.pointer, &shape, weightRows.pointer, Int64(outChannels), 0, result.pointer),
+                plan.context)
+        }
+        if let bias {
+            let ones = [Float](repeating: 1, count: outChannels)
+            try check(
+                ck_channel_affine_f32(
+                    result.pointer, Int64(plan.rows), Int64(outChannels), ones, bias.scalars, result.pointer),
+                plan.context)
+        }
     } else {
+        if let bias {
+            try check(
+                ck_broadcast_rows_f32(bias.pointer, Int64(plan.rows), Int64(outChannels), result.pointer), plan.context)
+        }
         try plan.forward(
             input: input.pointer, weightRows: weightRows.pointer, accumulate: bias != nil, output: result.pointer)
     }
-    guard Tensor.isRecording([input, weight, bias]) else { return result }
+    GraphTracer.record(
+        .conv2d(kernel: kernelH, stride: stride, padding: padding, bias: bias != nil), inputs: [input], result: result,
+        parameters: [("weight", weight), ("bias", bias)])
+    guard recording else { return result }
 
     result.record(operation, inputs: [input, weight, bias]) { gradient in
         let weightGradient = weight.requiresGrad ? Tensor(uninitializedShape: [outChannels, plan.depth]) : nil

@@ -8,6 +8,7 @@ public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
     try requireNonEmpty(a, "a", of: "add")
     let result = Tensor(uninitializedShape: a.shape)
     try check(ck_add_f32(a.pointer, b.pointer, Int64(a.count), result.pointer), "add(\(a.shape))")
+    GraphTracer.record(.add, inputs: [a, b], result: result)
     result.record("add", inputs: [a, b]) { gradient in
         if a.requiresGrad { try a.accumulateGradient(gradient) }
         if b.requiresGrad { try b.accumulateGradient(gradient) }
@@ -20,6 +21,7 @@ public func multiply(_ x: Tensor, by scalar: Float) throws -> Tensor {
     try requireNonEmpty(x, "x", of: "multiply")
     let result = Tensor(uninitializedShape: x.shape)
     try check(ck_axpby_f32(Int64(x.count), scalar, x.pointer, 0, result.pointer), "multiply(\(x.shape), by:)")
+    GraphTracer.record(.scale(scalar), inputs: [x], result: result)
     result.record("multiply", inputs: [x]) { gradient in
         try x.accumulateGradient(gradient, scale: scalar)
     }

@@ -22,6 +22,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
     try sgemm(
         transposeA: false, transposeB: true, m: batch, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
         b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: result.pointer, ldc: outFeatures, context)
+    GraphTracer.record(.linear(bias: bias != nil), inputs: [x], result: result, parameters: [("weight", weight), ("bias", bias)])
     result.record("linear", inputs: [x, weight, bias]) { gradient in
         let g = gradient.pointer
         if x.requiresGrad {

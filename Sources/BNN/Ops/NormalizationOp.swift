@@ -100,17 +100,15 @@ private func batchNorm(
         mean = statistics.runningMean.scalars
         variance = statistics.runningVar.scalars
     }
-    let invstd = variance.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) }
-    let gamma = weight?.scalars ?? [Float](repeating: 1, count: channels)
-    let beta = bias?.scalars ?? [Float](repeating: 0, count: channels)
-    var scale = [Float](repeating: 0, count: channels)
-    var shift = scale
-    for c in 0..<channels {
-        scale[c] = gamma[c] * invstd[c]
-        shift[c] = beta[c] - mean[c] * scale[c]
-    }
+    let invstd = batchNormInverseStd(variance: variance, eps: eps)
+    let (scale, shift) = batchNormAffine(
+        gamma: weight?.scalars, beta: bias?.scalars, mean: mean, invstd: invstd)
     let result = Tensor(uninitializedShape: x.shape)
     try check(ck_channel_affine_f32(x.pointer, Int64(rows), Int64(channels), scale, shift, result.pointer), context)
+    GraphTracer.record(
+        .batchNorm(eps: eps), inputs: [x], result: result,
+        parameters: [("weight", weight), ("bias", bias), ("running_mean", statistics?.runningMean),
+                     ("running_var", statistics?.runningVar)])
 
     result.record(operation, inputs: [x, weight, bias]) { gradient in
         let needSumGX = (training && x.requiresGrad) || weight?.requiresGrad == true
@@ -182,4 +180,21 @@ private func updateRunningStatistics(
             running[c] = Float(factor * Double(biasedVariance[c]) * correction + (1 - factor) * Double(running[c]))
         }
     }
+}
+
+/// 1/√(variance + eps) per channel, rounded once from double: the normalisation factor of both modes.
+func batchNormInverseStd(variance: [Float], eps: Float) -> [Float] {
+    variance.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) }
+}
+
+/// Batch norm as `x·scale + shift` per channel (γ·invstd and β − mean·scale; nil γ and β mean 1 and 0): how the
+/// op computes it, and so how a packed network folds it, to the bit.
+func batchNormAffine(gamma: [Float]?, beta: [Float]?, mean: [Float], invstd: [Float]) -> (scale: [Float], shift: [Float]) {
+    var scale = [Float](repeating: 0, count: mean.count)
+    var shift = scale
+    for c in 0..<mean.count {
+        scale[c] = (gamma?[c] ?? 1) * invstd[c]
+        shift[c] = (beta?[c] ?? 0) - mean[c] * scale[c]
+    }
+    return (scale, shift)
 }

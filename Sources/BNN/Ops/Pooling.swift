@@ -7,8 +7,10 @@ public func maxPool2d(_ x: Tensor, kernelSize: Int, stride: Int? = nil, padding:
         x, kernelSize: kernelSize, stride: stride, padding: padding, operation: "maxPool2d")
     let context =
         "maxPool2d(x \(x.shape), kernelSize \(kernelSize), stride \(stride ?? kernelSize), padding \(padding))"
+    let traced = GraphOperation.maxPool2d(kernel: kernelSize, stride: stride ?? kernelSize, padding: padding)
     guard Tensor.isRecording([x]) else {
         try check(ck_maxpool2d_forward_f32(x.pointer, &shape, result.pointer, nil), context)
+        GraphTracer.record(traced, inputs: [x], result: result)
         return result
     }
     // Where each maximum came from, as an input position iy·W + ix per output element.
@@ -42,6 +44,8 @@ public func avgPool2d(_ x: Tensor, kernelSize: Int, stride: Int? = nil, padding:
     let context =
         "avgPool2d(x \(x.shape), kernelSize \(kernelSize), stride \(stride ?? kernelSize), padding \(padding))"
     try check(ck_avgpool2d_forward_f32(x.pointer, &shape, result.pointer), context)
+    GraphTracer.record(
+        .avgPool2d(kernel: kernelSize, stride: stride ?? kernelSize, padding: padding), inputs: [x], result: result)
     result.record("avgPool2d", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             var shape = shape
@@ -62,6 +66,7 @@ public func globalAvgPool(_ x: Tensor) throws -> Tensor {
     try check(
         ck_global_avgpool_forward_f32(x.pointer, Int64(batch), Int64(pixels), Int64(channels), result.pointer),
         "globalAvgPool(\(x.shape))")
+    GraphTracer.record(.globalAvgPool, inputs: [x], result: result)
     result.record("globalAvgPool", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             try check(

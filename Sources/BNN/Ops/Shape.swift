@@ -17,6 +17,7 @@ public func reshape(_ x: Tensor, to shape: [Int]) throws -> Tensor {
         throw TensorError("reshape: shape \(shape) does not hold the \(x.count) elements of shape \(x.shape)")
     }
     let result = Tensor(storage: x.storage, shape: target)
+    GraphTracer.record(.reshape, inputs: [x], result: result)
     result.record("reshape", inputs: [x]) { gradient in try x.accumulateGradient(gradient) }
     return result
 }
@@ -28,8 +29,9 @@ public func flatten(_ x: Tensor) throws -> Tensor {
     guard x.rank >= 1 else { throw TensorError("flatten: needs at least one dimension, got a scalar") }
     let batch = x.shape[0]
     let features = x.rank == 1 ? 1 : x.count / max(batch, 1)
-    if x.rank == 2 { return x }
+    guard x.rank != 2 else { return x }
     guard x.rank == 4, x.shape[1] * x.shape[2] > 1, x.shape[3] > 1 else {
+        // One pixel or one channel: (c, h, w) and (h, w, c) orders coincide, so a reshape is the flatten.
         return try reshape(x, to: [batch, features])
     }
     try requireNonEmpty(x, "x", of: "flatten")
@@ -38,6 +40,7 @@ public func flatten(_ x: Tensor) throws -> Tensor {
     try check(
         ck_batched_transpose_f32(x.pointer, Int64(batch), Int64(pixels), Int64(channels), 0, result.pointer),
         "flatten(\(x.shape))")
+    GraphTracer.record(.flatten, inputs: [x], result: result)
     result.record("flatten", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             try check(
@@ -70,6 +73,7 @@ public func shortcutOptionA(_ x: Tensor, channelPadding: Int, stride: Int = 2) t
             x.pointer, Int64(batch), Int64(height), Int64(width), Int64(channels), Int64(stride), Int64(channelPadding),
             result.pointer),
         context)
+    GraphTracer.record(.shortcutOptionA(channelPadding: channelPadding, stride: stride), inputs: [x], result: result)
     result.record("shortcutOptionA", inputs: [x]) { gradient in
         try x.accumulateGradient { buffer, accumulate in
             try check(

@@ -101,6 +101,14 @@ public final class PackedEngine: @unchecked Sendable {
             step.kind = CK_STEP_SHORTCUT
         case .bmaxpool:
             step.kind = CK_STEP_BMAXPOOL
+        case .maxpool:
+            step.kind = CK_STEP_MAXPOOL_F32
+        case .avgpool:
+            step.kind = CK_STEP_AVGPOOL_F32
+        case .affine:
+            step.kind = CK_STEP_AFFINE
+            step.scale = try floats(layer, "scale")
+            step.bias = try floats(layer, "bias")
         case .globalAvgPool:
             step.kind = CK_STEP_GLOBAL_AVGPOOL
             step.scale = try floats(layer, "scale")

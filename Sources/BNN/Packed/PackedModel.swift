@@ -22,10 +22,18 @@ public struct PackedLayer: Codable, Sendable, Equatable {
         case conv
         /// Binary convolution on packed signs (tensors `bits` U64 [O·kh·kw, words(C)], `prescale`, `scale`, `bias`).
         case bconv
-        /// Option-A shortcut: every `stride`-th pixel, channels zero-padded on both sides to `outChannels`.
+        /// Every `stride`-th pixel, channels zero-padded equally on both sides to `outChannels` (the CIFAR ResNet's
+        /// option-A shortcut).
         case shortcut
-        /// Binary max-pool on packed signs.
+        /// Binary max-pool on packed signs (the sign of a max-pool is the max-pool of the signs).
         case bmaxpool
+        /// Float max-pool (padding −∞), float and/or sign output.
+        case maxpool
+        /// Float average pool (zero padding counted in the divisor), float and/or sign output.
+        case avgpool
+        /// Per-channel `max(x, floor)·scale + bias (+ residual)`, then the ReLU after if asked (tensors `scale`,
+        /// `bias`): a batch norm, ReLU or sum that no convolution could absorb, or the signs of a float value.
+        case affine
         /// Mean over the pixels, then the optional per-channel `scale`, `bias` (a folded BatchNorm1d).
         case globalAvgPool = "global_avgpool"
         /// Fully connected (tensors `weight` [O, C], `bias`).
@@ -101,11 +109,11 @@ public struct PackedLayer: Codable, Sendable, Equatable {
         case .bconv:
             return [("bits", .u64, [outChannels * k * k, (channels + 63) / 64]), ("prescale", .f32, [outChannels]),
                     ("scale", .f32, [outChannels]), ("bias", .f32, [outChannels])]
-        case .globalAvgPool:
+        case .globalAvgPool, .affine:
             return [("scale", .f32, [channels]), ("bias", .f32, [channels])]
         case .linear:
             return [("weight", .f32, [outChannels, channels]), ("bias", .f32, [outChannels])]
-        case .shortcut, .bmaxpool:
+        case .shortcut, .bmaxpool, .maxpool, .avgpool:
             return []
         }
     }
@@ -113,8 +121,10 @@ public struct PackedLayer: Codable, Sendable, Equatable {
 
 /// The wiring of a packed network, stored as JSON in the file's metadata.
 public struct PackedGraph: Codable, Sendable, Equatable {
-    /// Which architecture it came from (informative), e.g. "resnet20".
+    /// The registered network it came from (informative), e.g. "resnet20", or a name the user chose.
     public var model: String
+    /// Which of its variants: "1w1a" for every packed network so far (informative; absent in version-1 files).
+    public var variant: String?
     /// Input height, width, channels of one image (NHWC).
     public var input: [Int]
     /// Logits per image.
@@ -122,8 +132,9 @@ public struct PackedGraph: Codable, Sendable, Equatable {
     /// The layers in execution order.
     public var layers: [PackedLayer]
 
-    public init(model: String, input: [Int], classes: Int, layers: [PackedLayer]) {
+    public init(model: String, variant: String? = "1w1a", input: [Int], classes: Int, layers: [PackedLayer]) {
         self.model = model
+        self.variant = variant
         self.input = input
         self.classes = classes
         self.layers = layers
@@ -139,7 +150,10 @@ public struct PackedGraph: Codable, Sendable, Equatable {
 /// order), so that any corrupted byte is reported rather than silently changing the network.
 public struct PackedModel: Sendable, Equatable {
     public static let format = "swift-bnn-packed"
-    public static let version = "1"
+    /// The version this build writes: 2 added the float pools, the affine step and `variant`.
+    public static let version = "2"
+    /// Versions this build reads (a version-1 file uses a subset of version 2).
+    public static let readableVersions: Set<String> = ["1", "2"]
 
     public let graph: PackedGraph
     public let tensors: [String: SafeTensors.TensorData]
@@ -180,10 +194,10 @@ public struct PackedModel: Sendable, Equatable {
                 "\(path): metadata `format` is \(metadata["format"].map { "\"\($0)\"" } ?? "missing"), expected "
                     + "\"\(PackedModel.format)\" (is this a packed model written by `bnn export`?)")
         }
-        guard metadata["version"] == PackedModel.version else {
+        guard let version = metadata["version"], PackedModel.readableVersions.contains(version) else {
             throw PackedModelError(
                 "\(path): packed model version \(metadata["version"] ?? "missing") is not supported (this build "
-                    + "reads version \(PackedModel.version))")
+                    + "reads versions \(PackedModel.readableVersions.sorted().joined(separator: " and ")))")
         }
         guard let graphText = metadata["graph"] else { throw PackedModelError("\(path): metadata has no `graph`") }
         guard let stored = metadata["checksum"] else { throw PackedModelError("\(path): metadata has no `checksum`") }

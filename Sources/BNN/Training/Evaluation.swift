@@ -77,15 +77,21 @@ public enum ModelWeights {
         } catch {
             throw .badWeights(path: url.path, reason: "\(error)")
         }
+        do {
+            try model.loadStateDict(tensors(of: file))
+        } catch {
+            throw .badWeights(path: url.path, reason: "\(error)")
+        }
+    }
+
+    /// The model's entries of a weights file: "optimizer." entries dropped, a "module." prefix on every key
+    /// removed.
+    public static func tensors(of file: SafeTensorsFile) -> [String: SafeTensors.TensorData] {
         var tensors = Checkpoint.splitOptimizer(file.tensors).model
         let prefix = "module."
         if !tensors.isEmpty && tensors.keys.allSatisfy({ $0.hasPrefix(prefix) }) {
             tensors = Dictionary(uniqueKeysWithValues: tensors.map { (String($0.key.dropFirst(prefix.count)), $0.value) })
         }
-        do {
-            try model.loadStateDict(tensors)
-        } catch {
-            throw .badWeights(path: url.path, reason: "\(error)")
-        }
+        return tensors
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Trains a ResNet-20 on CIFAR-10 batches epoch by epoch, as the paper does, and keeps the run directory up to
+/// Trains a network (any `Module` mapping NHWC images to logits) on CIFAR-10 batches epoch by epoch, as the paper does, and keeps the run directory up to
 /// date: `log.jsonl` (one line per epoch), `checkpoint.safetensors` (after each epoch, atomically) and
 /// `curves.svg`.
 ///
@@ -31,7 +31,7 @@ public final class Trainer {
     /// Where the log, checkpoint and curves go.
     public let runDirectory: URL
     /// The network being trained.
-    public let model: ResNet20
+    public let model: Module
     /// Its optimizer.
     public let optimizer: any Optimizer
     /// The learning rate per epoch.
@@ -72,9 +72,13 @@ public final class Trainer {
     /// Prepares a run in `runDirectory` (created if needed). Without `resume` the directory must not hold a
     /// checkpoint already (so a finished run is never overwritten by accident); with `resume` it must, written
     /// with the same configuration, and training continues where it stopped.
+    ///
+    /// The network is `model` when given (any module; `configuration.model` then only names it in the log and
+    /// the checkpoint), otherwise the registered network `configuration.model` built with the configuration's
+    /// variant, estimator, seed and ReLU rule.
     public init(
-        configuration: TrainingConfiguration, training: CIFAR10Split, validation: CIFAR10Split?, runDirectory: URL,
-        resume: Bool = false
+        configuration: TrainingConfiguration, model: Module? = nil, training: CIFAR10Split, validation: CIFAR10Split?,
+        runDirectory: URL, resume: Bool = false
     ) throws {
         try configuration.validate()
         guard training.count > 0 else { throw TrainingError.invalidConfiguration("the training split holds no image") }
@@ -87,10 +91,21 @@ public final class Trainer {
         try schedule.validate()
         trainingBatches = try CIFAR10Batches.training(
             training, batchSize: configuration.batchSize, seed: configuration.seed)
-        let estimator = try makeEstimator(named: configuration.estimator, oEnd: configuration.oEnd)
-        model = try ResNet20(
-            variant: configuration.variant, estimator: estimator, seed: configuration.seed,
-            reluGradientAtZero: configuration.reluGradientAtZero)
+        if let model {
+            self.model = model
+        } else {
+            let estimator = try makeEstimator(named: configuration.estimator, oEnd: configuration.oEnd)
+            let definition: NetworkDefinition
+            do {
+                definition = try NetworkRegistry.named(configuration.model)
+            } catch {
+                throw TrainingError.invalidConfiguration("\(error)")
+            }
+            self.model = try definition(NetworkOptions(
+                variant: configuration.variant, estimator: estimator, seed: configuration.seed,
+                reluGradientAtZero: configuration.reluGradientAtZero))
+        }
+        let model = self.model
         switch configuration.optimizer {
         case .sgd:
             optimizer = SGD(

@@ -1,6 +1,6 @@
 import CKernels
 
-/// Measures training throughput of ResNet-20 (`bnn bench train`): the trainer's own step (forward,
+/// Measures training throughput of a registered network (`bnn bench train`): the trainer's own step (forward,
 /// cross-entropy, backward, SGD, indicators) on real batches from the background loader, with the time of each
 /// phase. Besides the phases timed around the step, two parts of the backward are measured: the estimators'
 /// passes (each wrapped in a timer) and the convolutions' input and weight gradients, replayed alone through the
@@ -9,7 +9,7 @@ import CKernels
 public enum TrainingBenchmark {
     /// One measured configuration.
     public struct Row: Sendable {
-        /// "resnet20-1w1a", "resnet20-1w32a" or "resnet20-fp".
+        /// The network and its variant, e.g. "resnet20-1w1a", "vgg-small-fp".
         public var model: String
         /// The estimator's name; nil for the full-precision twin.
         public var estimator: String?
@@ -36,21 +36,17 @@ public enum TrainingBenchmark {
         public func seconds(_ phase: String) -> Double { phases.first { $0.name == phase }?.seconds ?? 0 }
     }
 
-    /// The model name used in reports for a variant.
-    public static func modelName(_ variant: ResNet20.Variant) -> String {
-        switch variant {
-        case .binary: "resnet20-1w1a"
-        case .binaryWeights: "resnet20-1w32a"
-        case .fullPrecision: "resnet20-fp"
-        }
+    /// The name used in reports for a network and variant, e.g. "resnet20-1w1a".
+    public static func modelName(_ network: String = "resnet20", _ variant: NetworkVariant) -> String {
+        "\(network)-\(variant.shortName)"
     }
 
-    /// Trains `warmupSteps + steps` steps of a fresh ResNet-20 (`variant`, `estimator` set to the middle of a
-    /// 10-epoch schedule so ReSTE runs its general o > 1 path) on batches of `batchSize` from `data`, timing the
-    /// last `steps`. The kernels' current thread setting is used and reported.
+    /// Trains `warmupSteps + steps` steps of a fresh registered network `network` (`variant`, `estimator` set to the
+    /// middle of a 10-epoch schedule so ReSTE runs its general o > 1 path) on batches of `batchSize` from `data`,
+    /// timing the last `steps`. The kernels' current thread setting is used and reported.
     public static func measure(
-        variant: ResNet20.Variant, estimator estimatorName: String, batchSize: Int, steps: Int, warmupSteps: Int = 2,
-        data: CIFAR10Split, seed: UInt64 = 1
+        network: String = "resnet20", variant: NetworkVariant, estimator estimatorName: String, batchSize: Int,
+        steps: Int, warmupSteps: Int = 2, data: CIFAR10Split, seed: UInt64 = 1
     ) throws -> Row {
         guard batchSize >= 1, steps >= 1, warmupSteps >= 0 else {
             throw TrainingError.invalidConfiguration(
@@ -59,7 +55,8 @@ public enum TrainingBenchmark {
         }
         let clock = EstimatorClock()
         let estimator = TimedEstimator(try makeEstimator(named: estimatorName), clock: clock)
-        let model = try ResNet20(variant: variant, estimator: estimator, seed: seed)
+        let definition = try NetworkRegistry.named(network)
+        let model = try definition(NetworkOptions(variant: variant, estimator: estimator, seed: seed))
         model.setEstimatorEpoch(5, of: 10)
         model.train()
         let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.01)
@@ -70,7 +67,8 @@ public enum TrainingBenchmark {
 
         // The replay runs between the timed steps (outside their time), so that both see the same load on a
         // shared machine.
-        let replay = try BackwardConvolutionReplay(model: model, batch: min(batchSize, data.count))
+        let replay = try BackwardConvolutionReplay(
+            model: model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels], batch: min(batchSize, data.count))
         let times = StepPhaseTimes()
         var epoch = 0
         var iterator = PrefetchingSequence(batches.batches(epoch: epoch), prefetch: 2).makeIterator()
@@ -105,7 +103,7 @@ public enum TrainingBenchmark {
         let imagesPerStep = min(batchSize, data.count)
         let perStep = 1 / Double(steps)
         return Row(
-            model: modelName(variant), estimator: variant == .fullPrecision ? nil : estimatorName, batch: imagesPerStep,
+            model: modelName(network, variant), estimator: variant == .fullPrecision ? nil : estimatorName, batch: imagesPerStep,
             threads: Kernels.threads, steps: steps, imagesPerSecond: Double(images) / elapsed,
             secondsPerStep: elapsed * perStep,
             phases: [
@@ -141,33 +139,23 @@ public enum TrainingBenchmark {
         var binaryInput: Bool
     }
 
-    /// The convolutions of ResNet-20 in forward order, with their input shapes for 32×32 images.
-    static func convolutionShapes(of model: ResNet20, batch: Int) -> [ConvolutionShape] {
-        func geometry(_ module: Module) -> (weight: [Int], stride: Int, padding: Int, binaryInput: Bool)? {
-            if let convolution = module as? BinaryConv2d {
-                return (convolution.weight.shape, convolution.stride, convolution.padding, convolution.binarizeInput)
+    /// The convolutions of `model` in forward order with their input shapes, read off its traced graph for
+    /// images of `inputShape`.
+    static func convolutionShapes(of model: Module, inputShape: [Int], batch: Int) throws -> [ConvolutionShape] {
+        let graph = try NetworkGraph.trace(model, inputShape: inputShape)
+        let weights = Dictionary(model.namedParameters().map { ($0.name, $0.tensor.shape) }, uniquingKeysWith: { a, _ in a })
+        return graph.nodes.compactMap { node in
+            let window: (stride: Int, padding: Int, binaryInput: Bool)
+            switch node.operation {
+            case .conv2d(_, let stride, let padding, _): window = (stride, padding, false)
+            case .binaryConv2d(_, let stride, let padding, let binarizeInput): window = (stride, padding, binarizeInput)
+            default: return nil
             }
-            if let convolution = module as? Conv2d {
-                return (convolution.weight.shape, convolution.stride, convolution.padding, false)
-            }
-            return nil
+            guard let name = node.parameters["weight"], let weight = weights[name] else { return nil }
+            return ConvolutionShape(
+                input: [batch] + graph.nodes[node.inputs[0]].shape, weight: weight, stride: window.stride,
+                padding: window.padding, inputNeedsGradient: node.inputs[0] != 0, binaryInput: window.binaryInput)
         }
-        var shapes: [ConvolutionShape] = []
-        var size = CIFAR10.height
-        let stem = model.conv1
-        shapes.append(ConvolutionShape(
-            input: [batch, size, size, stem.weight.shape[1]], weight: stem.weight.shape, stride: stem.stride,
-            padding: stem.padding, inputNeedsGradient: false, binaryInput: false))
-        for block in model.layer1 + model.layer2 + model.layer3 {
-            for module in [block.conv1, block.conv2] {
-                guard let (weight, stride, padding, binaryInput) = geometry(module) else { continue }
-                shapes.append(ConvolutionShape(
-                    input: [batch, size, size, weight[1]], weight: weight, stride: stride, padding: padding,
-                    inputNeedsGradient: true, binaryInput: binaryInput))
-                size = (size + 2 * padding - weight[2]) / stride + 1
-            }
-        }
-        return shapes
     }
 }
 
@@ -185,10 +173,10 @@ struct BackwardConvolutionReplay {
     /// Multiply-adds of one replay.
     let multiplyAdds: Double
 
-    init(model: ResNet20, batch: Int) throws {
+    init(model: Module, inputShape: [Int], batch: Int) throws {
         var layers: [Layer] = []
         var multiplyAdds = 0.0
-        for shape in TrainingBenchmark.convolutionShapes(of: model, batch: batch) {
+        for shape in try TrainingBenchmark.convolutionShapes(of: model, inputShape: inputShape, batch: batch) {
             let geometry = try windowGeometry(
                 input: shape.input, kernel: (shape.weight[2], shape.weight[3]), stride: shape.stride,
                 padding: shape.padding, operation: "bench")

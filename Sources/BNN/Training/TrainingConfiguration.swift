@@ -13,10 +13,10 @@ public struct TrainingConfiguration: Sendable, Equatable {
         case adam
     }
 
-    /// Model name; "resnet20" is the only architecture so far.
+    /// Model name: a registered network (`NetworkRegistry.names`), or the name of a network given to `Trainer`.
     public var model: String = "resnet20"
     /// 1W1A, 1W32A (`--a32`) or the full-precision twin.
-    public var variant: ResNet20.Variant = .binary
+    public var variant: NetworkVariant = .binary
     /// Estimator name (see `signEstimatorNames`).
     public var estimator: String = "reste"
     /// ReSTE's final power o_end (used by the estimating-error indicator whatever the estimator).
@@ -37,7 +37,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
     public var weightDecay: Float = 1e-4
     /// Fixes the initial weights, the order of the images and every augmentation draw.
     public var seed: UInt64 = 0
-    /// The gradient of the blocks' ReLUs at exactly 0 (`ResNet20.reluGradientAtZero`).
+    /// The gradient of the ReLUs after the binary convolutions at exactly 0 (`NetworkOptions.reluGradientAtZero`).
     public var reluGradientAtZero: Float = TrainingConfiguration.defaultReLUGradientAtZero
 
     /// The default of `reluGradientAtZero` for new runs: 0.5, the mean of ReLU's slopes on either side.
@@ -54,7 +54,9 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// Throws a message naming the first value out of range.
     public func validate() throws(TrainingError) {
         func fail(_ message: String) -> TrainingError { .invalidConfiguration(message) }
-        guard model == "resnet20" else { throw fail("unknown model `\(model)`; valid: resnet20") }
+        guard !model.isEmpty, !model.contains(where: { $0.isNewline }) else {
+            throw fail("the model name must be a non-empty line, got \(JSONText.string(model))")
+        }
         guard signEstimatorNames.contains(estimator) else {
             throw fail("unknown estimator `\(estimator)`; valid: \(signEstimatorNames.joined(separator: ", "))")
         }
@@ -76,17 +78,11 @@ public struct TrainingConfiguration: Sendable, Equatable {
         }
     }
 
-    /// A short human description, e.g. "ResNet-20 1W1A, ReSTE (o_end 3)".
+    /// A short human description, e.g. "resnet20 1W1A, ReSTE (o_end 3)".
     public var summary: String {
-        let kind: String
-        switch variant {
-        case .binary: kind = "1W1A"
-        case .binaryWeights: kind = "1W32A"
-        case .fullPrecision: kind = "full precision"
-        }
         let estimatorPart = variant == .fullPrecision
             ? "" : ", \(estimator == "reste" ? "ReSTE (o_end \(JSONNumber.format(oEnd)))" : estimator)"
-        return "ResNet-20 \(kind)\(estimatorPart)"
+        return "\(model) \(variant.label)\(estimatorPart)"
     }
 
     // MARK: Metadata
@@ -142,7 +138,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
         let integer: (Any) -> Int? = { raw in number(raw).flatMap { Int(exactly: $0) } }
         self.init()
         model = try value("model") { $0 as? String }
-        variant = try value("variant") { ($0 as? String).flatMap(ResNet20.Variant.init(rawValue:)) }
+        variant = try value("variant") { ($0 as? String).flatMap(NetworkVariant.init(rawValue:)) }
         estimator = try value("estimator") { $0 as? String }
         oEnd = try value("o_end") { number($0).map(Float.init) }
         epochs = try value("epochs", integer)
