@@ -3,7 +3,7 @@ import Testing
 
 @testable import BNN
 
-/// One training step of ResNet-20 against the paper's PyTorch code, number for number.
+/// One training step of the paper's networks against the paper's PyTorch code, number for number.
 ///
 /// The fixtures (Tests/BNNTests/Fixtures/reference-step-*.json) are written by `scripts/reference/crosscheck.py`
 /// from the reference implementation: the same closed-form initial parameters, the first 32 bundled images without
@@ -36,6 +36,21 @@ struct ReferenceStepTests {
         let gradients: [String: Digest]
         let parameters_after_step: [String: Digest]
         let buffers_after_step: [String: Digest]
+        /// The networks other than ResNet-20 also record: the authors' model function, its state dict in order
+        /// (name, shape, initialisation rule and index, digest of the initial value), the parameter count and the
+        /// logits of an evaluation-mode forward from the initial state.
+        let model: String?
+        let state_dict: [StateEntry]?
+        let parameter_count: Int?
+        let eval_logits: [Double]?
+    }
+
+    struct StateEntry: Decodable {
+        let name: String
+        let shape: [Int]
+        let rule: String
+        let index: Int?
+        let initial: Digest?
     }
 
     /// The script's closed-form start: ((i·7919 + index·104729) mod 2003) / 1001.5 − 1 for element i of the
@@ -159,6 +174,106 @@ struct ReferenceStepTests {
             let tensor = try #require(buffers[name], "no buffer \(name)")
             Self.expectClose(
                 tensor.scalars, expected, samples: fixture.samples, relative: 1e-4, floor: 1e-7, "\(name) after the step")
+        }
+    }
+
+    /// The script's rule for the state of the other networks: `rule` and `index` as the fixture records them
+    /// (`weight` v·√(6/fan_in), `bn_weight` 1 + 0.1·v, `bias` and `running_mean` 0.1·v, `running_var` 1 + 0.5·|v|,
+    /// `none` left as is), v as in `initialValues`.
+    static func initialValues(_ entry: StateEntry) -> [Float]? {
+        guard let index = entry.index else { return nil }
+        let count = entry.shape.reduce(1, *)
+        let fanIn = entry.shape.dropFirst().reduce(1, *)
+        let v = (0..<count).map { i in Double((i * 7919 + index * 104729) % 2003) / 1001.5 - 1 }
+        switch entry.rule {
+        case "weight": return v.map { Float($0 * (6.0 / Double(fanIn)).squareRoot()) }
+        case "bn_weight": return v.map { Float(1 + 0.1 * $0) }
+        case "bias", "running_mean": return v.map { Float(0.1 * $0) }
+        case "running_var": return v.map { Float(1 + 0.5 * abs($0)) }
+        default: return nil
+        }
+    }
+
+    @Test(
+        "Bi-Real ResNet-20, ResNet-18 and VGG-small equal the reference: layout, an evaluation forward and one step",
+        arguments: [
+            ("reference-step-resnet20_bireal_1w1a-reste.json", "resnet20-bireal"),
+            ("reference-step-resnet18_1w1a-reste.json", "resnet18"),
+            ("reference-step-vgg_small_1w1a-reste.json", "vgg-small"),
+        ])
+    func network(_ file: String, network: String) throws {
+        let fixture = try Self.load(file)
+        var reste = ReSTE(oEnd: 3)
+        reste.o = fixture.o
+        let model = try NetworkRegistry.named(network)(NetworkOptions(variant: .binary, estimator: reste, seed: 1))
+        // The same state dict as the authors' model: names in order, shapes, and the parameter count.
+        let entries = try #require(fixture.state_dict)
+        let mine = model.stateDict()
+        #expect(model.stateDictKeys() == entries.map(\.name), "\(network): state-dict keys differ from the reference's")
+        for entry in entries { #expect(mine[entry.name]?.shape == entry.shape, "\(network): shape of \(entry.name)") }
+        #expect(model.parameterCount == fixture.parameter_count, "\(network): parameter count")
+
+        // The closed-form start, parameters and running statistics, checked against the reference's digests.
+        let tensors = Dictionary(
+            uniqueKeysWithValues: (model.namedParameters() + model.namedBuffers()).map { ($0.name, $0.tensor) })
+        for entry in entries {
+            guard let values = Self.initialValues(entry) else { continue }
+            let tensor = try #require(tensors[entry.name], "no tensor \(entry.name)")
+            tensor.withUnsafeMutableBufferPointer { buffer in
+                for i in values.indices { buffer[i] = values[i] }
+            }
+            let initial = try #require(entry.initial, "\(entry.name) has no initial digest")
+            Self.expectClose(values, initial, samples: fixture.samples, relative: 1e-7, floor: 0, "initial \(entry.name)")
+        }
+        let (x, labels) = try Self.images(fixture.images)
+
+        // Evaluation mode, running statistics from the start.
+        model.eval()
+        let evalLogits = try withNoGrad { try model(x) }.scalars
+        let reference = try #require(fixture.eval_logits)
+        let evalScale = (reference.reduce(0) { $0 + $1 * $1 } / Double(reference.count)).squareRoot()
+        #expect(evalLogits.count == reference.count)
+        for (value, expected) in zip(evalLogits, reference) {
+            #expect(abs(Double(value) - expected) <= 1e-4 * evalScale, "\(network): eval logit \(value), reference \(expected)")
+        }
+
+        // One training step.
+        let parameters = model.namedParameters()
+        let optimizer = SGD(
+            parameters: parameters, learningRate: fixture.learning_rate, momentum: fixture.momentum,
+            weightDecay: fixture.weight_decay)
+        model.train()
+        let logits = try model(x)
+        let loss = try crossEntropy(logits, labels: labels)
+        optimizer.zeroGrad()
+        try loss.backward()
+        #expect(abs(Double(try loss.item()) - fixture.loss) <= 1e-5 * fixture.loss, "\(network): loss")
+        let logitScale = (fixture.logits.reduce(0) { $0 + $1 * $1 } / Double(fixture.logits.count)).squareRoot()
+        for (value, expected) in zip(logits.scalars, fixture.logits) {
+            #expect(abs(Double(value) - expected) <= 1e-4 * logitScale, "\(network): logit \(value), reference \(expected)")
+        }
+        let largestGradientScale =
+            parameters.map { (fixture.gradients[$0.name]!.sum_squares / Double($0.tensor.count)).squareRoot() }.max() ?? 0
+        for (name, tensor) in parameters {
+            let gradient = try #require(tensor.grad, "\(name) has no gradient")
+            Self.expectClose(
+                gradient.scalars, fixture.gradients[name]!, samples: fixture.samples, relative: 1e-3,
+                floor: 1e-6 * largestGradientScale, "\(network): gradient of \(name)")
+        }
+        try optimizer.step()
+        // From this start ResNet-18's gradients are far larger than its parameters (a batch-norm β moves from 0.1
+        // to 13 in the step), so the step's result carries the gradients' tolerance rather than 1e-4.
+        for (name, tensor) in parameters {
+            Self.expectClose(
+                tensor.scalars, fixture.parameters_after_step[name]!, samples: fixture.samples, relative: 1e-3,
+                floor: 1e-7, "\(network): \(name) after the step")
+        }
+        let buffers = Dictionary(uniqueKeysWithValues: model.namedBuffers().map { ($0.name, $0.tensor) })
+        for (name, expected) in fixture.buffers_after_step {
+            let tensor = try #require(buffers[name], "no buffer \(name)")
+            Self.expectClose(
+                tensor.scalars, expected, samples: fixture.samples, relative: 1e-4, floor: 1e-7,
+                "\(network): \(name) after the step")
         }
     }
 }
