@@ -51,7 +51,7 @@ public enum Evaluation {
 
 extension ImageBatch {
     /// The images as an NHWC tensor `[N, H, W, C]` (no gradient).
-    func tensor() throws -> Tensor {
+    public func tensor() throws -> Tensor {
         try Tensor(shape: [count, height, width, channels], data: images)
     }
 }
