@@ -2,23 +2,88 @@ import ArgumentParser
 import BNN
 import Foundation
 
-/// `bnn summary --packed`: what a packed model holds, layer by layer, and how its bytes add up to the file.
+/// `bnn summary`: a per-layer account of a network, either of a packed model file (`--packed`: what the file holds,
+/// byte by byte) or of a registered network (`--model`: parameters, MACs and memory by precision, as Larq's
+/// `larq.models.summary` reports them).
 struct SummaryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "summary",
-        abstract: "List the layers of a packed model (.bnn): operation, shapes, bytes, and the float32 equivalent.",
+        abstract: "Summarise a network by layer: a packed model file (--packed) or a registered network (--model).",
         discussion: """
-            The bytes of a layer are those of its tensors in the file. The float32 column is what the same tensors \
-            would take with every binary weight stored as a float32 (the per-channel factors are float32 either \
-            way). The layers' bytes add up to the file size minus its header (the 8-byte length and the JSON \
+            Give exactly one of --packed and --model.
+
+            --packed FILE lists the layers of a packed model (.bnn): operation, shapes, bytes, and the float32 \
+            equivalent. The bytes of a layer are those of its tensors in the file. The float32 column is what the same \
+            tensors would take with every binary weight stored as a float32 (the per-channel factors are float32 \
+            either way). The layers' bytes add up to the file size minus its header (the 8-byte length and the JSON \
             header with the graph); both numbers are printed.
+
+            --model NAME [--variant V | --a32] [--json] traces the network's evaluation-mode forward pass on one \
+            image and lists every operation: output shape per image; binary parameters (latent weights of binary \
+            convolutions, 1W1A and 1W32A: one bit each when packed) and float parameters (every other trainable \
+            value: real weights and biases, batch-norm gamma and beta); non-trainable parameters (batch-norm running \
+            mean and variance: not trained, but float32 state of the deployed network, counted in memory as Larq \
+            does); MACs per image by operand precision: binary (1W1A convolutions), mixed (1W32A convolutions: \
+            binary weights on float inputs, shown as a column only when present) and float (real convolutions and \
+            linear layers; batch norm, pooling, activations and additions count none); memory as float32 (every \
+            parameter 32 bits) and packed (binary weights 1 bit, the rest 32 bits). The totals give the training \
+            memory of the weights (the float32 figure: binary weights train as latent floats) and the packed memory \
+            on separate lines, the compression ratio (float32 / packed) and the share of MACs that are binary. \
+            Packed memory is not the size of a `bnn export` file, which folds batch norm into per-channel factors \
+            and pads each filter's bits to 64-bit words: export it and run `bnn summary --packed` for that. \
+            --json prints one JSON object {model, variant, input, layers, totals} with snake_case keys instead.
             """
     )
 
-    @Option(help: "The packed model (.bnn) written by `bnn export`.")
-    var packed: String
+    @Option(help: "A packed model (.bnn) written by `bnn export`: list what the file holds.")
+    var packed: String?
+
+    @OptionGroup var network: ModelOptions
+
+    @Flag(help: "With --model: print one JSON object {model, variant, input, layers, totals} instead of the table.")
+    var json = false
+
+    func validate() throws {
+        let requested = try network.requested()
+        switch (packed, network.model) {
+        case (nil, nil):
+            throw ValidationError("give --packed FILE (a packed model) or --model NAME (a registered network).")
+        case (.some, .some):
+            throw ValidationError("give one of --packed and --model, not both.")
+        case (.some, nil):
+            if requested.variant != nil {
+                throw ValidationError("--variant and --a32 apply to --model; a packed file records its variant.")
+            }
+            if json { throw ValidationError("--json applies to --model.") }
+        case (nil, .some):
+            break
+        }
+    }
 
     func run() throws {
+        if let packed { try summarisePacked(packed) } else { try summariseNetwork() }
+    }
+
+    /// `--model`: trace the registered network and print its `NetworkSummary`.
+    private func summariseNetwork() throws {
+        let (name, variant) = try network.requested()
+        let definition = try NetworkRegistry.named(name ?? "")
+        let variantValue = variant ?? .binary
+        let model = try definition(NetworkOptions(variant: variantValue))
+        let summary = try NetworkSummary(model: model, inputShape: definition.inputShape)
+        if json {
+            let text = try summary.json(model: definition.name, variant: variantValue.shortName)
+            print(String(decoding: text, as: UTF8.self))
+            return
+        }
+        print("\(definition.name) \(variantValue.label): \(definition.summary); input "
+            + "\(definition.inputShape.map(String.init).joined(separator: "×")), counts per image")
+        print(summary.table())
+        for line in summary.totalsLines() { print(line) }
+    }
+
+    /// `--packed`: what the file holds, layer by layer, and how its bytes add up to the file.
+    private func summarisePacked(_ packed: String) throws {
         let url = URL(fileURLWithPath: packed)
         let model = try PackedModel.load(contentsOf: url)
         let file = try PackedFileSize(url)
