@@ -20,7 +20,7 @@ private func runEstimatorBackward(
     return dx
 }
 
-/// r'(x) of ReSTE straight from RESTE.md §2, in double.
+/// r'(x) of ReSTE straight from docs/method.md §2, in double.
 private func handResteDerivative(_ x: Float, o: Double) -> Double {
     let a = Double(abs(x))
     let (t, delta) = (1.5, Double(Float(0.1)))
@@ -49,7 +49,7 @@ private func expectCloseElements(
 
 @Suite("Estimators")
 struct EstimatorTests {
-    /// The points of RESTE.md §2's branches: 0, ±δ, ±t, just beyond t, and the middle of (δ, t].
+    /// The points of docs/method.md §2's branches: 0, ±δ, ±t, just beyond t, and the middle of (δ, t].
     static let boundaryPoints: [Float] = [0, 0.1, -0.1, 1.5, -1.5, 1.5001, -1.5001, 0.7, -0.7, 0.05, -1.2, 1.2, 0.1001]
 
     @Test("ReSTE at 0, ±δ, ±t, beyond t and in the middle, for o = 1, 2, 3 (values worked out by hand)")

@@ -1,6 +1,6 @@
 import CKernels
 
-/// The two indicators of the paper's "equilibrium" (RESTE.md §3), summed over the latent weights of a network's
+/// The two indicators of the paper's "equilibrium" (docs/method.md §3), summed over the latent weights of a network's
 /// binary convolutions (not the real-valued first convolution or the classifier).
 public enum Indicators {
     /// Estimating error: Σ_layers ‖sign(W)·|W|^(1/o) − sign(W)‖₂, how far ReSTE's equivalent forward function

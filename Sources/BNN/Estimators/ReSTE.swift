@@ -1,7 +1,7 @@
 import CKernels
 import Foundation
 
-/// The rectified straight-through estimator (RESTE.md §2): r'(x) is the derivative of sign(x)·|x|^(1/o) between
+/// The rectified straight-through estimator (docs/method.md §2): r'(x) is the derivative of sign(x)·|x|^(1/o) between
 /// `delta` and `threshold`, the secant slope δ^(1/o)/δ below `delta` and 0 beyond `threshold`; o is annealed from
 /// 1 (the clipped STE at 1.5) to `oEnd` over the run.
 public struct ReSTE: SignEstimator, CustomStringConvertible {

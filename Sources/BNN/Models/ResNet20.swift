@@ -1,4 +1,4 @@
-/// ResNet-20 for CIFAR-10 as the paper trains it (RESTE.md §4), with the PyTorch module layout of the authors'
+/// ResNet-20 for CIFAR-10 as the paper trains it (docs/method.md §4), with the PyTorch module layout of the authors'
 /// code so that its state dict has the same names and shapes (`conv1.weight`, `layer2.0.bn1.running_mean`, ...):
 ///
 ///     stem:  conv1 (3×3, 3→16, real) → ReLU → bn1

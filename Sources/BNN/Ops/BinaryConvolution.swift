@@ -12,7 +12,7 @@ import CKernels
 /// dL/dXb = col2im(G·Wb) and dL/dWb = Gᵀ·im2col(Xb) (float convolutions, direct or through im2col as
 /// `ConvolutionPlan` chooses); dL/dx = `estimator` applied to dL/dXb at x
 /// (1W1A) or dL/dXb itself (1W32A); dL/dW = α·r'(W)⊙dL/dWb + sign(W)/N·Σ(dL/dWb⊙sign(W)), the second term being
-/// the gradient through α (RESTE.md §1). The estimator is the value passed here, as it was at the forward.
+/// the gradient through α (docs/method.md §1). The estimator is the value passed here, as it was at the forward.
 public func binaryConv2d(
     _ x: Tensor, weight: Tensor, stride: Int, padding: Int, estimator: any SignEstimator, binarizeInput: Bool
 ) throws -> Tensor {

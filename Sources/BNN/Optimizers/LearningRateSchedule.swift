@@ -7,7 +7,7 @@ import Glibc
 ///
 /// Without warm-up this is `torch.optim.lr_scheduler.CosineAnnealingLR(T_max=E, eta_min=0)` stepped once per
 /// epoch: epoch 0 uses `base`, epoch E − 1 the last value before 0. With warm-up the last warm-up epoch uses
-/// `base` and the cosine starts again from `base` at epoch W, reaching 0 at epoch E (RESTE.md §5). (The
+/// `base` and the cosine starts again from `base` at epoch W, reaching 0 at epoch E (docs/method.md §5). (The
 /// authors' script differs slightly: it builds its scheduler with T_max = E − 4 and an offset start, so its lr
 /// after warm-up is not exactly this curve; this library keeps the clean definition above.)
 /// Epochs before 0 use epoch 0's rate; epochs from E on use 0.

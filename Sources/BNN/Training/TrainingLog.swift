@@ -20,9 +20,9 @@ public struct EpochRecord: Sendable, Equatable {
     public var validationLoss: Double?
     /// Top-1 accuracy on the validation images.
     public var validationAccuracy: Double?
-    /// Estimating error (RESTE.md §3) after the epoch's last step.
+    /// Estimating error (docs/method.md §3) after the epoch's last step.
     public var estimatingError: Double?
-    /// Gradient stability (RESTE.md §3) after the epoch's last step.
+    /// Gradient stability (docs/method.md §3) after the epoch's last step.
     public var gradientStability: Double?
     /// Estimating error averaged over the epoch's steps.
     public var estimatingErrorMean: Double?
