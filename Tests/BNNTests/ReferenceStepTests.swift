@@ -137,43 +137,54 @@ struct ReferenceStepTests {
                 for i in values.indices { buffer[i] = values[i] }
             }
         }
+        let (x, labels) = try Self.images(fixture.images)
+        // Binary activations: the same integers, so only float rounding differs (observed below 1e-4). Real
+        // activations (1W32A): the float convolutions add in another order, and o = 3 makes the estimator steep.
+        try Self.checkStep(
+            model, fixture, x: x, labels: labels, gradientTolerance: fixture.variant == "1w1a" ? 1e-3 : 5e-3,
+            parameterTolerance: 1e-4, label: "resnet20")
+    }
+
+    /// One SGD step of `model` (train mode) on `x` against the fixture: loss, logits, every gradient, every
+    /// parameter after the step and every batch-norm statistic.
+    static func checkStep(
+        _ model: Module, _ fixture: Fixture, x: Tensor, labels: [Int], gradientTolerance: Double,
+        parameterTolerance: Double, label: String
+    ) throws {
+        let parameters = model.namedParameters()
         let optimizer = SGD(
             parameters: parameters, learningRate: fixture.learning_rate, momentum: fixture.momentum,
             weightDecay: fixture.weight_decay)
-        let (x, labels) = try Self.images(fixture.images)
         model.train()
         let logits = try model(x)
         let loss = try crossEntropy(logits, labels: labels)
         optimizer.zeroGrad()
         try loss.backward()
-
-        #expect(abs(Double(try loss.item()) - fixture.loss) <= 1e-5 * fixture.loss, "loss")
+        #expect(abs(Double(try loss.item()) - fixture.loss) <= 1e-5 * fixture.loss, "\(label): loss")
         let logitScale = (fixture.logits.reduce(0) { $0 + $1 * $1 } / Double(fixture.logits.count)).squareRoot()
-        for (mine, reference) in zip(logits.scalars, fixture.logits) {
-            #expect(abs(Double(mine) - reference) <= 1e-4 * logitScale, "logit \(mine), reference \(reference)")
+        for (value, expected) in zip(logits.scalars, fixture.logits) {
+            #expect(abs(Double(value) - expected) <= 1e-4 * logitScale, "\(label): logit \(value), reference \(expected)")
         }
-        // Binary activations: the same integers, so only float rounding differs (observed below 1e-4). Real
-        // activations (1W32A): the float convolutions add in another order, and o = 3 makes the estimator steep.
-        let gradientTolerance = fixture.variant == "1w1a" ? 1e-3 : 5e-3
         let largestGradientScale =
             parameters.map { (fixture.gradients[$0.name]!.sum_squares / Double($0.tensor.count)).squareRoot() }.max() ?? 0
         for (name, tensor) in parameters {
-            let gradient = try #require(tensor.grad, "\(name) has no gradient")
-            Self.expectClose(
+            let gradient = try #require(tensor.grad, "\(label): \(name) has no gradient")
+            expectClose(
                 gradient.scalars, fixture.gradients[name]!, samples: fixture.samples, relative: gradientTolerance,
-                floor: 1e-6 * largestGradientScale, "gradient of \(name)")
+                floor: 1e-6 * largestGradientScale, "\(label): gradient of \(name)")
         }
         try optimizer.step()
         for (name, tensor) in parameters {
-            Self.expectClose(
-                tensor.scalars, fixture.parameters_after_step[name]!, samples: fixture.samples, relative: 1e-4, floor: 1e-7,
-                "\(name) after the step")
+            expectClose(
+                tensor.scalars, fixture.parameters_after_step[name]!, samples: fixture.samples,
+                relative: parameterTolerance, floor: 1e-7, "\(label): \(name) after the step")
         }
         let buffers = Dictionary(uniqueKeysWithValues: model.namedBuffers().map { ($0.name, $0.tensor) })
         for (name, expected) in fixture.buffers_after_step {
-            let tensor = try #require(buffers[name], "no buffer \(name)")
-            Self.expectClose(
-                tensor.scalars, expected, samples: fixture.samples, relative: 1e-4, floor: 1e-7, "\(name) after the step")
+            let tensor = try #require(buffers[name], "\(label): no buffer \(name)")
+            expectClose(
+                tensor.scalars, expected, samples: fixture.samples, relative: 1e-4, floor: 1e-7,
+                "\(label): \(name) after the step")
         }
     }
 
@@ -237,43 +248,9 @@ struct ReferenceStepTests {
             #expect(abs(Double(value) - expected) <= 1e-4 * evalScale, "\(network): eval logit \(value), reference \(expected)")
         }
 
-        // One training step.
-        let parameters = model.namedParameters()
-        let optimizer = SGD(
-            parameters: parameters, learningRate: fixture.learning_rate, momentum: fixture.momentum,
-            weightDecay: fixture.weight_decay)
-        model.train()
-        let logits = try model(x)
-        let loss = try crossEntropy(logits, labels: labels)
-        optimizer.zeroGrad()
-        try loss.backward()
-        #expect(abs(Double(try loss.item()) - fixture.loss) <= 1e-5 * fixture.loss, "\(network): loss")
-        let logitScale = (fixture.logits.reduce(0) { $0 + $1 * $1 } / Double(fixture.logits.count)).squareRoot()
-        for (value, expected) in zip(logits.scalars, fixture.logits) {
-            #expect(abs(Double(value) - expected) <= 1e-4 * logitScale, "\(network): logit \(value), reference \(expected)")
-        }
-        let largestGradientScale =
-            parameters.map { (fixture.gradients[$0.name]!.sum_squares / Double($0.tensor.count)).squareRoot() }.max() ?? 0
-        for (name, tensor) in parameters {
-            let gradient = try #require(tensor.grad, "\(name) has no gradient")
-            Self.expectClose(
-                gradient.scalars, fixture.gradients[name]!, samples: fixture.samples, relative: 1e-3,
-                floor: 1e-6 * largestGradientScale, "\(network): gradient of \(name)")
-        }
-        try optimizer.step()
-        // From this start ResNet-18's gradients are far larger than its parameters (a batch-norm β moves from 0.1
-        // to 13 in the step), so the step's result carries the gradients' tolerance rather than 1e-4.
-        for (name, tensor) in parameters {
-            Self.expectClose(
-                tensor.scalars, fixture.parameters_after_step[name]!, samples: fixture.samples, relative: 1e-3,
-                floor: 1e-7, "\(network): \(name) after the step")
-        }
-        let buffers = Dictionary(uniqueKeysWithValues: model.namedBuffers().map { ($0.name, $0.tensor) })
-        for (name, expected) in fixture.buffers_after_step {
-            let tensor = try #require(buffers[name], "no buffer \(name)")
-            Self.expectClose(
-                tensor.scalars, expected, samples: fixture.samples, relative: 1e-4, floor: 1e-7,
-                "\(network): \(name) after the step")
-        }
+        // One training step. From this start ResNet-18's gradients are far larger than its parameters (a batch-norm β
+        // moves from 0.1 to 13 in the step), so the step's result carries the gradients' tolerance rather than 1e-4.
+        try Self.checkStep(
+            model, fixture, x: x, labels: labels, gradientTolerance: 1e-3, parameterTolerance: 1e-3, label: network)
     }
 }

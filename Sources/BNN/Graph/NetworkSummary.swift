@@ -304,8 +304,8 @@ extension NetworkSummary {
         return lines
     }
 
-    /// 1234567 → "1,234,567".
-    static func grouped(_ value: Int) -> String {
+    /// 1234567 → "1,234,567" (summaries and reports print counts and bytes this way).
+    public static func grouped(_ value: Int) -> String {
         let digits = String(value.magnitude)
         var result = ""
         for (index, digit) in digits.enumerated() {

@@ -60,19 +60,11 @@ public enum NetworkRegistry {
         NetworkDefinition(
             name: "resnet20", summary: "ResNet-20 for CIFAR-10 (3 stages of 3 blocks, option-A shortcuts)",
             inputShape: [32, 32, 3]
-        ) { options in
-            try ResNet20(
-                variant: options.variant, estimator: options.estimator, classes: options.classes, seed: options.seed,
-                reluGradientAtZero: options.reluGradientAtZero)
-        },
+        ) { try ResNet20($0, biReal: false) },
         NetworkDefinition(
             name: "resnet20-bireal", summary: "ResNet-20 with Bi-Real Net's shortcut around every convolution",
             inputShape: [32, 32, 3]
-        ) { options in
-            try ResNet20(
-                variant: options.variant, estimator: options.estimator, classes: options.classes, seed: options.seed,
-                reluGradientAtZero: options.reluGradientAtZero, biReal: true)
-        },
+        ) { try ResNet20($0, biReal: true) },
         NetworkDefinition(
             name: "resnet18", summary: "ResNet-18 for CIFAR-10 (4 stages of 2 blocks, 1×1 downsample shortcuts)",
             inputShape: [32, 32, 3]
@@ -100,5 +92,14 @@ public enum NetworkRegistry {
             throw ModuleError("unknown model `\(name)`; registered: \(names.joined(separator: ", "))")
         }
         return definition
+    }
+}
+
+extension ResNet20 {
+    /// A ResNet-20 (or its Bi-Real wiring) from registry options.
+    convenience init(_ options: NetworkOptions, biReal: Bool) throws {
+        try self.init(
+            variant: options.variant, estimator: options.estimator, classes: options.classes, seed: options.seed,
+            reluGradientAtZero: options.reluGradientAtZero, biReal: biReal)
     }
 }

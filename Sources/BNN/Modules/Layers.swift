@@ -41,27 +41,30 @@ public final class Hardtanh: Module {
     }
 }
 
-/// Checks the window arguments of the pooling layers.
-private func validateWindow(_ layer: String, kernelSize: Int, stride: Int, padding: Int) throws {
-    guard kernelSize >= 1 else { throw ModuleError("\(layer): `kernelSize` must be at least 1, got \(kernelSize)") }
-    guard stride >= 1 else { throw ModuleError("\(layer): `stride` must be at least 1, got \(stride)") }
-    guard padding >= 0, padding <= kernelSize / 2 else {
-        throw ModuleError("\(layer): `padding` must be in 0...\(kernelSize / 2) (half the kernel), got \(padding)")
+/// The window of a pooling layer: side, step (the side by default) and padding on each side, checked once for both.
+public class PoolingLayer: Module {
+    /// Window side, step between windows and padding on each side.
+    public let kernelSize: Int, stride: Int, padding: Int
+
+    init(_ layer: String, kernelSize: Int, stride: Int?, padding: Int) throws {
+        let stride = stride ?? kernelSize
+        guard kernelSize >= 1 else { throw ModuleError("\(layer): `kernelSize` must be at least 1, got \(kernelSize)") }
+        guard stride >= 1 else { throw ModuleError("\(layer): `stride` must be at least 1, got \(stride)") }
+        guard padding >= 0, padding <= kernelSize / 2 else {
+            throw ModuleError("\(layer): `padding` must be in 0...\(kernelSize / 2) (half the kernel), got \(padding)")
+        }
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        super.init()
     }
 }
 
 /// Max-pool over square windows of an NHWC tensor (`torch.nn.MaxPool2d`; padding counts as −∞).
-public final class MaxPool2d: Module {
-    /// Window side, step between windows (default: the window side) and padding on each side.
-    public let kernelSize: Int, stride: Int, padding: Int
-
+public final class MaxPool2d: PoolingLayer {
     /// A max-pool of `kernelSize`² windows every `stride` pixels (default `kernelSize`).
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) throws {
-        try validateWindow("MaxPool2d", kernelSize: kernelSize, stride: stride ?? kernelSize, padding: padding)
-        self.kernelSize = kernelSize
-        self.stride = stride ?? kernelSize
-        self.padding = padding
-        super.init()
+        try super.init("MaxPool2d", kernelSize: kernelSize, stride: stride, padding: padding)
     }
 
     public override func callAsFunction(_ x: Tensor) throws -> Tensor {
@@ -70,17 +73,10 @@ public final class MaxPool2d: Module {
 }
 
 /// Average pool over square windows of an NHWC tensor (`torch.nn.AvgPool2d`, zero padding counted in the divisor).
-public final class AvgPool2d: Module {
-    /// Window side, step between windows (default: the window side) and padding on each side.
-    public let kernelSize: Int, stride: Int, padding: Int
-
+public final class AvgPool2d: PoolingLayer {
     /// An average pool of `kernelSize`² windows every `stride` pixels (default `kernelSize`).
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) throws {
-        try validateWindow("AvgPool2d", kernelSize: kernelSize, stride: stride ?? kernelSize, padding: padding)
-        self.kernelSize = kernelSize
-        self.stride = stride ?? kernelSize
-        self.padding = padding
-        super.init()
+        try super.init("AvgPool2d", kernelSize: kernelSize, stride: stride, padding: padding)
     }
 
     public override func callAsFunction(_ x: Tensor) throws -> Tensor {
