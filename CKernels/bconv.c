@@ -961,9 +961,15 @@ ck_status ck_bmaxpool2d(const uint64_t *input, const ck_conv_shape *s, uint64_t 
     if (status != CK_OK) return status;
     /* PyTorch requires pad ≤ kernel/2, so every window holds at least one real pixel. */
     if (2 * s->pad_h > s->kernel_h || 2 * s->pad_w > s->kernel_w) return CK_ERR_SHAPE_MISMATCH;
+    ck_bmaxpool2d_run(input, s, out, ck_get_num_threads());
+    return CK_OK;
+}
+
+void ck_bmaxpool2d_run(const uint64_t *input, const ck_conv_shape *s, uint64_t *out, int threads) {
+    int64_t oh, ow;
+    ck_conv_output_size(s, &oh, &ow);
     const int64_t cw = ck_words(s->channels), pixels = s->batch * oh * ow;
-    const int threads = ck_get_num_threads();
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t p = 0; p < pixels; p++) {
         const int64_t n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
         uint64_t *dst = out + p * cw;
@@ -980,5 +986,4 @@ ck_status ck_bmaxpool2d(const uint64_t *input, const ck_conv_shape *s, uint64_t 
         }
         dst[cw - 1] &= low_mask(s->channels - (cw - 1) * 64);
     }
-    return CK_OK;
 }

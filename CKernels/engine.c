@@ -14,10 +14,12 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-enum { MAX_BUFFERS = 64, OUT_BLOCK = 64, CHUNK = 64 };
+enum { MAX_BUFFERS = 64, OUT_BLOCK = 64, CHUNK = 64, SPLIT_WINDOW = 4 };
 
 /* Floats (or words) of one buffer at most: index arithmetic and buffer offsets then never overflow. */
 #define MAX_ELEMENTS ((int64_t)1 << 40)
@@ -31,7 +33,7 @@ typedef struct {
 struct ck_program {
     int count;
     ck_step *steps;
-    float **transposed;       /* CONV_F32 of few input channels: weights as [kh][kw][C][out] (outputs innermost) */
+    float **transposed;       /* CONV_F32 of few input channels and LINEAR: weights with the outputs innermost */
     ck_conv_rows **conv_rows; /* CONV_F32 of more input channels: ck_conv2d_forward_f32's plan */
     int32_t **sign_rules; /* BCONV steps that write only sign bits: ck_bconv_sign_rule's comparisons, or NULL */
     void **borders;       /* BCONV steps: ck_bconv_border_fill's table */
@@ -46,6 +48,17 @@ struct ck_program {
     int planned_threads;
     size_t workspace_single, workspace_team;
     void **memory;
+    /* CK_PROFILE_STEPS (see ckernels_engine.h): seconds per step summed over runs, [thread][step], for runs of
+     * profile_batch images; printed to stderr when the batch size changes and when the program is destroyed. */
+    int profiling;
+    double *profile;
+    int64_t profile_batch, profile_images;
+    /* Fewer images than threads: split layers or not (split_policy); images run each way since the last profile. */
+    int split_forced; /* CK_SPLIT_LAYERS: 0 or 1, else −1 (timed) */
+    int64_t split_calls;
+    double split_window[2][SPLIT_WINDOW]; /* wall seconds per image of recent calls (0: none), one thread / split */
+    int split_next[2];
+    int64_t split_used[2];
 };
 
 static int64_t elements(const buffer_info *b) { return b->bits ? b->h * b->w * ck_words(b->c) : b->h * b->w * b->c; }
@@ -229,6 +242,10 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
         return CK_ERR_OUT_OF_MEMORY;
     }
     memcpy(p->steps, steps, (size_t)count * sizeof(ck_step));
+    const char *profiling = getenv("CK_PROFILE_STEPS");
+    p->profiling = profiling != NULL && profiling[0] != '\0' && strcmp(profiling, "0") != 0;
+    const char *split = getenv("CK_SPLIT_LAYERS");
+    p->split_forced = split != NULL && (strcmp(split, "0") == 0 || strcmp(split, "1") == 0) ? split[0] - '0' : -1;
     ck_status status = check_steps(p);
     if (status != CK_OK && failed_step != NULL) *failed_step = p->failed_step;
     /* A binary conv step that writes only sign bits (a block's first conv) compares integers with thresholds
@@ -254,12 +271,15 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
     }
     for (int i = 0; status == CK_OK && i < count; i++) {
         const ck_step *st = &p->steps[i];
-        if (st->kind != CK_STEP_CONV_F32) continue;
+        if (st->kind != CK_STEP_CONV_F32 && st->kind != CK_STEP_LINEAR) continue;
         if (conv_by_rows(st)) {
             status = ck_conv_rows_create(&st->shape, st->weights, st->out_channels, &p->conv_rows[i]);
             continue;
         }
-        const int64_t o = st->out_channels, taps_c = st->shape.kernel_h * st->shape.kernel_w * st->shape.channels;
+        /* Weights with the outputs innermost: [kh][kw][C][out] for a convolution, [in][out] for LINEAR. */
+        const int64_t o = st->out_channels;
+        const int64_t taps_c = st->kind == CK_STEP_LINEAR ? st->shape.channels
+                                                           : st->shape.kernel_h * st->shape.kernel_w * st->shape.channels;
         float *t = ck_alloc((size_t)(o * taps_c) * sizeof(float));
         if (t == NULL) {
             status = CK_ERR_OUT_OF_MEMORY;
@@ -284,7 +304,12 @@ ck_status ck_program_create_checked(const ck_step *steps, int count, ck_program 
     return CK_OK;
 }
 
+static void profile_flush(ck_program *p);
+
 static void release_plan(ck_program *p) {
+    profile_flush(p);
+    ck_free(p->profile);
+    p->profile = NULL;
     if (p->memory != NULL)
         for (int i = 0; i < p->planned_threads; i++) ck_free(p->memory[i]);
     ck_free(p->memory);
@@ -349,8 +374,15 @@ static ck_status plan(ck_program *p, int threads) {
     }
     p->workspace_single = round64(single);
     p->workspace_team = round64(team);
+    p->split_calls = 0; /* the split policy is timed again for this thread count */
+    memset(p->split_window, 0, sizeof p->split_window);
     p->memory = ck_alloc((size_t)threads * sizeof(void *));
     if (p->memory == NULL) return CK_ERR_OUT_OF_MEMORY;
+    if (p->profiling) {
+        p->profile = ck_alloc((size_t)threads * (size_t)p->count * sizeof(double));
+        if (p->profile == NULL) return CK_ERR_OUT_OF_MEMORY;
+        memset(p->profile, 0, (size_t)threads * (size_t)p->count * sizeof(double));
+    }
     p->planned_threads = threads;
     for (int i = 0; i < threads; i++) {
         p->memory[i] = ck_alloc(p->buffer_bytes + (i == 0 ? p->workspace_team : p->workspace_single));
@@ -413,14 +445,16 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-/* conv_f32 with AVX-512 intrinsics for up to 64 output channels (the stems of small networks): one register per
- * 16 outputs, the same multiply-then-add order per output as the generic loop. */
+/* conv_f32 with AVX-512 intrinsics (the stems of small networks): output channels in groups of up to 64, one
+ * register per 16 outputs of a group, the same multiply-then-add order per output as the generic loop (each output's
+ * sum is its own chain of additions, so how outputs are grouped changes no value). */
 
-/* The transform of one pixel's accumulators, as conv_f32 writes it; `pre` is NULL without a prescale. */
+/* The transform of one pixel's accumulators (outputs o0 ... of its group), as conv_f32 writes it; `pre` is NULL
+ * without a prescale. */
 static inline __attribute__((always_inline, target("avx512f"))) void
 conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const __m512 *pre, const __m512 *scale,
                   const __m512 *bias, const __mmask16 *mask, const float *residual, float *out, uint64_t *bits,
-                  int64_t p) {
+                  int64_t p, int64_t o0) {
     const int64_t o = st->out_channels;
     const __m512 floor_before = _mm512_set1_ps((st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
     const __m512 floor_after = _mm512_set1_ps((st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
@@ -429,12 +463,12 @@ conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const 
     for (int k = 0; k < chunks; k++) {
         const __m512 v = _mm512_max_ps(floor_before, pre != NULL ? _mm512_mul_ps(acc[k], pre[k]) : acc[k]);
         __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
-        y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + 16 * k) : zero);
+        y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + o0 + 16 * k) : zero);
         y = _mm512_max_ps(floor_after, y);
-        if (out != NULL) _mm512_mask_storeu_ps(out + p * o + 16 * k, mask[k], y);
+        if (out != NULL) _mm512_mask_storeu_ps(out + p * o + o0 + 16 * k, mask[k], y);
         word |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], y, zero, _CMP_LT_OQ) << (16 * k);
     }
-    if (bits != NULL) bits[p * ck_words(o)] = word;
+    if (bits != NULL) bits[p * ck_words(o) + o0 / 64] = word;
 }
 
 /* Pixels per block of the interior: that many independent chains of additions hide the latency of each (a
@@ -442,9 +476,10 @@ conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const 
  * stay in registers. */
 #define CONV_BLOCK(chunks) ((chunks) == 1 ? 8 : (chunks) == 2 ? 4 : 2)
 
+/* Pixels [p0, p1), outputs [o0, o0 + 16·chunks) ∩ [o0, out_channels) (o0 a multiple of 64). */
 static inline __attribute__((always_inline, target("avx512f"))) void
 conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const float *in, const float *residual,
-                   float *out, uint64_t *bits, int64_t p0, int64_t p1) {
+                   float *out, uint64_t *bits, int64_t p0, int64_t p1, int64_t o0) {
     enum { MAX_BLOCK = 8 };
     const int block = CONV_BLOCK(chunks);
     const ck_conv_shape *s = &st->shape;
@@ -456,11 +491,11 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
     __m512 pre_v[4], scale[4], bias[4];
     const __m512 *pre = st->prescale != NULL ? pre_v : NULL;
     for (int k = 0; k < chunks; k++) {
-        const int64_t left = o - 16 * k;
+        const int64_t left = o - o0 - 16 * k, f = o0 + 16 * k;
         mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        pre_v[k] = st->prescale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->prescale + 16 * k) : _mm512_set1_ps(1.0f);
-        scale[k] = st->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->scale + 16 * k) : _mm512_set1_ps(1.0f);
-        bias[k] = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + 16 * k) : _mm512_setzero_ps();
+        pre_v[k] = st->prescale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->prescale + f) : _mm512_set1_ps(1.0f);
+        scale[k] = st->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->scale + f) : _mm512_set1_ps(1.0f);
+        bias[k] = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + f) : _mm512_setzero_ps();
     }
     const __m512 zero = _mm512_setzero_ps();
     /* Columns whose window lies inside the input: ox in [x_lo, x_hi). */
@@ -483,7 +518,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                 if (y0 + a < 0 || y0 + a >= s->height) continue;
                 for (int64_t b = 0; b < kw; b++) {
                     const float *x = in + ((y0 + a) * s->width + bx * sw - s->pad_w + b) * c;
-                    const float *w = wt + ((a * kw + b) * c) * o;
+                    const float *w = wt + ((a * kw + b) * c) * o + o0;
                     for (int64_t ch = 0; ch < c; ch++) {
                         __m512 wv[4];
                         for (int k = 0; k < chunks; k++) wv[k] = _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k);
@@ -496,7 +531,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                 }
             }
             for (int q = 0; q < block; q++)
-                conv_store_chunks(chunks, st, acc[q], pre, scale, bias, mask, residual, out, bits, bp + q);
+                conv_store_chunks(chunks, st, acc[q], pre, scale, bias, mask, residual, out, bits, bp + q, o0);
             p = bp + block;
             ox = bx + block;
         } else {
@@ -508,7 +543,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                     const int64_t ix = ox * sw - s->pad_w + b;
                     if (ix < 0 || ix >= s->width) continue;
                     const float *x = in + (iy * s->width + ix) * c;
-                    const float *w = wt + ((a * kw + b) * c) * o;
+                    const float *w = wt + ((a * kw + b) * c) * o + o0;
                     for (int64_t ch = 0; ch < c; ch++) {
                         const __m512 xv = _mm512_set1_ps(x[ch]);
                         for (int k = 0; k < chunks; k++)
@@ -516,7 +551,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                     }
                 }
             }
-            conv_store_chunks(chunks, st, acc, pre, scale, bias, mask, residual, out, bits, p);
+            conv_store_chunks(chunks, st, acc, pre, scale, bias, mask, residual, out, bits, p, o0);
             p++;
             ox++;
         }
@@ -527,15 +562,18 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
     }
 }
 
-/* Pixels [p0, p1); the number of 16-output registers is a constant in each instance, so they stay in registers. */
+/* Pixels [p0, p1), all outputs, 64 at a time; the number of 16-output registers is a constant in each instance, so
+ * they stay in registers. */
 __attribute__((target("avx512f"))) static void conv_pixels_avx512(const ck_step *st, const float *wt, const float *in,
                                                                   const float *residual, float *out, uint64_t *bits,
                                                                   int64_t p0, int64_t p1) {
-    switch ((st->out_channels + 15) / 16) {
-    case 1: conv_pixels_chunks(1, st, wt, in, residual, out, bits, p0, p1); break;
-    case 2: conv_pixels_chunks(2, st, wt, in, residual, out, bits, p0, p1); break;
-    case 3: conv_pixels_chunks(3, st, wt, in, residual, out, bits, p0, p1); break;
-    default: conv_pixels_chunks(4, st, wt, in, residual, out, bits, p0, p1); break;
+    for (int64_t o0 = 0; o0 < st->out_channels; o0 += 64) {
+        switch ((st->out_channels - o0 >= 64 ? 64 : st->out_channels - o0 + 15) / 16) {
+        case 1: conv_pixels_chunks(1, st, wt, in, residual, out, bits, p0, p1, o0); break;
+        case 2: conv_pixels_chunks(2, st, wt, in, residual, out, bits, p0, p1, o0); break;
+        case 3: conv_pixels_chunks(3, st, wt, in, residual, out, bits, p0, p1, o0); break;
+        default: conv_pixels_chunks(4, st, wt, in, residual, out, bits, p0, p1, o0); break;
+        }
     }
 }
 
@@ -731,14 +769,71 @@ transform_pixels(const ck_step *st, int64_t pixels, int64_t c, const float *x, c
     }
 }
 
-static void linear(const ck_step *st, const float *in, float *out) {
+/* LINEAR: out[f] = (Σ_i w[f][i]·x[i], from 0, added in order i) + bias[f] (+0 without a bias). The weights are
+ * transposed (`wt` [n][o]) so that CHUNK outputs advance together, each still its own chain of additions in order
+ * i: the floats of the one-output-at-a-time loop, without its single chain's latency per output. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void linear_portable(const ck_step *st,
+                                                                                        const float *wt,
+                                                                                        const float *in, float *out) {
     const int64_t n = st->shape.channels, o = st->out_channels;
-    for (int64_t f = 0; f < o; f++) {
-        const float *w = st->weights + f * n;
-        float sum = 0.0f;
-        for (int64_t i = 0; i < n; i++) sum += w[i] * in[i];
-        out[f] = sum + (st->bias != NULL ? st->bias[f] : 0.0f);
+    for (int64_t f0 = 0; f0 < o; f0 += CHUNK) {
+        const int64_t nb = o - f0 < CHUNK ? o - f0 : CHUNK;
+        float acc[CHUNK];
+        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float x = in[i];
+            const float *w = wt + i * o + f0;
+            for (int64_t j = 0; j < nb; j++) acc[j] += w[j] * x;
+        }
+        for (int64_t j = 0; j < nb; j++) out[f0 + j] = acc[j] + (st->bias != NULL ? st->bias[f0 + j] : 0.0f);
     }
+}
+
+#if defined(__x86_64__)
+/* linear_portable's loop with the accumulators of `chunks` × 16 outputs in registers. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+linear_chunks(const int chunks, const ck_step *st, const float *wt, const float *in, float *out, int64_t f0) {
+    const int64_t n = st->shape.channels, o = st->out_channels;
+    __mmask16 mask[4];
+    __m512 acc[4];
+    for (int k = 0; k < chunks; k++) {
+        const int64_t left = o - f0 - 16 * k;
+        mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const __m512 x = _mm512_set1_ps(in[i]);
+        const float *w = wt + i * o + f0;
+        for (int k = 0; k < chunks; k++)
+            acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[k], w + 16 * k), x));
+    }
+    for (int k = 0; k < chunks; k++) {
+        const __m512 b = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + f0 + 16 * k) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(out + f0 + 16 * k, mask[k], _mm512_add_ps(acc[k], b));
+    }
+}
+
+__attribute__((target("avx512f"))) static void linear_avx512(const ck_step *st, const float *wt, const float *in,
+                                                             float *out) {
+    for (int64_t f0 = 0; f0 < st->out_channels; f0 += 64) {
+        switch ((st->out_channels - f0 >= 64 ? 64 : st->out_channels - f0 + 15) / 16) {
+        case 1: linear_chunks(1, st, wt, in, out, f0); break;
+        case 2: linear_chunks(2, st, wt, in, out, f0); break;
+        case 3: linear_chunks(3, st, wt, in, out, f0); break;
+        default: linear_chunks(4, st, wt, in, out, f0); break;
+        }
+    }
+}
+#endif
+
+static void linear(const ck_step *st, const float *wt, const float *in, float *out) {
+#if defined(__x86_64__)
+    if (ck_isa_active() == CK_ISA_AVX512) {
+        linear_avx512(st, wt, in, out);
+        return;
+    }
+#endif
+    linear_portable(st, wt, in, out);
 }
 
 /* One image of a float conv step, on the AVX-512 path when it applies: both paths add the products in the
@@ -746,7 +841,7 @@ static void linear(const ck_step *st, const float *in, float *out) {
 static void conv_image(const ck_step *st, const float *wt, const float *in, const float *residual, float *out,
                        uint64_t *bits, int threads) {
 #if defined(__x86_64__)
-    if (st->out_channels <= 64 && ck_isa_active() == CK_ISA_AVX512) {
+    if (ck_isa_active() == CK_ISA_AVX512) {
         conv_f32_avx512(st, wt, in, residual, out, bits, threads);
         return;
     }
@@ -798,11 +893,15 @@ static void conv_rows_image(const ck_step *st, const ck_conv_rows *plan, const f
     int64_t border_floats, scratch_floats, oh, ow;
     ck_conv_rows_sizes(plan, &border_floats, &scratch_floats);
     ck_conv_output_size(&st->shape, &oh, &ow);
-    float *border = (float *)ws;
     char *mine = ws + round64((size_t)border_floats * sizeof(float));
     const size_t scratch_bytes = round64((size_t)scratch_floats * sizeof(float));
     const size_t per_thread = scratch_bytes + round64((size_t)(ow * st->out_channels) * sizeof(float));
-    ck_conv_rows_border(plan, in, border);
+    /* A 1×1 convolution without padding reads the image in place (the bordered copy would be the image). */
+    const float *border = in;
+    if (!ck_conv_rows_reads_image(plan)) {
+        ck_conv_rows_border(plan, in, (float *)ws);
+        border = (const float *)ws;
+    }
     if (threads == 1) {
         conv_rows_range(st, plan, border, residual, out, bits, (float *)mine, (float *)(mine + scratch_bytes), 0, oh);
         return;
@@ -816,23 +915,129 @@ static void conv_rows_image(const ck_step *st, const ck_conv_rows *plan, const f
     }
 }
 
-/* Threads worth using inside one step: waking a second thread costs more than a small layer's whole work
- * (a 3×3 binary layer of 32 channels on 16×16 pixels is ~74 k word operations), so only steps above about a
- * million word or multiply-add operations are split. */
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *kind_name(ck_step_kind kind) {
+    static const char *names[] = {"conv_f32", "bconv", "shortcut", "bmaxpool", "global_avg", "linear", "maxpool_f32",
+                                  "avgpool_f32", "affine"};
+    return (unsigned)kind <= CK_STEP_AFFINE ? names[kind] : "?";
+}
+
+/* Multiply-adds per image of a convolution or linear step (binary ones for BCONV), else 0. */
+static double step_macs(const ck_step *st) {
+    int64_t oh = 1, ow = 1;
+    if (st->kind == CK_STEP_LINEAR) return (double)st->shape.channels * (double)st->out_channels;
+    if (st->kind != CK_STEP_CONV_F32 && st->kind != CK_STEP_BCONV) return 0.0;
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    return (double)(oh * ow * st->out_channels) * (double)(st->shape.kernel_h * st->shape.kernel_w * st->shape.channels);
+}
+
+/* Prints the accumulated step times (CK_PROFILE_STEPS) to stderr and starts over. With threads across images
+ * (batch ≥ threads) a step's time is the sum of the threads' times, so "ms/image" is thread time: divide by the
+ * threads for wall time; otherwise it is wall time with the threads inside each layer. */
+static double split_seconds(const ck_program *p, int policy);
+
+static void profile_flush(ck_program *p) {
+    if (p->profile == NULL || p->profile_images == 0) return;
+    const int threads = p->planned_threads;
+    const int across = p->profile_batch >= threads && threads > 1;
+    double total = 0.0, by_kind[CK_STEP_AFFINE + 1] = {0};
+    for (int i = 0; i < p->count; i++) {
+        double t = 0.0;
+        for (int k = 0; k < threads; k++) t += p->profile[(size_t)k * (size_t)p->count + (size_t)i];
+        p->profile[i] = t; /* row 0 now holds the sums */
+        total += t;
+        by_kind[p->steps[i].kind] += t;
+    }
+    const double images = (double)p->profile_images;
+    fprintf(stderr, "ck_program profile: batch %lld, %d thread(s) %s, %lld images; %.4f ms per image (%s)\n",
+            (long long)p->profile_batch, threads, across ? "across images" : "within layers",
+            (long long)p->profile_images, 1e3 * total / images, across ? "thread time" : "wall time");
+    if (!across && threads > 1)
+        fprintf(stderr, "  layers split among the threads for %lld images, one thread for %lld (%.4f / %.4f ms per image)\n",
+                (long long)p->split_used[1], (long long)p->split_used[0], 1e3 * split_seconds(p, 1),
+                1e3 * split_seconds(p, 0));
+    p->split_used[0] = p->split_used[1] = 0;
+    fprintf(stderr, "  step kind         input (HxWxC)    out  k s   ms/image      %%   G MAC/s  buffers in>out,bits[+res] flags\n");
+    for (int i = 0; i < p->count; i++) {
+        const ck_step *st = &p->steps[i];
+        const double t = p->profile[i] / images, macs = step_macs(st);
+        fprintf(stderr, "  %4d %-11s %4lldx%-4lldx%-5lld %5lld %lld %lld %10.4f %6.2f", i, kind_name(st->kind),
+                (long long)st->shape.height, (long long)st->shape.width, (long long)st->shape.channels,
+                (long long)st->out_channels, (long long)st->shape.kernel_h, (long long)st->shape.stride_h, 1e3 * t,
+                100.0 * p->profile[i] / total);
+        if (macs > 0.0 && t > 0.0) fprintf(stderr, " %9.1f", 1e-9 * macs / t);
+        else fprintf(stderr, " %9s", "");
+        fprintf(stderr, "  %d>%d,%d", st->input, st->output, st->output_bits);
+        if (st->residual >= 0) fprintf(stderr, "+%d", st->residual);
+        fprintf(stderr, " %d\n", st->flags);
+    }
+    for (int k = 0; k <= CK_STEP_AFFINE; k++)
+        if (by_kind[k] > 0.0)
+            fprintf(stderr, "  all %-11s %35.4f %6.2f\n", kind_name((ck_step_kind)k), 1e3 * by_kind[k] / images,
+                    100.0 * by_kind[k] / total);
+    memset(p->profile, 0, (size_t)threads * (size_t)p->count * sizeof(double));
+    p->profile_images = 0;
+}
+
+/* Threads worth using inside one step, from its work in approximate cycles of one core: a binary word of a patch
+ * against 8 output channels is a XOR, a popcount and an add on 512 bits (2 such vector operations per cycle: 3/16
+ * cycle per word and channel); a float multiply-add takes 1/16 cycle. Handing a layer to the team costs a fork and a
+ * join of the spinning workers (about a microsecond), so steps above ~16 k cycles (~5 µs) are split: every 3×3
+ * binary layer of 32 or more channels on 16×16 pixels. Pools, the transform and the rest are a pass over memory,
+ * one thread. */
 static int step_threads(const ck_step *st, int threads) {
     if (threads == 1) return 1;
     int64_t oh = 1, ow = 1;
     ck_conv_output_size(&st->shape, &oh, &ow);
     const int64_t taps = st->shape.kernel_h * st->shape.kernel_w;
-    int64_t work = 0;
-    if (st->kind == CK_STEP_BCONV) work = oh * ow * st->out_channels * taps * ck_words(st->shape.channels);
-    if (st->kind == CK_STEP_CONV_F32) work = oh * ow * st->out_channels * taps * st->shape.channels / 16;
-    /* Pools, the transform and the rest are a pass over memory: one thread. */
-    return work >= ((int64_t)1 << 20) ? threads : 1;
+    int64_t cycles = 0;
+    if (st->kind == CK_STEP_BCONV) cycles = oh * ow * st->out_channels * taps * ck_words(st->shape.channels) * 3 / 16;
+    if (st->kind == CK_STEP_CONV_F32) cycles = oh * ow * st->out_channels * taps * st->shape.channels / 16;
+    return cycles >= 16384 ? threads : 1;
+}
+
+/* Fewer images than threads: split each layer among the threads, or run the whole image on one? On an idle machine
+ * splitting is faster (1.5–1.9× for CIFAR networks on 2 cores); when other processes hold the cores, a thread that
+ * is descheduled makes its team wait at every layer's barrier for a time slice, and one thread is 1.6–3× faster
+ * than two. Both give the same floats, so the program times itself: after warm-up calls it tries each policy a few
+ * times, then runs the faster one and retries the other every SPLIT_EXPLORE calls. A policy's time is the least
+ * wall time per image of its last SPLIT_WINDOW calls: a call slowed by a preemption does not count, and a change of
+ * load shows within SPLIT_WINDOW calls of the policy in use (or one retry of the other). CK_SPLIT_LAYERS=0 or 1 in
+ * the environment (read at creation) fixes the choice. */
+enum { SPLIT_WARMUP = 2, SPLIT_TRIALS = 8, SPLIT_EXPLORE = 64 };
+
+static double split_seconds(const ck_program *p, int policy) {
+    double least = 0.0;
+    for (int k = 0; k < SPLIT_WINDOW; k++) {
+        const double t = p->split_window[policy][k];
+        if (t > 0.0 && (least == 0.0 || t < least)) least = t;
+    }
+    return least;
+}
+
+static int split_policy(ck_program *p) {
+    if (p->split_forced >= 0) return p->split_forced;
+    const int64_t call = p->split_calls++;
+    if (call < SPLIT_WARMUP) return 1;
+    if (call < SPLIT_WARMUP + SPLIT_TRIALS) return (int)((call - SPLIT_WARMUP) & 1) ^ 1;
+    const int best = split_seconds(p, 1) <= split_seconds(p, 0);
+    return call % SPLIT_EXPLORE == 0 ? !best : best;
+}
+
+static void split_record(ck_program *p, int policy, double seconds) {
+    if (p->split_forced >= 0 || p->split_calls <= SPLIT_WARMUP) return; /* first calls: page faults, cold caches */
+    p->split_window[policy][p->split_next[policy]] = seconds;
+    p->split_next[policy] = (p->split_next[policy] + 1) % SPLIT_WINDOW;
 }
 
 /* Runs every step on one image with up to `threads` threads inside each layer, in memory `mem`. */
-static ck_status run_image(const ck_program *p, const float *image, float *result, char *mem, int threads) {
+static ck_status run_image(const ck_program *p, const float *image, float *result, char *mem, int threads,
+                           double *times) {
     void *buf[MAX_BUFFERS] = {0};
     buf[0] = (void *)image;
     for (int b = 1; b < p->buffers; b++)
@@ -841,6 +1046,7 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
     const int team = threads;
     for (int i = 0; i < p->count; i++) {
         const ck_step *st = &p->steps[i];
+        const double started = times != NULL ? now_seconds() : 0.0;
         threads = step_threads(st, team);
         float *out = st->output >= 0 ? buf[st->output] : NULL;
         uint64_t *bits = st->output_bits >= 0 ? buf[st->output_bits] : NULL;
@@ -860,13 +1066,9 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
             break;
         }
         case CK_STEP_SHORTCUT: shortcut(st, buf[st->input], out); break;
-        case CK_STEP_BMAXPOOL: {
-            ck_status status = ck_bmaxpool2d(buf[st->input], &st->shape, bits);
-            if (status != CK_OK) return status;
-            break;
-        }
+        case CK_STEP_BMAXPOOL: ck_bmaxpool2d_run(buf[st->input], &st->shape, bits, threads); break;
         case CK_STEP_GLOBAL_AVGPOOL: global_avgpool(st, buf[st->input], out); break;
-        case CK_STEP_LINEAR: linear(st, buf[st->input], out); break;
+        case CK_STEP_LINEAR: linear(st, p->transposed[i], buf[st->input], out); break;
         case CK_STEP_MAXPOOL_F32: maxpool_f32(st, buf[st->input], out, bits); break;
         case CK_STEP_AVGPOOL_F32: avgpool_f32(st, buf[st->input], out, bits); break;
         case CK_STEP_AFFINE:
@@ -874,6 +1076,7 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
                              bits);
             break;
         }
+        if (times != NULL) times[i] += now_seconds() - started;
     }
     memcpy(result, buf[p->result], (size_t)p->output_floats * sizeof(float));
     return CK_OK;
@@ -885,9 +1088,21 @@ ck_status ck_program_run(ck_program *p, const float *images, int64_t n, float *o
     const int threads = ck_get_num_threads();
     ck_status status = plan(p, threads);
     if (status != CK_OK) return status;
+    if (p->profile != NULL) {
+        if (n != p->profile_batch) profile_flush(p);
+        p->profile_batch = n;
+        p->profile_images += n;
+    }
     if (n < threads || threads == 1) {
+        const int split = threads > 1 ? split_policy(p) : 1;
+        const double started = threads > 1 ? now_seconds() : 0.0;
         for (int64_t i = 0; i < n && status == CK_OK; i++)
-            status = run_image(p, images + i * p->input_floats, out + i * p->output_floats, p->memory[0], threads);
+            status = run_image(p, images + i * p->input_floats, out + i * p->output_floats, p->memory[0],
+                               split ? threads : 1, p->profile);
+        if (threads > 1) {
+            split_record(p, split, (now_seconds() - started) / (double)n);
+            p->split_used[split] += n;
+        }
         return status;
     }
     _Atomic int64_t next = 0;
@@ -895,8 +1110,9 @@ ck_status ck_program_run(ck_program *p, const float *images, int64_t n, float *o
 #pragma omp parallel num_threads(threads)
     {
         char *mem = p->memory[omp_get_thread_num()];
+        double *times = p->profile != NULL ? p->profile + (size_t)omp_get_thread_num() * (size_t)p->count : NULL;
         for (int64_t i = atomic_fetch_add(&next, 1); i < n; i = atomic_fetch_add(&next, 1)) {
-            ck_status s = run_image(p, images + i * p->input_floats, out + i * p->output_floats, mem, 1);
+            ck_status s = run_image(p, images + i * p->input_floats, out + i * p->output_floats, mem, 1, times);
             if (s != CK_OK) atomic_store(&failed, (int)s);
         }
     }

@@ -113,6 +113,8 @@ void ck_bconv_border_fill(const ck_conv_shape *s, const ck_bconv_weights *w, voi
  * acc a convolution with `w` can produce (|acc| ≤ kh·kw·C), so the bits are those of the float transform: CK_OK if
  * every channel's sign changes at most once over that range, else CK_ERR_UNSUPPORTED (the float transform must
  * run). ck_bconv2d_run uses it only where it writes only bits. */
+/* ck_bmaxpool2d's work with `threads` threads (1: inline, no OpenMP region); arguments already checked. */
+void ck_bmaxpool2d_run(const uint64_t *input, const ck_conv_shape *s, uint64_t *out, int threads);
 ck_status ck_bconv_sign_rule(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
                              int32_t *rule);
 
@@ -126,6 +128,9 @@ ck_status ck_conv_rows_create(const ck_conv_shape *s, const float *weight_rows, 
 void ck_conv_rows_destroy(ck_conv_rows *p);
 void ck_conv_rows_sizes(const ck_conv_rows *p, int64_t *border_floats, int64_t *scratch_floats);
 void ck_conv_rows_border(const ck_conv_rows *p, const float *image, float *border);
+/* 1 if the bordered buffer would be the image itself (no padding, every pixel read in place: a 1×1 convolution
+ * without padding): then ck_conv_rows_compute may read the image directly and ck_conv_rows_border is not needed. */
+int ck_conv_rows_reads_image(const ck_conv_rows *p);
 /* Output rows [row0, row1) into `out`, the first pixel of row0 (rows of OW·out_channels floats follow). */
 void ck_conv_rows_compute(const ck_conv_rows *p, const float *border, int64_t row0, int64_t row1, float *out,
                           float *scratch);

@@ -593,6 +593,11 @@ void ck_conv_rows_sizes(const ck_conv_rows *p, int64_t *border_floats, int64_t *
     if (scratch_floats != NULL) *scratch_floats = p->g.dcp;
 }
 
+int ck_conv_rows_reads_image(const ck_conv_rows *p) {
+    const gather_plan *g = &p->g;
+    return g->top == 0 && g->left == 0 && g->bh == g->sh && g->bw == g->sw;
+}
+
 /* Unlike copy_bordered, writes the border too: the engine's workspace is shared with other steps, so it cannot
  * rely on zeros left from the allocation. */
 void ck_conv_rows_border(const ck_conv_rows *p, const float *image, float *border) {

@@ -22,10 +22,13 @@ struct EngineCase: CustomStringConvertible, Sendable {
 /// bits (thresholds), a shortcut and a residual convolution writing floats and bits, a 70-channel convolution
 /// whose windows reach two pixels into the padding (no ReLU), a 1×1 convolution of 70 channels (two words per
 /// pixel), pooling and a linear layer.
+/// Stems of 128 and 80 outputs run in groups of 64 (two words of sign bits; a partial second group).
 let engineCases = [
     EngineCase(height: 11, width: 13, channels: 3, stemChannels: 16, stemKernel: 3, stemStride: 1),
     EngineCase(height: 12, width: 17, channels: 2, stemChannels: 40, stemKernel: 5, stemStride: 2),
     EngineCase(height: 9, width: 21, channels: 4, stemChannels: 20, stemKernel: 3, stemStride: 1),
+    EngineCase(height: 10, width: 19, channels: 3, stemChannels: 128, stemKernel: 3, stemStride: 1),
+    EngineCase(height: 9, width: 14, channels: 3, stemChannels: 80, stemKernel: 3, stemStride: 2),
 ]
 
 /// A tensor of one image: height × width × channels floats, NHWC.
@@ -537,6 +540,17 @@ let avgPoolCases = [
 /// Float convolutions of more than 4 input channels: a 3×3 layer of 70 channels with a residual, a 1×1 stride-2
 /// downsample 64 → 128, few channels over a stride and the padding, a layer large enough to be split among 2
 /// threads (its rows), and 130 outputs through 5×5 windows reaching 2 pixels into the padding.
+/// Float stems (at most 4 input channels) of one to three groups of 64 outputs, full and partial registers, strides
+/// 1 and 2, windows over every border and rows with a partial block of pixels.
+let directStemCases = [
+    WindowCase(height: 11, width: 13, channels: 3, kernel: 3, stride: 1, pad: 1, out: 16),
+    WindowCase(height: 12, width: 17, channels: 2, kernel: 5, stride: 2, pad: 2, out: 40),
+    WindowCase(height: 9, width: 21, channels: 4, kernel: 3, stride: 1, pad: 1, out: 64),
+    WindowCase(height: 10, width: 19, channels: 3, kernel: 3, stride: 1, pad: 1, out: 128),
+    WindowCase(height: 9, width: 14, channels: 3, kernel: 3, stride: 2, pad: 1, out: 80),
+    WindowCase(height: 7, width: 11, channels: 1, kernel: 3, stride: 1, pad: 1, out: 150),
+]
+
 let convManyCases = [
     WindowCase(height: 7, width: 9, channels: 70, kernel: 3, stride: 1, pad: 1, out: 24),
     WindowCase(height: 8, width: 8, channels: 64, kernel: 1, stride: 2, pad: 0, out: 128),
@@ -743,11 +757,55 @@ extension EveryPath {
         }
     }
 
+    /// ck_conv2d_direct_f32 adds each product, rounded, to a sum from +0 in (kernel row, column, channel) order.
+    @Test("ck_conv2d_direct_f32 gives its definition's floats on every path and thread count, any number of outputs",
+          arguments: directStemCases)
+    func directConvMatchesDefinition(_ g: WindowCase) throws {
+        var rng = SeededGenerator(seed: UInt64(g.channels * 43 + g.out * 5 + g.stride))
+        let images = 3, size = g.height * g.width * g.channels, outSize = g.outHeight * g.outWidth * g.out
+        let input = randomFloats(images * size, &rng)
+        let weights = randomFloats(g.out * g.kernel * g.kernel * g.channels, &rng)
+        var expected = [Float](repeating: 0, count: images * outSize)
+        let (k, c) = (g.kernel, g.channels)
+        for n in 0..<images {
+            for oy in 0..<g.outHeight {
+                for ox in 0..<g.outWidth {
+                    for o in 0..<g.out {
+                        var acc: Float = 0
+                        for a in 0..<k {
+                            let iy = oy * g.stride - g.pad + a
+                            if iy < 0 || iy >= g.height { continue }
+                            for b in 0..<k {
+                                let ix = ox * g.stride - g.pad + b
+                                if ix < 0 || ix >= g.width { continue }
+                                for ch in 0..<c {
+                                    let product = input[n * size + (iy * g.width + ix) * c + ch]
+                                        * weights[((o * k + a) * k + b) * c + ch]
+                                    acc += product
+                                }
+                            }
+                        }
+                        expected[n * outSize + (oy * g.outWidth + ox) * g.out + o] = acc
+                    }
+                }
+            }
+        }
+        var shape = windowShape(g)
+        shape.batch = Int64(images)
+        try forEachConfiguration { configuration in
+            var got = [Float](repeating: .nan, count: images * outSize)
+            #expect(ck_conv2d_direct_f32(input, &shape, weights, Int64(g.out), &got) == CK_OK)
+            expectSameBits(got, expected, "direct conv \(g), \(configuration)")
+        }
+    }
+
     @Test("CK_STEP_CONV_F32 of at most 4 input channels: ck_conv2d_direct_f32's floats, then the transform with a prescale",
           arguments: [
               WindowCase(height: 11, width: 13, channels: 3, kernel: 3, stride: 1, pad: 1, out: 16),
               WindowCase(height: 12, width: 17, channels: 2, kernel: 5, stride: 2, pad: 2, out: 40),
               WindowCase(height: 9, width: 21, channels: 4, kernel: 3, stride: 1, pad: 1, out: 70),
+              WindowCase(height: 10, width: 19, channels: 3, kernel: 3, stride: 1, pad: 1, out: 128),
+              WindowCase(height: 9, width: 14, channels: 3, kernel: 3, stride: 2, pad: 1, out: 80),
           ])
     func convF32FewChannelsStep(_ g: WindowCase) throws {
         var rng = SeededGenerator(seed: UInt64(g.channels * 41 + g.out))
@@ -838,6 +896,29 @@ extension EveryPath {
         #expect(ck_program_create_checked([affine, wrong], 2, &program, &failed) == CK_ERR_SHAPE_MISMATCH)
         #expect(failed == 1)
         #expect(program == nil)
+    }
+
+    @Test("CK_STEP_LINEAR of many outputs (several registers, several groups of 64): each output's sum in order")
+    func linearManyOutputs() throws {
+        let constants = Constants()
+        for (n, out, withBias) in [(300, 70, true), (64, 130, false), (2048, 10, true), (5, 1, true)] {
+            var rng = SeededGenerator(seed: UInt64(n * 7 + out))
+            let images = 3
+            let input = randomFloats(images * n, &rng)
+            let weights = randomFloats(out * n, &rng), bias = randomFloats(out, &rng)
+            var linear = makeStep(CK_STEP_LINEAR, convShape(1, 1, n), out: out, input: 0, output: 1)
+            linear.weights = constants.pointer(weights)
+            if withBias { linear.bias = constants.pointer(bias) }
+            var expected: [Float] = []
+            for image in 0..<images {
+                for f in 0..<out {
+                    var sum: Float = 0
+                    for i in 0..<n { sum += weights[f * n + i] * input[image * n + i] }
+                    expected.append(sum + (withBias ? bias[f] : 0))
+                }
+            }
+            try expectProgram([linear], input: input, images: images, expected: expected, "linear \(n) → \(out)")
+        }
     }
 
     @Test("a chained program (sign bits → bconv → max-pool → affine → linear) equals a naive reference bit for bit")
