@@ -723,6 +723,9 @@ static inline __attribute__((always_inline)) void
 transform_chunk(const int has_pre, const int has_scale, const int has_bias, const int has_res, int64_t n,
                 const float *x, const float *pre, const float *scale, const float *bias, const float *res,
                 float floor_before, float floor_after, float *y) {
+    /* y is x itself or separate memory, never a shifted view of it: each element is read before it is written, so
+     * vectors are safe (without the pragma the in-place case fails the compiler's overlap check and runs scalar). */
+#pragma clang loop vectorize(assume_safety)
     for (int64_t j = 0; j < n; j++) {
         float v = x[j];
         if (has_pre) v *= pre[j];
