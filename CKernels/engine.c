@@ -55,7 +55,8 @@ struct ck_program {
     int64_t profile_batch, profile_images;
     /* Fewer images than threads: split layers or not (split_policy); images run each way since the last profile. */
     int split_forced; /* CK_SPLIT_LAYERS: 0 or 1, else −1 (timed) */
-    int64_t split_calls;
+    int64_t split_calls, split_retry, split_interval; /* calls so far; next retry of the other way, and the wait */
+    int split_best;                                   /* the way chosen (−1 before the trials end) */
     double split_window[2][SPLIT_WINDOW]; /* wall seconds per image of recent calls (0: none), one thread / split */
     int split_next[2];
     int64_t split_used[2];
@@ -375,6 +376,7 @@ static ck_status plan(ck_program *p, int threads) {
     p->workspace_single = round64(single);
     p->workspace_team = round64(team);
     p->split_calls = 0; /* the split policy is timed again for this thread count */
+    p->split_best = -1;
     memset(p->split_window, 0, sizeof p->split_window);
     p->memory = ck_alloc((size_t)threads * sizeof(void *));
     if (p->memory == NULL) return CK_ERR_OUT_OF_MEMORY;
@@ -1007,12 +1009,13 @@ static int step_threads(const ck_step *st, int threads) {
 /* Fewer images than threads: split each layer among the threads, or run the whole image on one? On an idle machine
  * splitting is faster (1.5–1.9× for CIFAR networks on 2 cores); when other processes hold the cores, a thread that
  * is descheduled makes its team wait at every layer's barrier for a time slice, and one thread is 1.6–3× faster
- * than two. Both give the same floats, so the program times itself: after warm-up calls it tries each policy a few
- * times, then runs the faster one and retries the other every SPLIT_EXPLORE calls. A policy's time is the least
- * wall time per image of its last SPLIT_WINDOW calls: a call slowed by a preemption does not count, and a change of
- * load shows within SPLIT_WINDOW calls of the policy in use (or one retry of the other). CK_SPLIT_LAYERS=0 or 1 in
- * the environment (read at creation) fixes the choice. */
-enum { SPLIT_WARMUP = 2, SPLIT_TRIALS = 8, SPLIT_EXPLORE = 64 };
+ * than two. Both give the same floats, so the program times itself: after warm-up calls it tries each way a few
+ * times, then runs the faster one and retries the other after SPLIT_EXPLORE calls, the wait doubling each time a
+ * retry confirms the choice (up to SPLIT_EXPLORE_MAX). A way's time is the least wall time per image of its last
+ * SPLIT_WINDOW calls: a call slowed by a preemption does not count, and a change of load shows within SPLIT_WINDOW
+ * calls of the way in use (or one retry of the other). CK_SPLIT_LAYERS=0 or 1 in the environment (read at creation)
+ * fixes the choice. */
+enum { SPLIT_WARMUP = 2, SPLIT_TRIALS = 8, SPLIT_EXPLORE = 64, SPLIT_EXPLORE_MAX = 1024 };
 
 static double split_seconds(const ck_program *p, int policy) {
     double least = 0.0;
@@ -1029,7 +1032,17 @@ static int split_policy(ck_program *p) {
     if (call < SPLIT_WARMUP) return 1;
     if (call < SPLIT_WARMUP + SPLIT_TRIALS) return (int)((call - SPLIT_WARMUP) & 1) ^ 1;
     const int best = split_seconds(p, 1) <= split_seconds(p, 0);
-    return call % SPLIT_EXPLORE == 0 ? !best : best;
+    if (best != p->split_best) { /* a new choice: retry the other soon */
+        p->split_best = best;
+        p->split_interval = SPLIT_EXPLORE;
+        p->split_retry = call + SPLIT_EXPLORE;
+    }
+    if (call < p->split_retry) return best;
+    /* Each retry that leaves the choice as it was doubles the wait for the next (a retry of the slower way costs
+     * its difference: up to 3× a call when the cores are taken). */
+    p->split_retry = call + p->split_interval;
+    if (p->split_interval < SPLIT_EXPLORE_MAX) p->split_interval *= 2;
+    return !best;
 }
 
 static void split_record(ck_program *p, int policy, double seconds) {
