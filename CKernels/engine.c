@@ -4,7 +4,7 @@
  * through RAM layer by layer would spend its time moving activations. So with at least as many images as
  * threads, each thread runs whole images through every step with its own buffers (an image's activations
  * stay in L1/L2 from layer to layer); with fewer images, images run one after another and the threads
- * split each layer.
+ * split each layer (or one thread runs it all, where the program measures that to be faster: split_policy).
  *
  * Each step repeats the float operations of the training op it stands for, in the same order (the same kernel
  * where there is one: ck_conv2d_forward_f32's plan for float convolutions of many channels; mirrored loops for

@@ -107,14 +107,14 @@ ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck
 size_t ck_bconv_border_bytes(const ck_conv_shape *s, const ck_bconv_weights *w);
 void ck_bconv_border_fill(const ck_conv_shape *s, const ck_bconv_weights *w, void *table);
 
+/* ck_bmaxpool2d's work with `threads` threads (1: inline, no OpenMP region); arguments already checked. */
+void ck_bmaxpool2d_run(const uint64_t *input, const ck_conv_shape *s, uint64_t *out, int threads);
 /* The sign bits of a transform as integer comparisons, for a convolution that writes only sign bits (no floats,
  * integers or residual): bit o of a pixel is ((acc XOR flip[o]) < threshold[o]), with `rule` = flip[0..O) then
  * threshold[0..O) (flip 0 or −1). Found by evaluating the transform, in its order of operations, at every integer
  * acc a convolution with `w` can produce (|acc| ≤ kh·kw·C), so the bits are those of the float transform: CK_OK if
  * every channel's sign changes at most once over that range, else CK_ERR_UNSUPPORTED (the float transform must
  * run). ck_bconv2d_run uses it only where it writes only bits. */
-/* ck_bmaxpool2d's work with `threads` threads (1: inline, no OpenMP region); arguments already checked. */
-void ck_bmaxpool2d_run(const uint64_t *input, const ck_conv_shape *s, uint64_t *out, int threads);
 ck_status ck_bconv_sign_rule(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
                              int32_t *rule);
 

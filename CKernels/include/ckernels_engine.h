@@ -117,10 +117,10 @@ ck_status ck_program_sizes(const ck_program *program, int64_t *input_floats, int
  * Runs `images` (n × input floats, NHWC) and writes n × output floats to `out`. With n ≥ threads each
  * thread takes whole images; otherwise images run one after another, each layer large enough split among the
  * threads — or, when that is slower, all on one thread: a layer split across a core that another process holds
- * waits for it at every barrier, so the program times both ways (moving averages of its own calls, each way
- * retried now and then) and runs the faster. The results are the same either way. The environment variable
- * CK_SPLIT_LAYERS=1 (always split) or 0 (one thread), read when the program is created, fixes the choice.
- * Buffers are allocated at the first run with a given thread count and reused.
+ * waits for it at every barrier, so the program times both ways (the least time of its recent calls each way,
+ * the slower way retried now and then) and runs the faster. The results are the same either way. The
+ * environment variable CK_SPLIT_LAYERS=1 (always split) or 0 (one thread), read when the program is created,
+ * fixes the choice. Buffers are allocated at the first run with a given thread count and reused.
  *
  * Profiling (a debug aid): with the environment variable CK_PROFILE_STEPS set (not "0") when the program is
  * created, each step is timed and the sums are printed to stderr, per step and per step kind (ms per image, share,
