@@ -444,6 +444,13 @@ static bool check_tensors(graph_parser *gp, bnn_layer *layers, size_t layer_coun
             name[layer->name.length] = '.';
             memcpy(name + layer->name.length + 1, rules[r].suffix, suffix + 1);
             const bnn_text_view full = {name, layer->name.length + 1 + suffix};
+            int64_t shape[4], rank = 0;
+            if (!expected_shape(layer, &rules[r], shape, &rank)) {
+                layer_prefix(gp, layer);
+                graph_fail(gp, " (%s): the shape of its tensor \"%s\" overflows 64-bit sizes", bnn_op_name(layer->op),
+                           rules[r].suffix);
+                goto done;
+            }
             size_t at = 0;
             const bnn_tensor_view *tensor = find_tensor(sorted, tensor_count, full, &at);
             if (tensor != NULL && claimed[at]) {
@@ -460,13 +467,6 @@ static bool check_tensors(graph_parser *gp, bnn_layer *layers, size_t layer_coun
                 goto done;
             }
             claimed[at] = 1;
-            int64_t shape[4], rank = 0;
-            if (!expected_shape(layer, &rules[r], shape, &rank)) {
-                layer_prefix(gp, layer);
-                graph_fail(gp, " (%s): the shape of its tensor \"%s\" overflows 64-bit sizes", bnn_op_name(layer->op),
-                           rules[r].suffix);
-                goto done;
-            }
             bool same = tensor->dtype == rules[r].dtype && tensor->rank == rank;
             for (int64_t d = 0; same && d < rank; d++) same = tensor->shape[d] == shape[d];
             if (!same) {

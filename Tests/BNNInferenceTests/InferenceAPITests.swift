@@ -143,6 +143,7 @@ struct InferenceAPITests {
 
     @Test("every status code has its own description")
     func statusMessages() {
+        #expect(InferenceStatus.allCodes == [BNN_OK, BNN_INVALID_ARGUMENT, BNN_IO_ERROR, BNN_INVALID_MODEL, BNN_RUN_FAILED].map { Int32($0) })
         let codes = InferenceStatus.allCodes.map { String(cString: bnn_status_message($0)) }
         #expect(Set(codes).count == codes.count && codes.allSatisfy { !$0.isEmpty }, "\(codes)")
         #expect(String(cString: bnn_status_message(99)) == "unknown status code")
