@@ -200,9 +200,11 @@ static const char *const layer_keys[K_COUNT] = {
 static const bool layer_key_required[K_COUNT] = {
     true, true, true, false, false, false, true, true, true, true, false, false, false, false, false};
 
-/* Integer fields are read as int64 and narrowed only after the range checks (validate_layer). */
+/* Integer fields are read as int64 and narrowed only after the range checks (validate_layer); which optional
+ * fields were given (null counts as absent). */
 typedef struct layer_values {
     int64_t input, residual, output, output_bits;
+    bool has_residual, has_output, has_output_bits, has_kernel, has_stride, has_padding;
 } layer_values;
 
 static bool read_layer(graph_parser *gp, size_t index, bnn_layer *layer, layer_values *wide) {
@@ -216,7 +218,7 @@ static bool read_layer(graph_parser *gp, size_t index, bnn_layer *layer, layer_v
     if (!bnn_json_enter(&gp->reader)) return malformed(gp);
     *layer = (bnn_layer){.residual = -1, .output = -1, .output_bits = -1, .kernel = -1, .stride = -1, .padding = -1,
                          .relu_before = -1, .relu_after = -1};
-    *wide = (layer_values){-1, -1, -1, -1};
+    *wide = (layer_values){.input = -1, .residual = -1, .output = -1, .output_bits = -1};
     bool seen[K_COUNT] = {false};
     bool first = true, ok = true;
     bnn_text_view key;
@@ -260,30 +262,22 @@ static bool read_layer(graph_parser *gp, size_t index, bnn_layer *layer, layer_v
             if (!present) value = -1;
             switch (k) {
             case K_INPUT: wide->input = value; break;
-            case K_RESIDUAL: wide->residual = present ? value : INT64_MIN; break;
-            case K_OUTPUT: wide->output = present ? value : INT64_MIN; break;
-            case K_OUTPUT_BITS: wide->output_bits = present ? value : INT64_MIN; break;
+            case K_RESIDUAL: wide->residual = value, wide->has_residual = present; break;
+            case K_OUTPUT: wide->output = value, wide->has_output = present; break;
+            case K_OUTPUT_BITS: wide->output_bits = value, wide->has_output_bits = present; break;
             case K_HEIGHT: layer->height = value; break;
             case K_WIDTH: layer->width = value; break;
             case K_CHANNELS: layer->channels = value; break;
             case K_OUT_CHANNELS: layer->out_channels = value; break;
-            case K_KERNEL: layer->kernel = present ? value : INT64_MIN; break;
-            case K_STRIDE: layer->stride = present ? value : INT64_MIN; break;
-            case K_PADDING: layer->padding = present ? value : INT64_MIN; break;
+            case K_KERNEL: layer->kernel = value, wide->has_kernel = present; break;
+            case K_STRIDE: layer->stride = value, wide->has_stride = present; break;
+            case K_PADDING: layer->padding = value, wide->has_padding = present; break;
             }
         }
     }
     if (!ok) return malformed(gp);
     for (int k = 0; k < K_COUNT; k++)
         if (layer_key_required[k] && !seen[k]) return missing(gp, where, layer_keys[k]);
-    /* INT64_MIN marked "absent" while reading, so that an explicit −1 stays distinguishable until the checks;
-     * absent optional fields are −1 from here on. */
-    if (!seen[K_RESIDUAL] || wide->residual == INT64_MIN) wide->residual = INT64_MIN;
-    if (!seen[K_OUTPUT] || wide->output == INT64_MIN) wide->output = INT64_MIN;
-    if (!seen[K_OUTPUT_BITS] || wide->output_bits == INT64_MIN) wide->output_bits = INT64_MIN;
-    if (!seen[K_KERNEL]) layer->kernel = INT64_MIN;
-    if (!seen[K_STRIDE]) layer->stride = INT64_MIN;
-    if (!seen[K_PADDING]) layer->padding = INT64_MIN;
     return true;
 }
 
@@ -352,13 +346,14 @@ static bool validate_layer(graph_parser *gp, bnn_layer *layer, const layer_value
     const struct {
         const char *key;
         int64_t value;
+        bool present;
         int *field;
-    } buffers[4] = {{"input", wide->input, &layer->input},
-                    {"residual", wide->residual, &layer->residual},
-                    {"output", wide->output, &layer->output},
-                    {"output_bits", wide->output_bits, &layer->output_bits}};
+    } buffers[4] = {{"input", wide->input, true, &layer->input},
+                    {"residual", wide->residual, wide->has_residual, &layer->residual},
+                    {"output", wide->output, wide->has_output, &layer->output},
+                    {"output_bits", wide->output_bits, wide->has_output_bits, &layer->output_bits}};
     for (int i = 0; i < 4; i++) {
-        if (buffers[i].value == INT64_MIN) { /* absent */
+        if (!buffers[i].present) {
             *buffers[i].field = -1;
             continue;
         }
@@ -373,11 +368,12 @@ static bool validate_layer(graph_parser *gp, bnn_layer *layer, const layer_value
         !check_size(gp, layer, "channels", layer->channels, 1) ||
         !check_size(gp, layer, "out_channels", layer->out_channels, 1))
         return false;
-    if (layer->kernel == INT64_MIN) layer->kernel = -1;
+    /* Absent optional sizes are −1 from here on. */
+    if (!wide->has_kernel) layer->kernel = -1;
     else if (!check_size(gp, layer, "kernel", layer->kernel, 1)) return false;
-    if (layer->stride == INT64_MIN) layer->stride = -1;
+    if (!wide->has_stride) layer->stride = -1;
     else if (!check_size(gp, layer, "stride", layer->stride, 1)) return false;
-    if (layer->padding == INT64_MIN) layer->padding = -1;
+    if (!wide->has_padding) layer->padding = -1;
     else if (!check_size(gp, layer, "padding", layer->padding, 0)) return false;
 
     /* Bounds on what one image occupies in the engine's buffers: the input, and a bound on the output (a window

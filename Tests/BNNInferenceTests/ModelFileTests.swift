@@ -294,6 +294,8 @@ struct ModelFileTests {
             ("no layer", #"{"classes":2,"input":[2,2,3],"layers":[],"model":"tiny"}"#, ["graph needs at least one layer"]),
             ("negative buffer", Self.edited([("\"input\":0", "\"input\":-1")]),
              ["layer \"fc\": buffer `input` = -1 is outside 0...63"]),
+            ("residual at the 64-bit minimum", Self.edited([("\"output\":1", "\"output\":1,\"residual\":-9223372036854775808")]),
+             ["buffer `residual` = -9223372036854775808 is outside 0...63"]),
             ("buffer 64", Self.edited([("\"output\":1", "\"output\":64")]), ["buffer `output` = 64 is outside 0...63"]),
             ("buffer 2^40", Self.edited([("\"output\":1", "\"output\":1099511627776")]), ["buffer `output` = 1099511627776"]),
             ("height 0", Self.edited([("\"height\":1", "\"height\":0")]), ["layer \"fc\" (linear): `height` = 0 is outside 1...16777216"]),
