@@ -168,6 +168,12 @@ struct ModelFileTests {
     /// Refused by PackedModel.parse and by bnn_model_open, each message holding every fragment.
     static func expectRefused(_ name: String, _ bytes: [UInt8], _ fragments: [String],
                               sourceLocation: SourceLocation = #_sourceLocation) throws {
+        // scripts/test sets BNN_CRAFTED_DIR and gives the files to scripts/fuzz as seeds: each then runs once
+        // through the C reader built with the address and undefined-behaviour sanitizers.
+        if let directory = ProcessInfo.processInfo.environment["BNN_CRAFTED_DIR"], !directory.isEmpty {
+            let stem = String(name.map { $0.isLetter || $0.isNumber ? $0 : "-" })
+            try Data(bytes).write(to: URL(fileURLWithPath: directory).appendingPathComponent("crafted-\(stem).bnn"))
+        }
         // The reader's messages name the file; the engine's (wiring) name the layer or the graph.
         do {
             let model = try PackedModel.parse(Data(bytes), path: "crafted.bnn")
