@@ -15,8 +15,9 @@ let package = Package(
         .library(name: "BNN", targets: ["BNN"]),
         .library(name: "CKernels", type: .static, targets: ["CKernels"]),
         .executable(name: "bnn", targets: ["bnn"]),
-        // The C inference API (Sources/BNNInference/include/bnn_inference.h) as a shared library for C programs.
-        .library(name: "BNNInference", type: .dynamic, targets: ["BNNInference"]),
+        // The C inference API (Sources/BNNRuntime/include/bnn_inference.h) as a static C library for C programs:
+        // libBNNInference.a holds the reader, the runtime and the kernels; it needs OpenMP and libc, no Swift.
+        .library(name: "BNNInference", type: .static, targets: ["BNNRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,17 +31,19 @@ let package = Package(
             cSettings: openMP,
             linkerSettings: openMPRuntime
         ),
+        // C11: the safetensors and packed-model (.bnn) reader with its validation, the kernel program built from a
+        // model, and bnn_inference.h. The Swift module reads files through it (one parser, one validation).
+        .target(
+            name: "BNNRuntime",
+            dependencies: ["CKernels"],
+            path: "Sources/BNNRuntime",
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(["-std=c11", "-O2", "-Wall", "-Wextra"])]
+        ),
         .target(
             name: "BNN",
-            dependencies: ["CKernels"],
+            dependencies: ["CKernels", "BNNRuntime"],
             path: "Sources/BNN"
-        ),
-        // Swift (@_cdecl) behind a C header: the header is for C callers, so it is not part of the Swift target.
-        .target(
-            name: "BNNInference",
-            dependencies: ["BNN"],
-            path: "Sources/BNNInference",
-            exclude: ["include"]
         ),
         .executableTarget(
             name: "bnn",
@@ -73,6 +76,6 @@ let package = Package(
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BNN"], path: "Tests/CKernelsTests"),
         // Fixtures/: reference results read by the tests at run time (see scripts/reference/crosscheck.py).
         .testTarget(name: "BNNTests", dependencies: ["BNN"], path: "Tests/BNNTests", exclude: ["Fixtures"]),
-        .testTarget(name: "BNNInferenceTests", dependencies: ["BNNInference", "BNN"], path: "Tests/BNNInferenceTests"),
+        .testTarget(name: "BNNInferenceTests", dependencies: ["BNNRuntime", "BNN"], path: "Tests/BNNInferenceTests"),
     ]
 )

@@ -3,6 +3,8 @@
 #   libomp-dev      the OpenMP runtime the kernels link (libomp.so.5)
 #   libopenblas-dev OpenBLAS, loaded at run time for float GEMM (libopenblas.so.0)
 # Quiet and quick when both are present; otherwise installs them with apt-get (through sudo when not root).
+#   --fuzz          also clang and libclang-rt-dev (libFuzzer and the sanitizer runtimes), for scripts/fuzz when
+#                   the Swift toolchain's clang cannot link -fsanitize=fuzzer
 set -euo pipefail
 
 # Each package with the library file the build (libomp) or the loader (OpenBLAS) needs from it.
@@ -11,6 +13,11 @@ declare -A library=(
     [libomp-dev]=/usr/lib/x86_64-linux-gnu/libomp.so.5
 )
 packages=(libopenblas-dev libomp-dev)
+if [[ "${1:-}" == "--fuzz" ]]; then
+    library[clang]=/usr/bin/clang
+    library[libclang-rt-dev]=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
+    packages+=(clang libclang-rt-dev)
+fi
 
 installed() {
     # A package counts as present when dpkg says so; without dpkg, when its library file exists.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds every C example in this folder (one program per .c file, next to its source) with the system C
 # compiler (cc) and linker: against the CKernels static library, or, for a program that includes
-# bnn_inference.h, against the BNNInference shared library (rpaths to it and to the Swift runtime it needs).
+# bnn_inference.h, against the BNNInference static library (the C reader, the runtime and the kernels: the
+# program needs OpenMP and libc at run time, no Swift runtime).
 #   BNN_SCRATCH_PATH  SwiftPM build folder of the package, relative to the repository root (default .build)
 #   CC                C compiler (default cc, else the Swift toolchain's clang)
 set -euo pipefail
@@ -23,15 +24,18 @@ if [[ ! -f "$bin/libCKernels.a" ]]; then
 fi
 
 swift build --scratch-path "$scratch" --product BNNInference
-# The Swift runtime libraries: <toolchain>/usr/lib/swift/linux, next to the `swift` driver's usr/bin.
-swift_runtime="$(cd "$(dirname "$(readlink -f "$(command -v swift)")")/../lib/swift/linux" && pwd)"
+if [[ ! -f "$bin/libBNNInference.a" ]]; then
+    echo "build.sh: $bin/libBNNInference.a not found after 'swift build --product BNNInference'" >&2
+    exit 1
+fi
 
 shopt -s nullglob
 for source in "$here"/*.c; do
     program="${source%.c}"
     if grep -q '#include "bnn_inference.h"' "$source"; then
-        "$cc" -std=c11 -O2 -Wall -Wextra -I "$root/Sources/BNNInference/include" "$source" -o "$program" \
-            -L "$bin" -lBNNInference -Wl,-rpath,"$bin" -Wl,-rpath,"$swift_runtime"
+        # libomp.so.5 by file name: Debian's libomp-dev installs no unversioned libomp.so in the linker's path.
+        "$cc" -std=c11 -O2 -Wall -Wextra -I "$root/Sources/BNNRuntime/include" "$source" -o "$program" \
+            -L "$bin" -lBNNInference -l:libomp.so.5 -ldl -lm -lpthread
     else
         # libomp.so.5 by file name: Debian's libomp-dev installs no unversioned libomp.so in the linker's path.
         "$cc" -std=c11 -O2 -Wall -Wextra -I "$root/CKernels/include" "$source" -o "$program" \

@@ -1,9 +1,9 @@
 import BNN
-import BNNInference
+import BNNRuntime
 import Foundation
 import Testing
 
-/// The C inference API (bnn_inference.h), called through its @_cdecl functions as a C program would.
+/// The C inference API (bnn_inference.h, implemented in C by BNNRuntime), called as a C program would.
 /// Every test is synchronous so that it stays on one thread: `bnn_last_error` is per thread.
 @Suite("C inference API", .serialized)
 struct InferenceAPITests {
@@ -143,6 +143,7 @@ struct InferenceAPITests {
 
     @Test("every status code has its own description")
     func statusMessages() {
+        #expect(InferenceStatus.allCodes == [BNN_OK, BNN_INVALID_ARGUMENT, BNN_IO_ERROR, BNN_INVALID_MODEL, BNN_RUN_FAILED].map { Int32($0) })
         let codes = InferenceStatus.allCodes.map { String(cString: bnn_status_message($0)) }
         #expect(Set(codes).count == codes.count && codes.allSatisfy { !$0.isEmpty }, "\(codes)")
         #expect(String(cString: bnn_status_message(99)) == "unknown status code")
@@ -194,7 +195,14 @@ struct InferenceAPITests {
     }
 }
 
-extension InferenceStatus {
+/// The status codes of bnn_inference.h, typed for the tests.
+enum InferenceStatus: Int32, CaseIterable {
+    case ok = 0
+    case invalidArgument = 1
+    case ioError = 2
+    case invalidModel = 3
+    case runFailed = 4
+
     /// Every code of the header.
-    static let allCodes: [Int32] = [0, 1, 2, 3, 4]
+    static let allCodes: [Int32] = allCases.map(\.rawValue)
 }

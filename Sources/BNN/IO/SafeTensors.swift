@@ -1,3 +1,4 @@
+import BNNRuntime
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -223,134 +224,63 @@ public enum SafeTensors {
         return try parse(data, file: url.path)
     }
 
-    /// Parses and validates the bytes of a safetensors file; `file` names it in errors.
+    /// Parses and validates the bytes of a safetensors file; `file` names it in errors. The parsing and every
+    /// check are the C reader's (`bnn_safetensors_parse` in BNNRuntime), shared with packed models and the C API.
     public static func parse(_ data: Data, file: String = "<memory>") throws(SafeTensorsError) -> SafeTensorsFile {
-        func fail(_ reason: String, tensor: String? = nil) -> SafeTensorsError {
-            SafeTensorsError(file: file, tensor: tensor, reason: reason)
+        let result: Result<SafeTensorsFile, SafeTensorsError> = data.withUnsafeBytes { raw in
+            var parsed: UnsafeMutablePointer<bnn_safetensors>?
+            var error = bnn_safetensors_error()
+            let status = bnn_safetensors_parse(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &parsed, &error)
+            defer { bnn_safetensors_error_clear(&error) }
+            guard status == Int32(BNN_OK), let parsed else {
+                return .failure(SafeTensorsError(
+                    file: file, tensor: error.tensor.map { String(cString: $0) },
+                    reason: error.reason.map { String(cString: $0) } ?? String(cString: bnn_status_message(status))))
+            }
+            defer { bnn_safetensors_free(parsed) }
+            // The views point into `data`: copy out while it is held.
+            return Result { () throws(SafeTensorsError) in try contents(of: parsed.pointee, file: file) }
         }
-        let base = data.startIndex
-        guard data.count >= 8 else {
-            throw fail("file is \(data.count) bytes, shorter than the 8-byte header length")
-        }
-        var headerLength64: UInt64 = 0
-        for i in 0..<8 { headerLength64 |= UInt64(data[base + i]) << (8 * UInt64(i)) }
-        let available = UInt64(data.count - 8)
-        guard headerLength64 <= available else {
-            throw fail("header length \(headerLength64) exceeds the \(available) bytes that follow it")
-        }
-        guard headerLength64 <= UInt64(maximumHeaderSize) else {
-            throw fail("header length \(headerLength64) exceeds the limit of \(maximumHeaderSize) bytes")
-        }
-        let headerLength = Int(headerLength64)
-        guard headerLength >= 2 else { throw fail("header length \(headerLength) is too small for a JSON object") }
-        let header = [UInt8](data[(base + 8)..<(base + 8 + headerLength)])
-        guard header[0] == UInt8(ascii: "{") else {
-            throw fail("header does not start with '{' (found byte 0x\(String(header[0], radix: 16)) at offset 8)")
-        }
-        let json: HeaderJSON
-        do {
-            json = try HeaderJSON.parse(header)
-        } catch {
-            throw fail("header is not valid JSON at file offset \(8 + error.offset): \(error.message)")
-        }
-        guard case .object(let entries) = json else { throw fail("header is not a JSON object") }
+        return try result.get()
+    }
 
-        let bufferStart = 8 + headerLength
-        let bufferLength = data.count - bufferStart
-        var metadata: [String: String] = [:]
-        var infos: [(name: String, dtype: DType, shape: [Int], begin: Int, end: Int)] = []
-        var seen = Set<String>()
-        for (name, value) in entries {
-            guard seen.insert(name).inserted else {
-                throw fail(name == "__metadata__" ? "__metadata__ appears twice" : "tensor name appears twice in the header", tensor: name == "__metadata__" ? nil : name)
-            }
-            if name == "__metadata__" {
-                guard case .object(let pairs) = value else { throw fail("__metadata__ is \(value.kindName), expected an object of strings") }
-                for (key, item) in pairs {
-                    guard case .string(let text) = item else {
-                        throw fail("__metadata__ entry \"\(key)\" is \(item.kindName), expected a string")
-                    }
-                    guard metadata.updateValue(text, forKey: key) == nil else { throw fail("__metadata__ key \"\(key)\" appears twice") }
-                }
-                continue
-            }
-            guard case .object(let fields) = value else { throw fail("entry is \(value.kindName), expected an object", tensor: name) }
-            var dtypeValue: HeaderJSON?, shapeValue: HeaderJSON?, offsetsValue: HeaderJSON?
-            for (key, item) in fields {
-                switch key {
-                case "dtype", "shape", "data_offsets":
-                    let duplicate: Bool
-                    switch key {
-                    case "dtype": duplicate = dtypeValue != nil; dtypeValue = item
-                    case "shape": duplicate = shapeValue != nil; shapeValue = item
-                    default: duplicate = offsetsValue != nil; offsetsValue = item
-                    }
-                    if duplicate { throw fail("field \"\(key)\" appears twice", tensor: name) }
-                default:
-                    throw fail("unknown field \"\(key)\" (expected dtype, shape, data_offsets)", tensor: name)
-                }
-            }
-            guard case .string(let dtypeName)? = dtypeValue else {
-                throw fail("dtype is \(dtypeValue?.kindName ?? "missing"), expected a string", tensor: name)
-            }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw fail("unknown dtype \"\(dtypeName)\" (known: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))", tensor: name)
-            }
-            guard case .array(let dimensions)? = shapeValue else {
-                throw fail("shape is \(shapeValue?.kindName ?? "missing"), expected an array of integers", tensor: name)
-            }
-            var shape: [Int] = []
-            for dimension in dimensions {
-                guard let size = dimension.nonNegativeInt else {
-                    throw fail("shape \(HeaderJSON.array(dimensions).serialized()) holds \(dimension.serialized()), expected non-negative integers", tensor: name)
-                }
-                shape.append(size)
-            }
-            guard case .array(let offsets)? = offsetsValue, offsets.count == 2,
-                  let begin = offsets[0].nonNegativeInt, let end = offsets[1].nonNegativeInt else {
-                throw fail("data_offsets is \(offsetsValue?.serialized() ?? "missing"), expected [begin, end] with non-negative integers", tensor: name)
-            }
-            guard begin <= end else { throw fail("data_offsets [\(begin), \(end)] ends before it begins", tensor: name) }
-            guard end <= bufferLength else {
-                throw fail("data_offsets [\(begin), \(end)] reach past the \(bufferLength)-byte data buffer (file offset \(bufferStart + end) > size \(data.count))", tensor: name)
-            }
-            guard let expected = TensorData.byteCount(dtype: dtype, shape: shape) else {
-                throw fail("shape \(shape) of \(dtype.rawValue) is too large", tensor: name)
-            }
-            guard expected == end - begin else {
-                throw fail("shape \(shape) of \(dtype.rawValue) needs \(expected) bytes, data_offsets [\(begin), \(end)] hold \(end - begin)", tensor: name)
-            }
-            infos.append((name: name, dtype: dtype, shape: shape, begin: begin, end: end))
+    /// Swift values of a file the C reader accepted (its views must still be valid).
+    static func contents(of parsed: bnn_safetensors, file: String) throws(SafeTensorsError) -> SafeTensorsFile {
+        func text(_ view: bnn_text_view) -> String {
+            guard let bytes = view.bytes else { return "" }
+            return String(decoding: UnsafeRawBufferPointer(start: bytes, count: view.length), as: UTF8.self)
         }
-
-        // The buffer must be covered exactly, without overlap or hole, as the format requires.
-        let sorted = infos.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
-        var covered = 0
-        var previous: String?
-        for info in sorted {
-            if info.begin < covered {
-                throw fail("data_offsets [\(info.begin), \(info.end)] overlap tensor \"\(previous ?? "")\", which ends at \(covered)", tensor: info.name)
-            }
-            if info.begin > covered {
-                throw fail("data buffer bytes \(covered)..<\(info.begin) belong to no tensor (holes are not allowed)")
-            }
-            covered = info.end
-            previous = info.name
-        }
-        if covered != bufferLength {
-            throw fail("data buffer is \(bufferLength) bytes but the tensors cover \(covered): \(bufferLength - covered) trailing byte(s) belong to no tensor")
-        }
-
         var tensors: [String: TensorData] = [:]
-        for info in sorted {
-            let bytes = [UInt8](data[(base + bufferStart + info.begin)..<(base + bufferStart + info.end)])
+        var names: [String] = []
+        names.reserveCapacity(parsed.tensor_count)
+        for index in 0..<parsed.tensor_count {
+            let view = parsed.tensors[index]
+            let name = text(view.name)
+            guard let dtype = DType(rawValue: String(cString: bnn_dtype_name(view.dtype))) else {
+                throw SafeTensorsError(file: file, tensor: name, reason: "dtype \(view.dtype.rawValue) has no Swift name")
+            }
+            let shape = (0..<Int(view.rank)).map { Int(view.shape[$0]) }
+            let bytes = view.size == 0 ? [] : [UInt8](UnsafeBufferPointer(start: view.data, count: view.size))
+            // Names the reader saw as different bytes can still be equal Strings (canonical equivalence).
+            guard tensors[name] == nil else {
+                throw SafeTensorsError(file: file, tensor: name, reason: "tensor name appears twice in the header")
+            }
             do {
-                tensors[info.name] = try TensorData(dtype: info.dtype, shape: info.shape, bytes: bytes)
+                tensors[name] = try TensorData(dtype: dtype, shape: shape, bytes: bytes)
             } catch {
-                throw fail(error.reason, tensor: info.name)
+                throw SafeTensorsError(file: file, tensor: name, reason: error.reason)
+            }
+            names.append(name)
+        }
+        var metadata: [String: String] = [:]
+        for index in 0..<parsed.metadata_count {
+            let entry = parsed.metadata[index]
+            let key = text(entry.key)
+            guard metadata.updateValue(text(entry.value), forKey: key) == nil else {
+                throw SafeTensorsError(file: file, reason: "__metadata__ key \"\(key)\" appears twice")
             }
         }
-        return SafeTensorsFile(tensors: tensors, metadata: metadata, names: sorted.map(\.name))
+        return SafeTensorsFile(tensors: tensors, metadata: metadata, names: names)
     }
 
     // MARK: Writing

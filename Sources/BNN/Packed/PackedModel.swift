@@ -1,3 +1,4 @@
+import BNNRuntime
 import CKernels
 import Foundation
 
@@ -145,9 +146,15 @@ public struct PackedGraph: Codable, Sendable, Equatable {
 /// float32, α and eval-mode batch norm folded into per-channel multiply/add, and the graph.
 ///
 /// File format (`.bnn`): a safetensors file. Tensors are named `<layer>.<part>` (see `PackedLayer.Operation`);
-/// `__metadata__` holds `format` = "swift-bnn-packed", `version` = "1", `graph` (the JSON of `PackedGraph`) and
-/// `checksum` = "fnv1a64:<16 hex digits>" over the graph text and every tensor (name, dtype, shape, bytes, in name
-/// order), so that any corrupted byte is reported rather than silently changing the network.
+/// `__metadata__` holds `format` = "swift-bnn-packed", `version` = "2" ("1" still loads), `graph` (the JSON of
+/// `PackedGraph`) and `checksum` = "fnv1a64:<16 hex digits>" over the graph text and every tensor (name, dtype,
+/// shape, bytes, in the byte order of the names), so that any corrupted byte is reported rather than silently
+/// changing the network.
+///
+/// Files are read and validated by the C reader of the BNNRuntime target (`bnn_model_file.h`), the same code that
+/// serves the C inference API: one parser and one set of checks for Swift and C. A model built in memory
+/// (`init(graph:tensors:)`, the packer) is serialised and read back through it too, so it is checked exactly as
+/// a file would be, and the engine runs what the reader produced.
 public struct PackedModel: Sendable, Equatable {
     public static let format = "swift-bnn-packed"
     /// The version this build writes: 2 added the float pools, the affine step and `variant`.
@@ -157,83 +164,99 @@ public struct PackedModel: Sendable, Equatable {
 
     public let graph: PackedGraph
     public let tensors: [String: SafeTensors.TensorData]
+    /// The C reader's model, which the engine compiles.
+    let file: ParsedPackedFile
 
-    /// A model from its parts; checks that every layer has exactly the tensors it needs.
+    /// Two models are equal when their graphs and tensors are.
+    public static func == (lhs: PackedModel, rhs: PackedModel) -> Bool {
+        lhs.graph == rhs.graph && lhs.tensors == rhs.tensors
+    }
+
+    /// A model from its parts; checks them as the reader checks a file (every layer has exactly the tensors it
+    /// needs, with their dtypes and shapes; buffers and sizes in range).
     public init(graph: PackedGraph, tensors: [String: SafeTensors.TensorData]) throws {
-        try PackedModel.validate(graph: graph, tensors: tensors, file: "packed model")
+        let bytes: [UInt8]
+        do {
+            bytes = try PackedModel.serialize(graph: graph, tensors: tensors)
+        } catch let error as SafeTensorsError {
+            throw PackedModelError("packed model: \(error)")
+        }
+        file = try ParsedPackedFile(bytes: bytes, label: "packed model")
         self.graph = graph
         self.tensors = tensors
     }
 
     /// Reads and validates a `.bnn` file.
     public static func load(contentsOf url: URL) throws -> PackedModel {
-        let file: SafeTensorsFile
-        do {
-            file = try SafeTensors.read(url)
-        } catch {
-            throw PackedModelError("\(url.path): not a readable packed model: \(error)")
-        }
-        return try PackedModel(file: file, path: url.path)
+        try PackedModel(file: ParsedPackedFile(path: url.path))
     }
 
     /// Parses and validates the bytes of a `.bnn` file (`path` names it in errors).
     public static func parse(_ data: Data, path: String = "<memory>") throws -> PackedModel {
-        let file: SafeTensorsFile
-        do {
-            file = try SafeTensors.parse(data, file: path)
-        } catch {
-            throw PackedModelError("\(path): not a readable packed model: \(error)")
-        }
-        return try PackedModel(file: file, path: path)
+        try PackedModel(file: ParsedPackedFile(bytes: [UInt8](data), label: path))
     }
 
-    private init(file: SafeTensorsFile, path: String) throws {
-        let metadata = file.metadata
-        guard metadata["format"] == PackedModel.format else {
-            throw PackedModelError(
-                "\(path): metadata `format` is \(metadata["format"].map { "\"\($0)\"" } ?? "missing"), expected "
-                    + "\"\(PackedModel.format)\" (is this a packed model written by `bnn export`?)")
+    /// The graph and tensors of what the C reader accepted.
+    private init(file: ParsedPackedFile) throws {
+        self.file = file
+        let model = file.pointer.pointee
+        var layers: [PackedLayer] = []
+        layers.reserveCapacity(model.layer_count)
+        func optional(_ value: Int64) -> Int? { value < 0 ? nil : Int(value) }
+        func optional(_ value: Int32) -> Int? { value < 0 ? nil : Int(value) }
+        func flag(_ value: Int32) -> Bool? { value < 0 ? nil : value == 1 }
+        for index in 0..<model.layer_count {
+            let layer = model.layers[index]
+            guard let op = PackedLayer.Operation(rawValue: String(cString: bnn_op_name(layer.op))) else {
+                throw PackedModelError("layer \(index): op \(layer.op.rawValue) has no Swift name (internal error)")
+            }
+            layers.append(PackedLayer(
+                name: runtimeString(layer.name), op: op, input: Int(layer.input), residual: optional(layer.residual),
+                output: optional(layer.output), outputBits: optional(layer.output_bits), height: Int(layer.height),
+                width: Int(layer.width), channels: Int(layer.channels), outChannels: Int(layer.out_channels),
+                kernel: optional(layer.kernel), stride: optional(layer.stride), padding: optional(layer.padding),
+                reluBefore: flag(layer.relu_before), reluAfter: flag(layer.relu_after)))
         }
-        guard let version = metadata["version"], PackedModel.readableVersions.contains(version) else {
-            throw PackedModelError(
-                "\(path): packed model version \(metadata["version"] ?? "missing") is not supported (this build "
-                    + "reads versions \(PackedModel.readableVersions.sorted().joined(separator: " and ")))")
-        }
-        guard let graphText = metadata["graph"] else { throw PackedModelError("\(path): metadata has no `graph`") }
-        guard let stored = metadata["checksum"] else { throw PackedModelError("\(path): metadata has no `checksum`") }
-        let computed = PackedModel.checksum(graph: graphText, tensors: file.tensors)
-        guard stored == computed else {
-            throw PackedModelError("\(path): checksum mismatch (stored \(stored), computed \(computed)): the file is corrupted")
-        }
-        let graph: PackedGraph
+        graph = PackedGraph(
+            model: runtimeString(model.model), variant: model.variant.bytes == nil ? nil : runtimeString(model.variant),
+            input: [Int(model.input.0), Int(model.input.1), Int(model.input.2)], classes: Int(model.classes),
+            layers: layers)
         do {
-            graph = try JSONDecoder().decode(PackedGraph.self, from: Data(graphText.utf8))
+            tensors = try SafeTensors.contents(of: model.file.pointee, file: file.label).tensors
         } catch {
-            throw PackedModelError("\(path): metadata `graph` is not a valid graph: \(error)")
+            throw PackedModelError("\(file.label): not a readable packed model: \(error)")
         }
-        try PackedModel.validate(graph: graph, tensors: file.tensors, file: path)
-        self.graph = graph
-        self.tensors = file.tensors
+    }
+
+    /// The complete file: the tensors and the metadata with the graph and its checksum.
+    static func serialize(graph: PackedGraph, tensors: [String: SafeTensors.TensorData]) throws -> [UInt8] {
+        try SafeTensors.serialize(tensors, metadata: metadata(graph: graph, tensors: tensors))
+    }
+
+    private static func metadata(graph: PackedGraph, tensors: [String: SafeTensors.TensorData]) throws -> [String: String] {
+        let graphText = try graphJSON(graph)
+        return [
+            "format": PackedModel.format, "version": PackedModel.version, "graph": graphText,
+            "checksum": PackedModel.checksum(graph: graphText, tensors: tensors),
+        ]
     }
 
     /// Writes the model atomically (temporary file, then rename).
     public func write(to url: URL) throws {
-        let graphText = try graphJSON()
-        let metadata = [
-            "format": PackedModel.format, "version": PackedModel.version, "graph": graphText,
-            "checksum": PackedModel.checksum(graph: graphText, tensors: tensors),
-        ]
-        try SafeTensors.write(tensors, metadata: metadata, to: url)
+        try SafeTensors.write(tensors, metadata: PackedModel.metadata(graph: graph, tensors: tensors), to: url)
     }
 
     /// The graph as the JSON text stored in the file.
-    func graphJSON() throws -> String {
+    func graphJSON() throws -> String { try PackedModel.graphJSON(graph) }
+
+    static func graphJSON(_ graph: PackedGraph) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(graph), as: UTF8.self)
     }
 
-    /// FNV-1a (64 bit) over the graph text and every tensor in name order.
+    /// FNV-1a (64 bit) over the graph text and every tensor in the byte order of the names (UTF-8, the order the
+    /// C reader checks in).
     static func checksum(graph: String, tensors: [String: SafeTensors.TensorData]) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
@@ -243,7 +266,7 @@ public struct PackedModel: Sendable, Equatable {
             }
         }
         mix(graph.utf8)
-        for name in tensors.keys.sorted() {
+        for name in tensors.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
             let tensor = tensors[name]!
             mix(name.utf8)
             mix(tensor.dtype.rawValue.utf8)
@@ -253,39 +276,57 @@ public struct PackedModel: Sendable, Equatable {
         return "fnv1a64:" + String(format: "%016llx", hash)
     }
 
-    private static func validate(graph: PackedGraph, tensors: [String: SafeTensors.TensorData], file: String) throws {
-        guard graph.input.count == 3, graph.input.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }) else {
-            throw PackedModelError("\(file): graph `input` must be [height, width, channels], got \(graph.input)")
-        }
-        guard graph.classes >= 1, !graph.layers.isEmpty else {
-            throw PackedModelError("\(file): graph needs at least one layer and one class")
-        }
-        var expected = Set<String>()
-        for layer in graph.layers {
-            for (suffix, dtype, shape) in layer.expectedTensors() {
-                let name = "\(layer.name).\(suffix)"
-                guard expected.insert(name).inserted else {
-                    throw PackedModelError("\(file): two layers are named \"\(layer.name)\"")
-                }
-                guard let tensor = tensors[name] else {
-                    throw PackedModelError("\(file): layer \"\(layer.name)\" (\(layer.op.rawValue)) needs tensor \"\(name)\", which is missing")
-                }
-                guard tensor.dtype == dtype, tensor.shape == shape else {
-                    throw PackedModelError(
-                        "\(file): tensor \"\(name)\" is \(tensor.dtype.rawValue) \(tensor.shape), expected "
-                            + "\(dtype.rawValue) \(shape) for layer \"\(layer.name)\"")
-                }
-            }
-        }
-        if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) }) {
-            throw PackedModelError("\(file): tensor \"\(extra)\" belongs to no layer of the graph")
-        }
-    }
-
     /// Bytes of each layer's tensors, in graph order, and their total (the file size minus its header).
     public func layerBytes() -> [(layer: PackedLayer, bytes: Int)] {
         graph.layers.map { layer in
             (layer, layer.expectedTensors().reduce(0) { $0 + (tensors["\(layer.name).\($1.suffix)"]?.bytes.count ?? 0) })
         }
     }
+}
+
+/// A packed model as the C reader holds it (`bnn_packed_model`), freed with the last `PackedModel` that uses it.
+/// The C model is immutable once parsed, so it may be read from any thread.
+final class ParsedPackedFile: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<bnn_packed_model>
+    /// How the file is named in messages.
+    let label: String
+
+    /// Parses bytes held in memory (the reader keeps its own copy).
+    init(bytes: [UInt8], label: String) throws {
+        var model: UnsafeMutablePointer<bnn_packed_model>?
+        var message: UnsafeMutablePointer<CChar>?
+        let status = bytes.withUnsafeBufferPointer { bnn_packed_model_parse($0.baseAddress, $0.count, label, &model, &message) }
+        guard status == Int32(BNN_OK), let model else {
+            throw PackedModelError(takeRuntimeMessage(message, status: status))
+        }
+        pointer = model
+        self.label = label
+    }
+
+    /// Reads and parses the file at `path`.
+    init(path: String) throws {
+        var model: UnsafeMutablePointer<bnn_packed_model>?
+        var message: UnsafeMutablePointer<CChar>?
+        let status = bnn_packed_model_read(path, &model, &message)
+        guard status == Int32(BNN_OK), let model else {
+            throw PackedModelError(takeRuntimeMessage(message, status: status))
+        }
+        pointer = model
+        label = path
+    }
+
+    deinit { bnn_packed_model_free(pointer) }
+}
+
+/// A message of the C runtime as a String (then freed), or the status's fixed description if there is none.
+func takeRuntimeMessage(_ message: UnsafeMutablePointer<CChar>?, status: Int32) -> String {
+    guard let message else { return String(cString: bnn_status_message(status)) }
+    defer { free(message) }
+    return String(cString: message)
+}
+
+/// Swift text of the C reader's bytes (valid UTF-8: the reader checked it).
+func runtimeString(_ view: bnn_text_view) -> String {
+    guard let bytes = view.bytes else { return "" }
+    return String(decoding: UnsafeRawBufferPointer(start: bytes, count: view.length), as: UTF8.self)
 }

@@ -1,8 +1,11 @@
 /*
  * bnn_inference.h — run packed binary networks (.bnn files written by `bnn export`) from C.
  *
- * Link against the BNNInference shared library (`swift build --product BNNInference` builds
- * libBNNInference.so); it needs the Swift runtime libraries at run time (see Examples/c/build.sh).
+ * Link against the BNNInference static library (`swift build --product BNNInference` builds
+ * libBNNInference.a): C11 throughout (the reader of .bnn files and its checks, the kernel program, the kernels),
+ * needing only OpenMP and libc at run time, no Swift runtime:
+ *     cc -I Sources/BNNRuntime/include prog.c -L <bin> -lBNNInference -l:libomp.so.5 -ldl -lm -lpthread
+ * (see Examples/c/build.sh). bnn_model_file.h, beside this header, is the reader underneath.
  *
  * Conventions:
  * - Functions that can fail return a status: BNN_OK (0) or one of the codes below. They never abort on bad
@@ -13,6 +16,7 @@
  *   (0.485, 0.456, 0.406) and divided by the std (0.229, 0.224, 0.225) per RGB channel).
  * - A model may be used from several threads; its runs are then serialised. Open the file once per thread
  *   to run batches in parallel. The kernels themselves use OpenMP threads (see bnn_set_threads).
+ * - Every function is reentrant (no static scratch memory); the last error is kept per thread.
  */
 #ifndef BNN_INFERENCE_H
 #define BNN_INFERENCE_H
