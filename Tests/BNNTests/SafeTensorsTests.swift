@@ -54,6 +54,21 @@ struct SafeTensorsTests {
         ]
     }
 
+    @Test("writing over a directory or a named pipe is refused before anything is written; the pipe stays")
+    func writeRefusesNonRegularFiles() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("st-kinds-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pipe = directory.appendingPathComponent("pipe")
+        #expect(mkfifo(pipe.path, 0o600) == 0)
+        let tensors = ["a": try SafeTensors.TensorData([Float(1)], shape: [1])]
+        #expect { try SafeTensors.write(tensors, to: pipe) } throws: { "\($0)".contains("is a named pipe") }
+        #expect { try SafeTensors.write(tensors, to: directory) } throws: { "\($0)".contains("is a directory") }
+        var info = stat()
+        #expect(stat(pipe.path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFIFO, "the pipe is still a pipe")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["pipe"], "no temporary file left")
+    }
+
     @Test("round trip of every dtype through a file, typed accessors give the values back")
     func roundTrip() throws {
         let directory = try DataFixtures.makeTemporaryDirectory("safetensors-roundtrip")

@@ -305,6 +305,20 @@ public enum SafeTensors {
         func systemError(_ what: String) -> SafeTensorsError {
             SafeTensorsError(file: path, reason: "\(what) failed: \(String(cString: strerror(errno)))")
         }
+        // Only a regular file may be replaced: renaming over a directory fails late, and over a device or a pipe
+        // (as root, /dev/null) it would replace the device itself.
+        var existing = stat()
+        if stat(path, &existing) == 0 && (existing.st_mode & S_IFMT) != S_IFREG {
+            let kind: String
+            switch existing.st_mode & S_IFMT {
+            case S_IFDIR: kind = "a directory"
+            case S_IFCHR: kind = "a character device"
+            case S_IFBLK: kind = "a block device"
+            case S_IFIFO: kind = "a named pipe"
+            default: kind = "a socket or another special file"
+            }
+            throw SafeTensorsError(file: path, reason: "exists and is \(kind), not a regular file; nothing was written")
+        }
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw systemError("creating the temporary file \(temporary)") }
         var closed = false
