@@ -98,6 +98,7 @@ typedef struct ck_bconv_prepared {
     const void *border;       /* ck_bconv_border_fill's table for this geometry */
 } ck_bconv_prepared;
 
+/* ck_bconv2d on one image with the tables prepared once per program and the caller's workspace. */
 ck_status ck_bconv2d_run(const uint64_t *input, const ck_conv_shape *s, const ck_bconv_weights *w,
                          const ck_output_transform *t, const float *prescale, const ck_bconv_prepared *prepared,
                          int threads, void *workspace);
@@ -123,6 +124,7 @@ ck_status ck_bconv_sign_rule(const ck_bconv_weights *w, const ck_output_transfor
  * buffer (`border_floats`, border written too), then any split of the output rows among threads, each with
  * `scratch_floats` of its own. The floats are those of ck_conv2d_forward_f32 (accumulate = 0), on every path. */
 typedef struct ck_conv_rows ck_conv_rows;
+/* The plan of one geometry with its weights packed (see above). */
 ck_status ck_conv_rows_create(const ck_conv_shape *s, const float *weight_rows, int64_t out_channels,
                               ck_conv_rows **out);
 void ck_conv_rows_destroy(ck_conv_rows *p);

@@ -28,7 +28,9 @@ typedef struct bnn_text {
  * file cannot make a message as long as itself. */
 enum { BNN_TEXT_QUOTE_LIMIT = 200 };
 
+/* Appends formatted text (printf rules); after a failed allocation the builder appends nothing more. */
 void bnn_text_printf(bnn_text *text, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* bnn_text_printf with a va_list. */
 void bnn_text_vprintf(bnn_text *text, const char *format, va_list arguments);
 /* Appends `length` bytes of file text with control characters and backslashes escaped (\n, \u0001, \\),
  * cut at BNN_TEXT_QUOTE_LIMIT bytes (on a UTF-8 boundary) with "…" appended. */
@@ -37,6 +39,7 @@ void bnn_text_quote(bnn_text *text, const char *bytes, size_t length);
 void bnn_text_dims(bnn_text *text, const int64_t *dims, int64_t count);
 /* The message (malloc'd, owned by the caller), or NULL; the builder is left empty. */
 char *bnn_text_take(bnn_text *text);
+/* Releases the builder's memory. */
 void bnn_text_free(bnn_text *text);
 
 /* ---- Checked arithmetic --------------------------------------------------------------------------- */

@@ -37,25 +37,6 @@ indirect enum HeaderJSON: Equatable {
         }
     }
 
-    /// A JSON string literal: quote, backslash and control characters escaped, everything else as UTF-8.
-    static func quoted(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    result.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return result + "\""
-    }
+    /// A JSON string literal (`JSONText.string`, the one escaping rule of the module).
+    static func quoted(_ text: String) -> String { JSONText.string(text) }
 }

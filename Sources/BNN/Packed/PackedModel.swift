@@ -78,6 +78,7 @@ public struct PackedLayer: Codable, Sendable, Equatable {
         case reluAfter = "relu_after"
     }
 
+    /// A layer from its fields (the packer builds them; files are read through the C reader).
     public init(
         name: String, op: Operation, input: Int, residual: Int? = nil, output: Int? = nil, outputBits: Int? = nil,
         height: Int, width: Int, channels: Int, outChannels: Int, kernel: Int? = nil, stride: Int? = nil,
@@ -133,6 +134,7 @@ public struct PackedGraph: Codable, Sendable, Equatable {
     /// The layers in execution order.
     public var layers: [PackedLayer]
 
+    /// A graph from its fields.
     public init(model: String, variant: String? = "1w1a", input: [Int], classes: Int, layers: [PackedLayer]) {
         self.model = model
         self.variant = variant
@@ -156,13 +158,16 @@ public struct PackedGraph: Codable, Sendable, Equatable {
 /// (`init(graph:tensors:)`, the packer) is serialised and read back through it too, so it is checked exactly as
 /// a file would be, and the engine runs what the reader produced.
 public struct PackedModel: Sendable, Equatable {
+    /// The metadata `format` of every packed file.
     public static let format = "swift-bnn-packed"
     /// The version this build writes: 2 added the float pools, the affine step and `variant`.
     public static let version = "2"
     /// Versions this build reads (a version-1 file uses a subset of version 2).
     public static let readableVersions: Set<String> = ["1", "2"]
 
+    /// The wiring: layers in execution order and their buffers.
     public let graph: PackedGraph
+    /// The layers' tensors by `<layer>.<part>` name.
     public let tensors: [String: SafeTensors.TensorData]
     /// The C reader's model, which the engine compiles.
     let file: ParsedPackedFile
