@@ -134,6 +134,7 @@ struct TrainCommand: ParsableCommand {
 
         Interrupt.install()
         defer { Interrupt.uninstall() }
+        trainer.shouldStop = { Interrupt.isRequested }
         let started = TrainingProgress.monotonicSeconds()
         let outcome = try trainer.run()
         let elapsed = TrainingProgress.monotonicSeconds() - started

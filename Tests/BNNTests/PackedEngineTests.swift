@@ -92,11 +92,10 @@ struct PackedEngineTests {
             #expect(worst <= 1e-4, "\(network): largest relative logit difference on \(name) images: \(worst)")
         }
         // Every kernel path the CPU has (the paths give identical bits), on the first 250 validation images.
-        let previous = Kernels.isa
-        defer { try? Kernels.force(previous) }
         for path in Kernels.supportedPaths {
-            try Kernels.force(path)
-            let (mismatched, worst, _) = try Self.disagreement(model: model, engine: engine, split: data.test, limit: 250)
+            let (mismatched, worst, _) = try Kernels.withSettings(path: path) {
+                try Self.disagreement(model: model, engine: engine, split: data.test, limit: 250)
+            }
             #expect(mismatched == 0 && worst <= 1e-4, "\(network) on the \(path.name) path: \(mismatched) differ, worst \(worst)")
         }
     }

@@ -35,16 +35,15 @@ enum TrainingFixtures {
 }
 
 /// Runs `body` with one thread for the kernels and OpenBLAS (the setting under which resuming is exact),
-/// then restores the previous kernel thread count.
+/// then restores the previous kernel thread count. `Kernels.withSettings` also keeps the tests that go
+/// through every kernel path and thread count from changing the settings in the middle of `body`.
 private func withOneThread<R>(_ body: () throws -> R) throws -> R {
     let previous = Kernels.threads
-    try Kernels.setThreads(1)
-    try Kernels.setBLASThreads(1)
-    defer {
-        try? Kernels.setThreads(previous)
-        try? Kernels.setBLASThreads(previous)
+    return try Kernels.withSettings(threads: 1) {
+        try Kernels.setBLASThreads(1)
+        defer { try? Kernels.setBLASThreads(previous) }
+        return try body()
     }
-    return try body()
 }
 
 /// Every figure of the records that does not depend on timing, as bit patterns.

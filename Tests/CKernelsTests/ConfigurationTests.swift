@@ -15,35 +15,38 @@ extension EveryPath {
             #expect(KernelPath(path.cValue) == path)
         }
         let previous = ck_isa_active()
-        defer { _ = ck_isa_force(previous) }
-        for path in supported {
-            try Kernels.force(path)
-            #expect(Kernels.isa == path)
-            #expect(ck_isa_active() == path.cValue)
+        try Kernels.withSettings {
+            for path in supported {
+                try Kernels.force(path)
+                #expect(Kernels.isa == path)
+                #expect(ck_isa_active() == path.cValue)
+            }
         }
+        #expect(ck_isa_active() == previous)
     }
 
     @Test("threads: set and read back")
     func threads() throws {
         let previous = Kernels.threads
         #expect(previous >= 1)
-        defer { _ = ck_set_num_threads(Int32(previous)) }
-        for n in [1, 3, 2] {
-            try Kernels.setThreads(n)
-            #expect(Kernels.threads == n)
-            #expect(ck_get_num_threads() == Int32(n))
+        try Kernels.withSettings {
+            for n in [1, 3, 2] {
+                try Kernels.setThreads(n)
+                #expect(Kernels.threads == n)
+                #expect(ck_get_num_threads() == Int32(n))
+            }
         }
+        #expect(Kernels.threads == previous)
     }
 
     @Test("popcount peak is a positive finite rate on every path")
     func popcountPeak() throws {
-        let previous = ck_isa_active()
-        defer { _ = ck_isa_force(previous) }
         for path in Kernels.supportedPaths {
-            try Kernels.force(path)
-            for threads in [1, 2] {
-                let rate = try Kernels.popcountPeak(threads: threads, seconds: 0.02)
-                #expect(rate.isFinite && rate > 0, "\(path.name), \(threads) threads: \(rate)")
+            try Kernels.withSettings(path: path) {
+                for threads in [1, 2] {
+                    let rate = try Kernels.popcountPeak(threads: threads, seconds: 0.02)
+                    #expect(rate.isFinite && rate > 0, "\(path.name), \(threads) threads: \(rate)")
+                }
             }
         }
     }

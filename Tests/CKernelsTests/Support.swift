@@ -86,21 +86,16 @@ let everyConfiguration: [KernelConfiguration] = Kernels.supportedPaths.flatMap {
 }
 
 /// Runs `body` once per configuration with that path forced and that thread count set, then restores the
-/// previous path (the best one unless BNN_ISA chose another) and thread count. Only call it from the
-/// serialized `EveryPath` suite: the settings are global to the process.
+/// previous path (the best one unless BNN_ISA chose another) and thread count. The settings are global to
+/// the process: `Kernels.withSettings` keeps other tests that hold it (training runs compared bit for bit)
+/// from seeing them change.
 func forEachConfiguration(_ body: (KernelConfiguration) throws -> Void) throws {
-    let previousPath = ck_isa_active()
-    let previousThreads = Kernels.threads
-    defer {
-        _ = ck_isa_force(previousPath)
-        _ = ck_set_num_threads(Int32(previousThreads))
-    }
     for configuration in everyConfiguration {
-        try Kernels.force(configuration.path)
-        try Kernels.setThreads(configuration.threads)
-        #expect(Kernels.isa == configuration.path)
-        #expect(Kernels.threads == configuration.threads)
-        try body(configuration)
+        try Kernels.withSettings(path: configuration.path, threads: configuration.threads) {
+            #expect(Kernels.isa == configuration.path)
+            #expect(Kernels.threads == configuration.threads)
+            try body(configuration)
+        }
     }
 }
 

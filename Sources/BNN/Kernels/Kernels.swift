@@ -1,4 +1,8 @@
 import CKernels
+import Foundation
+
+/// Held by `Kernels.withSettings`: one caller at a time changes the process-wide settings.
+private let settingsLock = NSRecursiveLock()
 
 /// An instruction-set path of the binary kernels (`ck_isa`).
 public enum KernelPath: Int, CaseIterable, Sendable, CustomStringConvertible {
@@ -70,6 +74,24 @@ public enum Kernels {
                 "count", of: "Kernels.setThreads", "must be between 1 and 4096, got \(count)",
                 status: CK_ERR_INVALID_SIZE)
         }
+    }
+
+    /// Runs `body` with the kernel path and thread count given (nil: as they are), then restores the previous
+    /// ones. Callers on different threads run one at a time, so a caller never sees another caller's settings
+    /// in the middle of `body`; code that needs stable settings (a comparison of two runs, say) can call it
+    /// with no arguments. `force(_:)` and `setThreads(_:)` called directly are not serialized.
+    public static func withSettings<R>(path: KernelPath? = nil, threads: Int? = nil, _ body: () throws -> R) throws -> R {
+        settingsLock.lock()
+        defer { settingsLock.unlock() }
+        let previousPath = ck_isa_active()
+        let previousThreads = ck_get_num_threads()
+        defer {
+            _ = ck_isa_force(previousPath)
+            _ = ck_set_num_threads(previousThreads)
+        }
+        if let path { try force(path) }
+        if let threads { try setThreads(threads) }
+        return try body()
     }
 
     /// The kernel family ("core") OpenBLAS runs, e.g. "SkylakeX"; "unavailable" if it cannot be loaded.

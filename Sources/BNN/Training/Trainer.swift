@@ -9,9 +9,10 @@ import Foundation
 /// on the validation split (evaluation mode, no gradients), the log line, the checkpoint and the curves.
 ///
 /// A run stops early in three ways. A NaN or infinite loss throws `TrainingError.nonFiniteLoss` before the
-/// step updates anything, and the checkpoint on disk stays the last good one. `shouldStop` (Ctrl-C by default)
-/// is checked after every step: the state is saved with the epoch's running sums and `run()` returns
-/// `.interrupted`; resuming continues at the next step. A checkpoint is never written with non-finite
+/// step updates anything, and the checkpoint on disk stays the last good one. `shouldStop` is checked after
+/// every step (`bnn train` wires it to Ctrl-C through `Interrupt`; the library reads no process-wide signal
+/// state by itself): the state is saved with the epoch's running sums and `run()` returns `.interrupted`;
+/// resuming continues at the next step. A checkpoint is never written with non-finite
 /// parameters. Resuming (same seed, same thread count) reproduces the uninterrupted run bit for bit: batches,
 /// augmentation, learning rate and estimator schedule are functions of (seed, epoch, step) only.
 public final class Trainer {
@@ -44,8 +45,9 @@ public final class Trainer {
     public var evaluationBatchSize = Evaluation.defaultBatchSize
     /// Where progress is shown.
     public var progress = TrainingProgress(style: .silent, write: { _ in })
-    /// Checked after every step; true stops the run with its state saved.
-    public var shouldStop: () -> Bool = { Interrupt.isRequested }
+    /// Checked after every step; true stops the run with its state saved. Never by default; for Ctrl-C, call
+    /// `Interrupt.install()` and set this to `{ Interrupt.isRequested }`.
+    public var shouldStop: () -> Bool = { false }
     /// Called after every step with the 1-based epoch and step (tests use it to inject failures).
     var afterStep: ((_ epoch: Int, _ step: Int) throws -> Void)?
 
