@@ -60,14 +60,12 @@ struct EvalCommand: ParsableCommand {
 /// 1W1A) with those weights; returns it with its report name ("resnet20-1w1a"). Fails naming the first key that
 /// does not fit the network.
 func loadNetwork(_ url: URL, options: ModelOptions) throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant) {
-    guard FileManager.default.fileExists(atPath: url.path) else {
-        throw CommandError("--weights \(url.path) does not exist.")
-    }
     let file: SafeTensorsFile
     do {
         file = try SafeTensors.read(url)
     } catch {
-        throw CommandError("\(url.path): cannot read the weights: \(error)")
+        // The reader's message names the file and what is wrong with it ("does not exist", "is a directory").
+        throw CommandError("--weights: \(error)")
     }
     let (definition, variant) = try options.resolve(recorded: try recordedNetwork(file, path: url.path), file: url.path)
     // The estimator only matters for gradients; evaluation and packing never compute any.

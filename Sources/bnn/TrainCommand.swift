@@ -16,7 +16,9 @@ struct TrainCommand: ParsableCommand {
             val_acc, estimating_error, gradient_stability, seconds, images_per_second, ...), \
             checkpoint.safetensors (weights under PyTorch's state_dict names, optimizer state under "optimizer.", \
             metadata epoch/seed/config; written atomically after each epoch) and curves.svg (loss, accuracy and the \
-            two indicators per epoch).
+            two indicators per epoch). A run locks its directory (train.lock, holding its PID): a second `bnn train` \
+            into the same directory fails naming the first one's PID. Temporary files of a run killed while writing \
+            are removed when the next run starts.
 
             Ctrl-C saves a checkpoint after the current step and exits; --resume continues exactly where the run \
             stopped (the same losses as an uninterrupted run with the same seed and thread count). A NaN or \
@@ -121,6 +123,9 @@ struct TrainCommand: ParsableCommand {
             configuration: configuration, training: dataset.train, validation: dataset.test,
             runDirectory: runDirectory(configuration), resume: resume)
         trainer.progress = TrainingProgress.standardError(quiet: quiet)
+        for path in trainer.removedTemporaryFiles {
+            printError("note: removed \(path), a temporary file left by a run killed while writing it")
+        }
 
         printError("""
             \(configuration.summary), \(configuration.epochs) epoch\(configuration.epochs == 1 ? "" : "s"), batch \(configuration.batchSize), \

@@ -254,8 +254,12 @@ struct SafeTensorsTests {
             try SafeTensors.write(["__metadata__": try TensorData([UInt8(1)], shape: [1])], to: url)
         }
         let elsewhere = directory.appendingPathComponent("missing/model.safetensors")
-        expectSafeTensorsError(["missing/model.safetensors", "creating the temporary file"]) { try SafeTensors.write(first, to: elsewhere) }
-        expectSafeTensorsError(["cannot be read"]) { _ = try SafeTensors.read(elsewhere) }
+        expectSafeTensorsError(["missing/model.safetensors", "its directory \(directory.path)/missing does not exist"]) {
+            try SafeTensors.write(first, to: elsewhere)
+        }
+        expectSafeTensorsError(["cannot be read", "its directory \(directory.path)/missing does not exist"]) {
+            _ = try SafeTensors.read(elsewhere)
+        }
         // The failed writes left the previous file intact and no temporary file behind.
         #expect(try SafeTensors.read(url).tensors == second)
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["model.safetensors"])

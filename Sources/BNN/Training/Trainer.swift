@@ -59,6 +59,11 @@ public final class Trainer {
     public var records: [EpochRecord] { log.records }
 
     private let log: TrainingLog
+    /// The run directory's lock, held for the trainer's lifetime.
+    private let lock: RunDirectoryLock
+    /// Temporary files of an earlier writer killed mid-write (`.checkpoint.safetensors.tmp-PID-RANDOM` and the
+    /// like), removed when this trainer took the directory; the caller may tell the user.
+    public let removedTemporaryFiles: [String]
     /// Whether `checkpointURL` holds a checkpoint of this run (for error messages).
     private var checkpointWritten: Bool
 
@@ -72,6 +77,10 @@ public final class Trainer {
     /// Prepares a run in `runDirectory` (created if needed). Without `resume` the directory must not hold a
     /// checkpoint already (so a finished run is never overwritten by accident); with `resume` it must, written
     /// with the same configuration, and training continues where it stopped.
+    ///
+    /// The trainer locks the directory for its lifetime (`RunDirectoryLock`): while it exists, another trainer on
+    /// the same directory, in this process or another, fails with `TrainingError.runDirectoryInUse`. Temporary
+    /// files that a killed writer left in the directory are then removed (`removedTemporaryFiles`).
     ///
     /// The network is `model` when given (any module; `configuration.model` then only names it in the log and
     /// the checkpoint), otherwise the registered network `configuration.model` built with the configuration's
@@ -118,10 +127,15 @@ public final class Trainer {
         }
 
         do {
-            try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+            try FileAccess.createDirectory(runDirectory.path)
         } catch {
-            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.localizedDescription)")
+            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.reason)")
         }
+        // The lock comes before anything in the directory is read or written: from here on this trainer is the
+        // directory's only writer, so temporary files found in it belong to no live writer.
+        lock = try RunDirectoryLock(directory: runDirectory)
+        removedTemporaryFiles = FileAccess.removeTemporaryFiles(
+            in: runDirectory.path, for: [Checkpoint.fileName, "log.jsonl", "curves.svg"])
         let checkpointPath = runDirectory.appendingPathComponent(Checkpoint.fileName)
         let exists = FileManager.default.fileExists(atPath: checkpointPath.path)
         if resume {
@@ -161,6 +175,10 @@ public final class Trainer {
         log = try TrainingLog(url: runDirectory.appendingPathComponent("log.jsonl"), completedEpochs: completedEpochs)
     }
 
+    /// Lets another trainer take the run directory now rather than when this one is destroyed. The trainer cannot
+    /// run after this: `run()` would throw.
+    public func releaseRunDirectory() { lock.release() }
+
     /// The state that a checkpoint of this moment would hold.
     public func checkpoint() -> Checkpoint {
         Checkpoint(
@@ -172,6 +190,11 @@ public final class Trainer {
     /// complete. The schedules always span the configured epochs, so stopping at an epoch and resuming later
     /// gives the same run as going through.
     public func run(untilEpoch limit: Int? = nil) throws -> Outcome {
+        guard lock.isHeld else {
+            throw TrainingError.invalidConfiguration(
+                "this trainer released its run directory \(runDirectory.path) and cannot write to it any more; create a new "
+                    + "Trainer (with resume: true) to continue")
+        }
         let step = TrainingStep(
             model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight),
             indicatorPower: configuration.oEnd)
