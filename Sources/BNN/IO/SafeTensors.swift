@@ -195,13 +195,20 @@ public enum SafeTensors {
         }
 
         /// product(shape) × byteSize, or nil on a negative dimension or overflow.
+        ///
+        /// The product of the non-zero dimensions must not overflow either: a tensor with no element can still
+        /// carry dimensions such as [0, 2^40, 2^40], and any later product of part of its shape (a stride, the
+        /// size of a slice) would trap. Requiring the whole non-zero product to fit makes every such product fit.
         static func byteCount(dtype: DType, shape: [Int]) -> Int? {
             var count = dtype.byteSize
+            var nonZero = dtype.byteSize
             for dimension in shape {
                 guard dimension >= 0 else { return nil }
                 let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
-                if overflow { return nil }
+                let (nonZeroProduct, nonZeroOverflow) = nonZero.multipliedReportingOverflow(by: Swift.max(dimension, 1))
+                if overflow || nonZeroOverflow { return nil }
                 count = product
+                nonZero = nonZeroProduct
             }
             return count
         }
@@ -235,12 +242,13 @@ public enum SafeTensors {
         }
         var headerLength64: UInt64 = 0
         for i in 0..<8 { headerLength64 |= UInt64(data[base + i]) << (8 * UInt64(i)) }
+        // The limit first: a value above it is refused as such, whatever the file's size.
+        guard headerLength64 <= UInt64(maximumHeaderSize) else {
+            throw fail("header length \(headerLength64) exceeds the limit of \(maximumHeaderSize) bytes")
+        }
         let available = UInt64(data.count - 8)
         guard headerLength64 <= available else {
             throw fail("header length \(headerLength64) exceeds the \(available) bytes that follow it")
-        }
-        guard headerLength64 <= UInt64(maximumHeaderSize) else {
-            throw fail("header length \(headerLength64) exceeds the limit of \(maximumHeaderSize) bytes")
         }
         let headerLength = Int(headerLength64)
         guard headerLength >= 2 else { throw fail("header length \(headerLength) is too small for a JSON object") }
@@ -312,11 +320,12 @@ public enum SafeTensors {
                 throw fail("data_offsets is \(offsetsValue?.serialized() ?? "missing"), expected [begin, end] with non-negative integers", tensor: name)
             }
             guard begin <= end else { throw fail("data_offsets [\(begin), \(end)] ends before it begins", tensor: name) }
+            // `end` can be any integer up to Int.max here, so the file offset is not computed as bufferStart + end.
             guard end <= bufferLength else {
-                throw fail("data_offsets [\(begin), \(end)] reach past the \(bufferLength)-byte data buffer (file offset \(bufferStart + end) > size \(data.count))", tensor: name)
+                throw fail("data_offsets [\(begin), \(end)] reach past the \(bufferLength)-byte data buffer (it ends at file offset \(data.count))", tensor: name)
             }
             guard let expected = TensorData.byteCount(dtype: dtype, shape: shape) else {
-                throw fail("shape \(shape) of \(dtype.rawValue) is too large", tensor: name)
+                throw fail("shape \(shape) of \(dtype.rawValue) is too large: the product of its (non-zero) dimensions times \(dtype.byteSize) byte(s) exceeds \(Int.max)", tensor: name)
             }
             guard expected == end - begin else {
                 throw fail("shape \(shape) of \(dtype.rawValue) needs \(expected) bytes, data_offsets [\(begin), \(end)] hold \(end - begin)", tensor: name)

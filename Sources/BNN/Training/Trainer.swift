@@ -80,7 +80,8 @@ public final class Trainer {
     ///
     /// The trainer locks the directory for its lifetime (`RunDirectoryLock`): while it exists, another trainer on
     /// the same directory, in this process or another, fails with `TrainingError.runDirectoryInUse`. Temporary
-    /// files that a killed writer left in the directory are then removed (`removedTemporaryFiles`).
+    /// files that a killed writer left in the directory are then removed (`removedTemporaryFiles`). A batch size
+    /// whose activations cannot fit in this machine's memory is refused first (`MemoryEstimate`).
     ///
     /// The network is `model` when given (any module; `configuration.model` then only names it in the log and
     /// the checkpoint), otherwise the registered network `configuration.model` built with the configuration's
@@ -115,6 +116,12 @@ public final class Trainer {
                 reluGradientAtZero: configuration.reluGradientAtZero))
         }
         let model = self.model
+        // Before anything is allocated for the batches or written to the run directory: a batch that cannot fit
+        // would otherwise end the process in the first step (a failed allocation aborts).
+        try MemoryEstimate.requireFits(
+            model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels],
+            batchSize: min(configuration.batchSize, training.count), training: true,
+            what: "\(configuration.summary) training")
         switch configuration.optimizer {
         case .sgd:
             optimizer = SGD(
@@ -148,6 +155,15 @@ public final class Trainer {
                 throw TrainingError.checkpointMismatch(
                     path: checkpointPath.path, key: difference.key, checkpoint: difference.mine,
                     requested: difference.other)
+            }
+            // Training from NaN weights or momenta would only fail later with a NaN loss and no hint why.
+            if let bad = ModelWeights.firstNonFiniteElement(in: checkpoint.model)
+                ?? ModelWeights.firstNonFiniteElement(in: checkpoint.optimizer).map({ element in
+                    NonFiniteElement(tensor: Checkpoint.optimizerPrefix + element.tensor, index: element.index,
+                                     position: element.position, shape: element.shape, value: element.value)
+                })
+            {
+                throw TrainingError.badCheckpoint(path: checkpointPath.path, reason: "\(bad); this library never saves such a state")
             }
             do {
                 try model.loadStateDict(checkpoint.model)
