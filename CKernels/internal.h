@@ -18,6 +18,7 @@ int omp_get_thread_num(void);
 int omp_get_num_threads(void);
 int omp_get_max_threads(void);
 int omp_in_parallel(void);
+int omp_get_num_procs(void);
 
 /* Largest sizes accepted, so that index arithmetic in 64 bits can never overflow. */
 #define CK_MAX_DIM (((int64_t)1 << 31) - 1)

@@ -3,7 +3,7 @@ import CKernels
 
 /// Options of every benchmark: threads, output format, length of the run.
 public struct BenchmarkOptions: ParsableArguments {
-    @Option(help: "Threads for the binary kernels and OpenBLAS (default: all the kernels would use, \(ck_get_num_threads()) here).")
+    @Option(parsing: .unconditional, help: "Threads for the binary kernels and OpenBLAS (default: all the kernels would use, \(ck_get_num_threads()) here).")
     public var threads: Int?
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -15,9 +15,11 @@ public struct BenchmarkOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        if let threads, !(1...4096).contains(threads) {
-            throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
-        }
+        // The wording of the `bnn` commands' checks (BNN's `Limits`, which this target does not import). The value is
+        // parsed unconditionally so that "-2" reaches this check instead of reading as a missing value; 4096 is the C
+        // kernels' own limit.
+        if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1, got \(threads).") }
+        if let threads, threads > 4096 { throw ValidationError("--threads must be ≤ 4096 (the limit), got \(threads).") }
     }
 
     /// The thread count asked for, else the kernels' default.

@@ -417,6 +417,20 @@ static const bnn_tensor_view *find_tensor(const bnn_tensor_view *const *sorted, 
 
 /* The tensors of every layer: present, of the dtype and shape its op needs, each claimed by one layer only;
  * then no tensor may be left over. */
+/* The bits of little-endian float32 number `i` at `data`. */
+static uint32_t f32_bits(const uint8_t *data, size_t i) {
+    const uint8_t *p = data + 4 * i;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The index of the first NaN or infinity among `count` little-endian float32 values, decided on the bits (an
+ * all-ones exponent); `count` when every value is finite. */
+static size_t first_non_finite_f32(const uint8_t *data, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if ((f32_bits(data, i) & 0x7F800000u) == 0x7F800000u) return i;
+    return count;
+}
+
 static bool check_tensors(graph_parser *gp, bnn_layer *layers, size_t layer_count, const bnn_tensor_view *const *sorted,
                           size_t tensor_count) {
     bool ok = false;
@@ -476,6 +490,17 @@ static bool check_tensors(graph_parser *gp, bnn_layer *layers, size_t layer_coun
                 bnn_text_quote(gp->error, layer->name.bytes, layer->name.length);
                 graph_fail(gp, "\"");
                 goto done;
+            }
+            if (tensor->dtype == BNN_DTYPE_F32) {
+                const size_t bad = first_non_finite_f32(tensor->data, tensor->size / 4);
+                if (bad < tensor->size / 4) {
+                    const uint32_t bits = f32_bits(tensor->data, bad);
+                    bnn_text_printf(gp->error, "%s: tensor \"", gp->label);
+                    bnn_text_quote(gp->error, full.bytes, full.length);
+                    graph_fail(gp, "\" holds %s at element %zu: a packed model's values must be finite",
+                               (bits & 0x007FFFFFu) != 0 ? "NaN" : (bits >> 31) ? "-infinity" : "+infinity", bad);
+                    goto done;
+                }
             }
             layer->tensors[r] = tensor;
         }

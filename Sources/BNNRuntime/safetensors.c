@@ -268,14 +268,22 @@ static bool read_tensor(parser *ps, bnn_text_view name, int64_t buffer_length) {
                        "data_offsets [%lld, %lld] reach past the %lld-byte data buffer (file offset %lld > size %zu)",
                        (long long)begin, (long long)end, (long long)buffer_length,
                        (long long)((int64_t)(ps->size - (size_t)buffer_length) + end), ps->size);
+    /* The product skips zero dimensions: a tensor of no element whose other dimensions overflow would still
+     * overflow any stride or slice computed from its shape. */
     int64_t expected = dtype_sizes[dtype];
-    bool fits = true;
-    for (int64_t i = 0; i < rank && fits; i++) fits = bnn_mul_nonneg(expected, ps->dims[dims_at + (size_t)i], &expected);
+    bool fits = true, empty = false;
+    for (int64_t i = 0; i < rank && fits; i++) {
+        const int64_t dimension = ps->dims[dims_at + (size_t)i];
+        if (dimension == 0) empty = true;
+        else fits = bnn_mul_nonneg(expected, dimension, &expected);
+    }
     if (!fits) {
         failure(ps, &name, "shape ");
         bnn_text_dims(&ps->reason, ps->dims + dims_at, rank);
-        return failure(ps, &name, " of %s is too large", dtype_names[dtype]);
+        return failure(ps, &name, " of %s is too large: the product of its non-zero dimensions times %d byte(s) exceeds %lld",
+                       dtype_names[dtype], dtype_sizes[dtype], (long long)INT64_MAX);
     }
+    if (empty) expected = 0;
     if (expected != end - begin) {
         failure(ps, &name, "shape ");
         bnn_text_dims(&ps->reason, ps->dims + dims_at, rank);
@@ -419,15 +427,16 @@ int bnn_safetensors_parse(const uint8_t *bytes, size_t size, bnn_safetensors **o
     }
     uint64_t declared = 0;
     for (int i = 0; i < 8; i++) declared |= (uint64_t)bytes[i] << (8 * i);
+    /* The limit first: a value above it is refused as such, whatever the file's size. */
+    if (declared > BNN_SAFETENSORS_MAX_HEADER) {
+        failure(&ps, NULL, "header length %llu exceeds the limit of %zu bytes", (unsigned long long)declared,
+                BNN_SAFETENSORS_MAX_HEADER);
+        goto done;
+    }
     const uint64_t available = (uint64_t)(size - 8);
     if (declared > available) {
         failure(&ps, NULL, "header length %llu exceeds the %llu bytes that follow it", (unsigned long long)declared,
                 (unsigned long long)available);
-        goto done;
-    }
-    if (declared > BNN_SAFETENSORS_MAX_HEADER) {
-        failure(&ps, NULL, "header length %llu exceeds the limit of %zu bytes", (unsigned long long)declared,
-                BNN_SAFETENSORS_MAX_HEADER);
         goto done;
     }
     const size_t header_length = (size_t)declared;

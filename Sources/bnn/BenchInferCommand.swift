@@ -29,14 +29,13 @@ struct BenchInferCommand: ParsableCommand {
     @Option(name: .customLong("batch-sizes"), parsing: .upToNextOption, help: "Batch sizes to measure.")
     var batchSizes: [Int] = [1, 256]
 
-    @Option(help: "Timed samples per row (the median is reported).")
+    @Option(parsing: .unconditional, help: "Timed samples per row (the median is reported).")
     var samples: Int = 7
 
     func validate() throws {
-        guard !batchSizes.isEmpty, batchSizes.allSatisfy({ (1...4096).contains($0) }) else {
-            throw ValidationError("--batch-sizes must be between 1 and 4096, got \(batchSizes).")
-        }
-        guard samples >= 1 else { throw ValidationError("--samples must be at least 1, got \(samples).") }
+        guard !batchSizes.isEmpty else { throw ValidationError("--batch-sizes needs at least one size.") }
+        for size in batchSizes { try checkOption("--batch-sizes", size, 1...4096) }
+        try checkOption("--samples", samples, 1...Limits.benchmarkSamples)
         guard NetworkRegistry.names.contains(model) else {
             throw ValidationError("unknown --model `\(model)`; registered: \(NetworkRegistry.names.joined(separator: ", ")).")
         }

@@ -23,13 +23,13 @@ struct BenchTrainCommand: ParsableCommand {
     @Flag(help: "Print a JSON array, one object per model (keys model, estimator, batch, threads, images_per_second, phase shares).")
     var json = false
 
-    @Option(help: "Timed steps per model.")
+    @Option(parsing: .unconditional, help: "Timed steps per model.")
     var steps: Int = 8
 
-    @Option(name: .customLong("warmup-steps"), help: "Untimed steps first (buffers, OpenBLAS start-up).")
+    @Option(name: .customLong("warmup-steps"), parsing: .unconditional, help: "Untimed steps first (buffers, OpenBLAS start-up).")
     var warmupSteps: Int = 2
 
-    @Option(name: .customLong("batch-size"), help: "Images per step.")
+    @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Images per step.")
     var batchSize: Int = 256
 
     @Option(help: "CIFAR-10 directory to take the batches from instead of synthetic images.")
@@ -49,9 +49,9 @@ struct BenchTrainCommand: ParsableCommand {
     }
 
     func validate() throws {
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps).") }
-        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be at least 0, got \(warmupSteps).") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+        try checkOption("--steps", steps, 1...Limits.benchmarkSteps)
+        try checkOption("--warmup-steps", warmupSteps, 0...Limits.benchmarkSteps)
+        try checkOption("--batch-size", batchSize, 1...Limits.batchSize)
         guard model == nil || models.isEmpty else { throw ValidationError("give --model or --models, not both.") }
         for model in measured where Self.network(model) == nil {
             throw ValidationError(
@@ -72,6 +72,15 @@ struct BenchTrainCommand: ParsableCommand {
 
     func run() throws {
         try threadOptions.apply()
+        // Before the synthetic images (four batches of them) are made: a batch that cannot fit in memory is refused
+        // with the estimate rather than allocated (`TrainingBenchmark.measure` checks again, for library callers).
+        for name in measured {
+            let (network, variant) = Self.network(name)!
+            let definition = try NetworkRegistry.named(network)
+            try MemoryEstimate.requireFits(
+                try definition(NetworkOptions(variant: variant)), inputShape: definition.inputShape, batchSize: batchSize,
+                training: true, what: "\(TrainingBenchmark.modelName(network, variant)) training")
+        }
         let split: CIFAR10Split
         let source: String
         if let data {

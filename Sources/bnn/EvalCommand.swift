@@ -25,7 +25,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "CIFAR-10 directory holding test_batch.bin. Default: the bundled sample.")
     var data: String?
 
-    @Option(name: .customLong("batch-size"), help: "Images per evaluation batch (does not change the results).")
+    @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Images per evaluation batch (does not change the results).")
     var batchSize: Int = Evaluation.defaultBatchSize
 
     @OptionGroup var threadOptions: ThreadOptions
@@ -34,14 +34,18 @@ struct EvalCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+        try checkOption("--batch-size", batchSize, 1...Limits.batchSize)
     }
 
     func run() throws {
         try threadOptions.apply()
         let weightsURL = URL(fileURLWithPath: weights)
-        let (network, name, _, _) = try loadNetwork(weightsURL, options: modelOptions)
+        let (network, name, definition, variant) = try loadNetwork(weightsURL, options: modelOptions)
         let test = try readTestSplit(try DataLocation.resolve(data))
+        // Evaluation clamps the batch to the split; what is left must fit in memory.
+        try MemoryEstimate.requireFits(
+            network, inputShape: definition.inputShape, batchSize: min(batchSize, max(test.count, 1)), training: false,
+            what: "\(TrainingBenchmark.modelName(definition.name, variant)) evaluation")
         let result = try Evaluation.evaluate(network, on: test, batchSize: batchSize)
         if json {
             print(result.json)
@@ -58,24 +62,29 @@ struct EvalCommand: ParsableCommand {
 
 /// Reads a weights file and builds the network it holds (the options, else the checkpoint's record, else resnet20
 /// 1W1A) with those weights; returns it with its report name ("resnet20-1w1a"). Fails naming the first key that
-/// does not fit the network.
+/// does not fit the network, or the first NaN or infinite weight.
 func loadNetwork(_ url: URL, options: ModelOptions) throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant) {
-    guard FileManager.default.fileExists(atPath: url.path) else {
-        throw CommandError("--weights \(url.path) does not exist.")
-    }
     let file: SafeTensorsFile
     do {
         file = try SafeTensors.read(url)
     } catch {
-        throw CommandError("\(url.path): cannot read the weights: \(error)")
+        // The reader's message names the file and what is wrong with it ("does not exist", "is a directory").
+        throw CommandError("--weights: \(error)")
     }
     let (definition, variant) = try options.resolve(recorded: try recordedNetwork(file, path: url.path), file: url.path)
     // The estimator only matters for gradients; evaluation and packing never compute any.
     let network = try definition(NetworkOptions(variant: variant, estimator: ReSTE()))
+    let tensors = ModelWeights.tensors(of: file)
     do {
-        try network.loadStateDict(ModelWeights.tensors(of: file))
+        try network.loadStateDict(tensors)
     } catch {
         throw CommandError("\(url.path) does not hold \(definition.name) \(variant.label) weights: \(error)")
+    }
+    // NaN or infinite weights evaluate and pack without any error, into results that mean nothing.
+    if let bad = ModelWeights.firstNonFiniteElement(in: tensors) {
+        throw CommandError(
+            "\(url.path): \(bad). Evaluated or exported, such weights give results that mean nothing, so they are "
+                + "refused (did the run diverge? `bnn train` never saves them).")
     }
     return (network, TrainingBenchmark.modelName(definition.name, variant), definition, variant)
 }

@@ -22,7 +22,7 @@ struct InferCommand: ParsableCommand {
     @Option(help: "CIFAR-10 directory holding test_batch.bin. Default: the bundled sample.")
     var data: String?
 
-    @Option(name: .customLong("batch-size"), help: "Images per batch for the accuracy and images/s.")
+    @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Images per batch for the accuracy and images/s.")
     var batchSize: Int = 256
 
     @OptionGroup var threadOptions: ThreadOptions
@@ -31,7 +31,7 @@ struct InferCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+        try checkOption("--batch-size", batchSize, 1...Limits.batchSize)
     }
 
     func run() throws {

@@ -16,7 +16,9 @@ struct TrainCommand: ParsableCommand {
             val_acc, estimating_error, gradient_stability, seconds, images_per_second, ...), \
             checkpoint.safetensors (weights under PyTorch's state_dict names, optimizer state under "optimizer.", \
             metadata epoch/seed/config; written atomically after each epoch) and curves.svg (loss, accuracy and the \
-            two indicators per epoch).
+            two indicators per epoch). A run locks its directory (train.lock, holding its PID): a second `bnn train` \
+            into the same directory fails naming the first one's PID. Temporary files of a run killed while writing \
+            are removed when the next run starts.
 
             Ctrl-C saves a checkpoint after the current step and exits; --resume continues exactly where the run \
             stopped (the same losses as an uninterrupted run with the same seed and thread count). A NaN or \
@@ -33,29 +35,29 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "CIFAR-10 directory (data_batch_N.bin + test_batch.bin). Default: the bundled sample.")
     var data: String?
 
-    @Option(help: "Epochs; the learning-rate and estimator schedules span them.")
+    @Option(parsing: .unconditional, help: "Epochs; the learning-rate and estimator schedules span them.")
     var epochs: Int = 10
 
     @Option(help: "Run directory for log.jsonl, checkpoint.safetensors and curves.svg (default: runs/<model>-<estimator>-seed<seed>).")
     var out: String?
 
-    @Option(name: .customLong("batch-size"), help: "Training images per step.")
+    @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Training images per step.")
     var batchSize: Int = 256
 
-    @Option(help: "Base learning rate (default 0.1 for SGD, 0.001 for Adam).")
+    @Option(parsing: .unconditional, help: "Base learning rate (default 0.1 for SGD, 0.001 for Adam).")
     var lr: Float?
 
-    @Option(name: .customLong("o-end"), help: "ReSTE's final power o_end (≥ 1).")
+    @Option(name: .customLong("o-end"), parsing: .unconditional, help: "ReSTE's final power o_end (≥ 1).")
     var oEnd: Float = 3
 
-    @Option(help: "Epochs of linear learning-rate warm-up before the cosine (the paper's option is 5).")
+    @Option(parsing: .unconditional, help: "Epochs of linear learning-rate warm-up before the cosine (the paper's option is 5).")
     var warmup: Int = 0
 
-    @Option(help: "Seed of the initial weights, the shuffling and the augmentation.")
+    @Option(parsing: .unconditional, help: "Seed of the initial weights, the shuffling and the augmentation.")
     var seed: UInt64 = 0
 
     @Option(
-        name: .customLong("relu-grad-at-zero"),
+        name: .customLong("relu-grad-at-zero"), parsing: .unconditional,
         help: "Gradient of the blocks' ReLUs where a convolution's output is exactly 0, in [0, 1] (PyTorch's rule: 0).")
     var reluGradientAtZero: Float = TrainingConfiguration.defaultReLUGradientAtZero
 
@@ -71,8 +73,8 @@ struct TrainCommand: ParsableCommand {
     var quiet = false
 
     func validate() throws {
-        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs).") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize).") }
+        try checkOption("--epochs", epochs, 1...Int.max)
+        try checkOption("--batch-size", batchSize, 1...Limits.batchSize)
         if let lr, !(lr.isFinite && lr >= 0) { throw ValidationError("--lr must be a finite number ≥ 0, got \(lr).") }
         guard oEnd.isFinite, oEnd >= 1 else { throw ValidationError("--o-end must be a finite number ≥ 1, got \(oEnd).") }
         guard warmup >= 0, warmup < epochs else {
@@ -121,6 +123,9 @@ struct TrainCommand: ParsableCommand {
             configuration: configuration, training: dataset.train, validation: dataset.test,
             runDirectory: runDirectory(configuration), resume: resume)
         trainer.progress = TrainingProgress.standardError(quiet: quiet)
+        for path in trainer.removedTemporaryFiles {
+            printError("note: removed \(path), a temporary file left by a run killed while writing it")
+        }
 
         printError("""
             \(configuration.summary), \(configuration.epochs) epoch\(configuration.epochs == 1 ? "" : "s"), batch \(configuration.batchSize), \

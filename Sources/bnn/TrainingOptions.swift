@@ -98,15 +98,22 @@ enum EstimatorName: String, ExpressibleByArgument, CaseIterable {
     case reste, ste, identity, approx, ede
 }
 
+// Numeric options are parsed with `.unconditional`: the word after the option is its value even when it starts with
+// a dash. By default ArgumentParser takes "-1" for an option, so `--batch-size -1` said the value was missing; now the
+// value reaches `validate()`, which says what the range is.
+
+/// Throws the `Limits.violation` message ("--batch-size must be ≥ 1, got -1.") for an integer option outside `range`.
+func checkOption(_ option: String, _ value: Int, _ range: ClosedRange<Int>) throws {
+    if let message = Limits.violation(option: option, value: value, range: range) { throw ValidationError(message) }
+}
+
 /// `--threads`, shared by the commands that compute.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "Threads for the kernels and OpenBLAS (default: OpenMP's default, \(Kernels.threads) here).")
+    @Option(parsing: .unconditional, help: "Threads for the kernels and OpenBLAS (default: OpenMP's default, \(Kernels.threads) here).")
     var threads: Int?
 
     func validate() throws {
-        if let threads, !(1...4096).contains(threads) {
-            throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
-        }
+        if let threads { try checkOption("--threads", threads, 1...Limits.threads) }
     }
 
     /// Applies the setting to the kernels and OpenBLAS (which is loaded now, so its core can be reported).

@@ -217,7 +217,9 @@ struct ModelFileTests {
     func craftedHeaders() throws {
         let eight = [UInt8](repeating: 0, count: 8)
         try Self.expectRefused("huge header length", [255, 255, 255, 255, 255, 255, 255, 127] + eight,
-                               ["header length 9223372036854775807 exceeds the 8 bytes that follow it"])
+                               ["header length 9223372036854775807 exceeds the limit of 100000000 bytes"])
+        try Self.expectRefused("header length past the end", [100, 0, 0, 0, 0, 0, 0, 0] + eight,
+                               ["header length 100 exceeds the 8 bytes that follow it"])
         try Self.expectRefused("header length 2^64 - 1", [UInt8](repeating: 255, count: 16), ["header length 18446744073709551615"])
         try Self.expectRefused("header length 1", Self.handMade("{", []) , ["too small for a JSON object"])
         try Self.expectRefused("shorter than 8 bytes", [1, 2, 3], ["shorter than the 8-byte header length"])
@@ -226,6 +228,9 @@ struct ModelFileTests {
         try Self.expectRefused("shape product overflowing int64",
                                Self.handMade(#"{"a":{"dtype":"U8","shape":[3037000500,3037000500,2],"data_offsets":[0,8]}}"#, eight),
                                ["tensor \"a\"", "is too large"])
+        try Self.expectRefused("no element, other dimensions overflowing",
+                               Self.handMade(#"{"a":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#, []),
+                               ["tensor \"a\"", "non-zero dimensions times 4 byte(s) exceeds 9223372036854775807"])
         try Self.expectRefused("dimension beyond int64", Self.handMade(#"{"a":{"dtype":"U8","shape":[99999999999999999999],"data_offsets":[0,8]}}"#, eight),
                                ["tensor \"a\"", "holds 99999999999999999999, expected non-negative integers"])
         try Self.expectRefused("negative dimension", Self.handMade(#"{"a":{"dtype":"U8","shape":[-8],"data_offsets":[0,8]}}"#, eight),
@@ -258,6 +263,25 @@ struct ModelFileTests {
         try Self.expectRefused("trailing comma", Self.handMade(#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},}"#, eight),
                                ["not valid JSON at file offset"])
         try Self.expectRefused("not an object", Self.handMade("[1]", []), ["does not start with '{'"])
+    }
+
+    @Test("NaN or an infinity in any float tensor of a packed model is refused, naming the tensor and element")
+    func nonFiniteValues() throws {
+        for (value, word) in [(Float.nan, "NaN"), (.infinity, "+infinity"), (-.infinity, "-infinity")] {
+            var weight = [Float](repeating: 0.5, count: 24)
+            weight[13] = value
+            try Self.expectRefused("fc.weight \(word)", Self.modelFile(graph: Self.baseGraph, tensors: [
+                "fc.weight": .init(weight, shape: [2, 12]), "fc.bias": .init([Float(1), -1], shape: [2])]),
+                ["tensor \"fc.weight\" holds \(word) at element 13"])
+            try Self.expectRefused("fc.bias \(word)", Self.modelFile(graph: Self.baseGraph, tensors: [
+                "fc.weight": .init([Float](repeating: 0.5, count: 24), shape: [2, 12]), "fc.bias": .init([Float(1), value], shape: [2])]),
+                ["tensor \"fc.bias\" holds \(word) at element 1"])
+        }
+        // The largest finite values are values.
+        let extremes = try Self.modelFile(graph: Self.baseGraph, tensors: [
+            "fc.weight": .init([Float](repeating: .greatestFiniteMagnitude, count: 24), shape: [2, 12]),
+            "fc.bias": .init([-Float.greatestFiniteMagnitude, .leastNonzeroMagnitude], shape: [2])])
+        #expect(throws: Never.self) { try PackedModel.parse(Data(extremes)) }
     }
 
     @Test("crafted metadata and graphs: format, version, checksum, keys, types, numbers, nesting")

@@ -62,7 +62,7 @@ struct SafeTensorsTests {
         let pipe = directory.appendingPathComponent("pipe")
         #expect(mkfifo(pipe.path, 0o600) == 0)
         let tensors = ["a": try SafeTensors.TensorData([Float(1)], shape: [1])]
-        #expect { try SafeTensors.write(tensors, to: pipe) } throws: { "\($0)".contains("is a named pipe") }
+        #expect { try SafeTensors.write(tensors, to: pipe) } throws: { "\($0)".contains("is not a regular file (it is a FIFO)") }
         #expect { try SafeTensors.write(tensors, to: directory) } throws: { "\($0)".contains("is a directory") }
         var info = stat()
         #expect(stat(pipe.path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFIFO, "the pipe is still a pipe")
@@ -269,10 +269,208 @@ struct SafeTensorsTests {
             try SafeTensors.write(["__metadata__": try TensorData([UInt8(1)], shape: [1])], to: url)
         }
         let elsewhere = directory.appendingPathComponent("missing/model.safetensors")
-        expectSafeTensorsError(["missing/model.safetensors", "creating the temporary file"]) { try SafeTensors.write(first, to: elsewhere) }
-        expectSafeTensorsError(["cannot be read"]) { _ = try SafeTensors.read(elsewhere) }
+        expectSafeTensorsError(["missing/model.safetensors", "its directory \(directory.path)/missing does not exist"]) {
+            try SafeTensors.write(first, to: elsewhere)
+        }
+        expectSafeTensorsError(["cannot be read", "its directory \(directory.path)/missing does not exist"]) {
+            _ = try SafeTensors.read(elsewhere)
+        }
         // The failed writes left the previous file intact and no temporary file behind.
         #expect(try SafeTensors.read(url).tensors == second)
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["model.safetensors"])
+    }
+
+    // MARK: Hostile numbers
+
+    /// Numbers that break size arithmetic: each side of 2^31, 2^32, 2^53, 2^62, 2^63 and 2^64, far beyond, negative,
+    /// negative zero, and numbers that are not integers.
+    static let hostileNumbers = [
+        "0", "1", "3", "4", "8", "2147483647", "2147483648", "4294967295", "4294967296", "4294967297",
+        "9007199254740992", "9007199254740993", "2305843009213693952", "4611686018427387904", "9223372036854775807",
+        "9223372036854775808", "18446744073709551615", "18446744073709551616", "340282366920938463463374607431768211456",
+        "-1", "-0", "-9223372036854775808", "-9223372036854775809", "1e3", "1.5", "0.0", "1E400", "4e-1",
+    ]
+
+    /// Parses `data`: an error must be a SafeTensorsError naming `label`, and an accepted file must be consistent
+    /// (every tensor's bytes match its shape, and the element count fits in the file).
+    static func expectErrorOrConsistent(_ data: Data, _ label: String, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+        do {
+            let file = try SafeTensors.parse(data, file: label)
+            for (name, tensor) in file.tensors {
+                let count = tensor.elementCount
+                #expect(tensor.bytes.count == count * tensor.dtype.byteSize, "\(label) \(name)", sourceLocation: sourceLocation)
+                #expect(count <= data.count, "\(label) \(name)", sourceLocation: sourceLocation)
+            }
+            return true
+        } catch {
+            #expect(error.file == label, "\(error)", sourceLocation: sourceLocation)
+            return false
+        }
+    }
+
+    @Test("every hostile number in every numeric field of a header is an error or a consistent file, never a trap")
+    func hostileNumbersInEachField() throws {
+        // Two tensors: "a" F32 [2] at 0..<8, "b" U8 [4] at 8..<12. Each template puts one number in one place.
+        let templates = [
+            #"{"a":{"dtype":"F32","shape":[N],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#,
+            #"{"a":{"dtype":"F32","shape":[2,N],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#,
+            #"{"a":{"dtype":"F32","shape":[N,0],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[12],"data_offsets":[0,12]}}"#,
+            #"{"a":{"dtype":"F32","shape":[0,N,N],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[12],"data_offsets":[0,12]}}"#,
+            #"{"a":{"dtype":"F64","shape":[N,N,0],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[12],"data_offsets":[0,12]}}"#,
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[N,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#,
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,N]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#,
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[N,N]}}"#,
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[N],"data_offsets":[8,N]}}"#,
+            #"{"__metadata__":{"n":N},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#,
+        ]
+        let data = [UInt8](repeating: 0x3F, count: 12)
+        var accepted = 0
+        for (t, template) in templates.enumerated() {
+            for number in Self.hostileNumbers {
+                let json = template.replacingOccurrences(of: "N", with: number)
+                if Self.expectErrorOrConsistent(handMadeFile(json, data), "template \(t) with \(number)") { accepted += 1 }
+            }
+        }
+        // The numbers that make the templates valid again (2 in the first, 1 in the second, ...) are accepted.
+        #expect(accepted > 0 && accepted < templates.count * Self.hostileNumbers.count)
+    }
+
+    @Test("generated headers with hostile numbers, shapes and lengths are errors or consistent files, never a trap")
+    func generatedHostileHeaders() throws {
+        var generator = Xoshiro256StarStar(seed: 31337)
+        func pick<T>(_ values: [T]) -> T { values[Int(generator.next(below: UInt64(values.count)))] }
+        func chance(_ oneIn: UInt64) -> Bool { generator.next(below: oneIn) == 0 }
+        let dtypes = SafeTensors.DType.allCases
+        var accepted = 0
+        let trials = 3000
+        for trial in 0..<trials {
+            // A valid layout first (small shapes, consecutive offsets), then hostile numbers put into some fields:
+            // about one trial in four keeps every field valid.
+            let hostile = !chance(4)
+            var entries: [String] = []
+            var offset = 0
+            for index in 0..<(1 + Int(generator.next(below: 3))) {
+                let dtype = pick(dtypes)
+                var shape = (0..<Int(generator.next(below: 4))).map { _ in String(generator.next(below: 4)) }
+                let size = shape.reduce(dtype.byteSize) { $0 * Int($1)! }
+                var begin = String(offset), end = String(offset + size)
+                offset += size
+                if hostile {
+                    if !shape.isEmpty && chance(2) { shape[Int(generator.next(below: UInt64(shape.count)))] = pick(Self.hostileNumbers) }
+                    if chance(4) { shape.append(pick(Self.hostileNumbers)) }
+                    if chance(3) { begin = pick(Self.hostileNumbers) }
+                    if chance(3) { end = pick(Self.hostileNumbers) }
+                }
+                entries.append(#""t\#(index)":{"dtype":"\#(dtype.rawValue)","shape":[\#(shape.joined(separator: ","))],"data_offsets":[\#(begin),\#(end)]}"#)
+            }
+            let header = Array(("{" + entries.joined(separator: ",") + "}").utf8)
+            // The length prefix: right, or a hostile 64-bit value.
+            let lengths: [UInt64] = [
+                UInt64(header.count) + 1, UInt64(header.count) - 1, 0, 1, 1 << 31, 1 << 32,
+                UInt64(SafeTensors.maximumHeaderSize), UInt64(SafeTensors.maximumHeaderSize) + 1, 1 << 62, 1 << 63,
+                UInt64(Int64.max), UInt64.max,
+            ]
+            let length = hostile && chance(4) ? pick(lengths) : UInt64(header.count)
+            let data = [UInt8](repeating: 0, count: hostile && chance(4) ? Int(generator.next(below: 64)) : offset)
+            let file = Data(littleEndianBytes(length) + header + data)
+            if Self.expectErrorOrConsistent(file, "trial \(trial)") { accepted += 1 }
+        }
+        // The generator makes both kinds, so both paths were taken.
+        #expect(accepted > 0 && accepted < trials)
+    }
+
+    @Test("huge data_offsets, overflowing shapes and header lengths above the limit are named, with the limit")
+    func hostileNumbersNamed() throws {
+        let four = [UInt8](repeating: 0, count: 4)
+        func parse(_ json: String, _ data: [UInt8] = four) throws { _ = try SafeTensors.parse(handMadeFile(json, data), file: "h.safetensors") }
+        // These used to trap computing the file offset for the message.
+        expectSafeTensorsError(["h.safetensors", "tensor \"a\"", "[0, 9223372036854775807] reach past the 4-byte data buffer"]) {
+            try parse(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,9223372036854775807]}}"#)
+        }
+        expectSafeTensorsError(["tensor \"a\"", "reach past the 4-byte data buffer"]) {
+            try parse(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[9223372036854775800,9223372036854775807]}}"#)
+        }
+        // No element, but dimensions whose product would overflow any later stride or slice computation.
+        expectSafeTensorsError(["tensor \"a\"", "too large", "exceeds 9223372036854775807"]) {
+            try parse(#"{"a":{"dtype":"F32","shape":[0,9223372036854775807,9223372036854775807],"data_offsets":[0,0]}}"#, [])
+        }
+        expectSafeTensorsError(["tensor \"a\"", "too large"]) {
+            try parse(#"{"a":{"dtype":"U8","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#, [])
+        }
+        expectSafeTensorsError(["tensor \"a\"", "too large"]) {
+            try parse(#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#)
+        }
+        // A zero-element tensor with moderate dimensions is fine.
+        #expect(try SafeTensors.parse(handMadeFile(#"{"a":{"dtype":"F32","shape":[0,1000000,1000000],"data_offsets":[0,0]}}"#, []))
+            .tensors["a"]?.elementCount == 0)
+        // Above the limit, the limit is what the message says, even when the file is also too short.
+        let limit = SafeTensors.maximumHeaderSize
+        for length in [UInt64(limit) + 1, 200_000_000, UInt64.max] {
+            expectSafeTensorsError(["header length \(length) exceeds the limit of \(limit) bytes"]) {
+                _ = try SafeTensors.parse(Data(littleEndianBytes(length) + Array("{}".utf8)))
+            }
+        }
+    }
+
+    @Test("reading and writing say what a path is: a directory, a FIFO, under a regular file; nothing is replaced")
+    func fileKinds() throws {
+        let directory = try DataFixtures.makeTemporaryDirectory("safetensors-kinds")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let tensors = ["w": try TensorData([Float(1)], shape: [1])]
+        let fifo = directory.appendingPathComponent("fifo")
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        let plain = directory.appendingPathComponent("plain")
+        try Data([1, 2, 3]).write(to: plain)
+
+        // Reading: a FIFO is refused at once (opened without blocking), not waited on.
+        expectSafeTensorsError(["\(directory.path): cannot be read: is a directory"]) { _ = try SafeTensors.read(directory) }
+        expectSafeTensorsError(["cannot be read: is not a regular file (it is a FIFO)"]) { _ = try SafeTensors.read(fifo) }
+        expectSafeTensorsError(["cannot be read: a parent, \(plain.path), is a regular file, not a directory"]) {
+            _ = try SafeTensors.read(plain.appendingPathComponent("x.safetensors"))
+        }
+        expectSafeTensorsError(["cannot be read: does not exist"]) { _ = try SafeTensors.read(directory.appendingPathComponent("none")) }
+
+        // Writing: refused before anything is created, so the FIFO stays a FIFO (as root, a rename would replace
+        // even /dev/null with a regular file).
+        expectSafeTensorsError(["\(directory.path): is a directory"]) { try SafeTensors.write(tensors, to: directory) }
+        expectSafeTensorsError(["is not a regular file (it is a FIFO)"]) { try SafeTensors.write(tensors, to: fifo) }
+        expectSafeTensorsError(["a parent, \(plain.path), is a regular file, not a directory"]) {
+            try SafeTensors.write(tensors, to: plain.appendingPathComponent("x.safetensors"))
+        }
+        var status = stat()
+        #expect(lstat(fifo.path, &status) == 0 && status.st_mode & S_IFMT == S_IFIFO)
+        #expect(try Data(contentsOf: plain) == Data([1, 2, 3]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == ["fifo", "plain"])
+    }
+
+    @Test("NaN and infinities are found on the bits in every floating-point dtype, and only there")
+    func nonFiniteElements() throws {
+        #expect(try TensorData([1, -2, 3] as [Float], shape: [3]).firstNonFiniteElement() == nil)
+        #expect(try TensorData([1, .nan, .infinity] as [Float], shape: [3]).firstNonFiniteElement()! == (1, "NaN"))
+        #expect(try TensorData([1, 2, -.infinity] as [Double], shape: [3]).firstNonFiniteElement()! == (2, "-infinity"))
+        #expect(try TensorData([.greatestFiniteMagnitude, .infinity] as [Double], shape: [2]).firstNonFiniteElement()! == (1, "+infinity"))
+        // F16: 0x3C00 = 1, 0x7C00 = +inf, 0x7E00 = NaN; BF16: 0x3F80 = 1, 0xFF80 = −inf.
+        #expect(try TensorData(dtype: .f16, shape: [3], bytes: [0x00, 0x3C, 0x00, 0x7C, 0x00, 0x7E]).firstNonFiniteElement()! == (1, "+infinity"))
+        #expect(try TensorData(dtype: .f16, shape: [2], bytes: [0x00, 0x3C, 0x00, 0x7E]).firstNonFiniteElement()! == (1, "NaN"))
+        #expect(try TensorData(dtype: .bf16, shape: [2], bytes: [0x80, 0x3F, 0x80, 0xFF]).firstNonFiniteElement()! == (1, "-infinity"))
+        // F8_E5M2 has infinities (0x7C); F8_E4M3 has only NaN (0x7F), and 0x7E is its largest normal number, 448.
+        #expect(try TensorData(dtype: .f8e5m2, shape: [2], bytes: [0x3C, 0x7C]).firstNonFiniteElement()! == (1, "+infinity"))
+        #expect(try TensorData(dtype: .f8e4m3, shape: [2], bytes: [0x7E, 0xFE]).firstNonFiniteElement() == nil)
+        #expect(try TensorData(dtype: .f8e4m3, shape: [2], bytes: [0x7E, 0xFF]).firstNonFiniteElement()! == (1, "NaN"))
+        // Integer bit patterns that would be NaN as floats are integers.
+        #expect(try TensorData([Int32(bitPattern: 0x7FC0_0000)], shape: [1]).firstNonFiniteElement() == nil)
+
+        let weights = [
+            "b.weight": try TensorData([Float](repeating: 1, count: 24).enumerated().map { $0.offset == 17 ? .nan : $0.element }, shape: [2, 3, 4]),
+            "a.bias": try TensorData([Float(0), 1], shape: [2]),
+            "c.running_var": try TensorData([Float(1), -.infinity], shape: [2]),
+            "n": try TensorData([Int64.max], shape: []),
+        ]
+        let found = try #require(ModelWeights.firstNonFiniteElement(in: weights))
+        #expect(found == NonFiniteElement(tensor: "b.weight", index: 17, position: [1, 1, 1], shape: [2, 3, 4], value: "NaN"))
+        #expect(found.description == #"tensor "b.weight" holds NaN at element 17 (index [1, 1, 1] of shape [2, 3, 4])"#)
+        #expect(ModelWeights.firstNonFiniteElement(in: weights.filter { $0.key != "b.weight" })?.description
+            == #"tensor "c.running_var" holds -infinity at element 1"#)
+        #expect(ModelWeights.firstNonFiniteElement(in: ["a.bias": weights["a.bias"]!]) == nil)
     }
 }

@@ -75,6 +75,7 @@ struct TrainingTrainerTests {
             let pausedDirectory = root.appendingPathComponent("paused")
             let first = try TrainingFixtures.trainer(pausedDirectory)
             #expect(try first.run(untilEpoch: 1) == .paused(afterEpoch: 1))
+            first.releaseRunDirectory()  // as the process ending would: the directory has one writer at a time
             let second = try TrainingFixtures.trainer(pausedDirectory, resume: true)
             #expect(second.completedEpochs == 1)
             #expect(try second.run() == .finished)
@@ -93,6 +94,7 @@ struct TrainingTrainerTests {
             let saved = try Checkpoint.read(from: third.checkpointURL)
             #expect(saved.completedEpochs == 1 && saved.partialEpoch?.steps == 1)
             #expect(try TrainingLog.read(url: third.logURL).count == 1)
+            third.releaseRunDirectory()
             let fourth = try TrainingFixtures.trainer(interruptedDirectory, resume: true)
             #expect(try fourth.run() == .finished)
             #expect(trajectory(try TrainingLog.read(url: fourth.logURL)) == trajectory(reference))
@@ -177,6 +179,7 @@ struct TrainingTrainerTests {
         } throws: { "\($0)".contains("nothing to resume") }
         let trainer = try TrainingFixtures.trainer(directory, TrainingFixtures.configuration(epochs: 1))
         #expect(try trainer.run() == .finished)
+        trainer.releaseRunDirectory()
         #expect {
             _ = try TrainingFixtures.trainer(directory, TrainingFixtures.configuration(epochs: 1))
         } throws: { "\($0)".contains("already holds a checkpoint") }

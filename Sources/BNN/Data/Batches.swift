@@ -23,9 +23,12 @@ public struct CIFAR10Batches: Sendable {
     /// Apply random crop and flip; otherwise every image passes through unchanged (then normalised).
     public let augment: Bool
 
-    /// Describes the batches of `split`; `batchSize` must be at least 1.
+    /// Describes the batches of `split`; `batchSize` must be in 1...`Limits.batchSize`.
     public init(split: CIFAR10Split, batchSize: Int, seed: UInt64, shuffle: Bool, augment: Bool) throws(CIFAR10Error) {
         guard batchSize >= 1 else { throw .invalidArgument("batch size must be at least 1, found \(batchSize)") }
+        guard batchSize <= Limits.batchSize else {
+            throw .invalidArgument("batch size must be at most \(Limits.batchSize) (the limit), found \(batchSize)")
+        }
         self.split = split
         self.batchSize = batchSize
         self.seed = seed
@@ -44,7 +47,10 @@ public struct CIFAR10Batches: Sendable {
     }
 
     /// Batches per epoch, counting a final partial batch.
-    public var batchesPerEpoch: Int { (split.count + batchSize - 1) / batchSize }
+    public var batchesPerEpoch: Int {
+        // Not (count + batchSize − 1) / batchSize: that sum is what overflowed for a batch size near Int.max.
+        split.count / batchSize + (split.count % batchSize == 0 ? 0 : 1)
+    }
 
     /// The order in which the records are visited in `epoch` (a permutation of 0..<count).
     public func order(epoch: Int) -> [Int] {

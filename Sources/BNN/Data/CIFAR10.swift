@@ -151,9 +151,9 @@ public struct CIFAR10: Sendable, Equatable {
     public static func readBatch(_ file: URL, images: inout [UInt8], labels: inout [UInt8]) throws(CIFAR10Error) {
         let data: Data
         do {
-            data = try Data(contentsOf: file)
+            data = try FileAccess.readRegularFile(file.path)
         } catch {
-            throw .unreadable(path: file.path, reason: "\(error.localizedDescription)")
+            throw .unreadable(path: file.path, reason: error.reason)
         }
         if data.isEmpty { throw .emptyFile(path: file.path) }
         let records = data.count / recordSize
@@ -183,11 +183,15 @@ public struct CIFAR10: Sendable, Equatable {
 
     /// Reads `batches.meta.txt`: one class name per non-empty line, exactly ten.
     public static func readClassNames(_ file: URL) throws(CIFAR10Error) -> [String] {
-        let text: String
+        let data: Data
         do {
-            text = try String(contentsOf: file, encoding: .utf8)
+            // Ten short names: a larger file is not a class-name list.
+            data = try FileAccess.readRegularFile(file.path, limit: 1 << 20)
         } catch {
-            throw .unreadable(path: file.path, reason: "\(error.localizedDescription)")
+            throw .unreadable(path: file.path, reason: error.reason)
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw .unreadable(path: file.path, reason: "not valid UTF-8 text")
         }
         let names = text.split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }

@@ -115,7 +115,7 @@ public enum SafeTensors {
 
     /// Headers larger than this are refused (the reference implementation's limit), so a corrupt length
     /// cannot make the reader allocate gigabytes.
-    public static let maximumHeaderSize = 100_000_000
+    public static let maximumHeaderSize = Int(BNN_SAFETENSORS_MAX_HEADER)
 
     /// One tensor: dtype, shape and its bytes (little-endian, row-major), always consistent with each other.
     public struct TensorData: Sendable, Equatable {
@@ -196,13 +196,20 @@ public enum SafeTensors {
         }
 
         /// product(shape) × byteSize, or nil on a negative dimension or overflow.
+        ///
+        /// The product of the non-zero dimensions must not overflow either: a tensor with no element can still
+        /// carry dimensions such as [0, 2^40, 2^40], and any later product of part of its shape (a stride, the
+        /// size of a slice) would trap. Requiring the whole non-zero product to fit makes every such product fit.
         static func byteCount(dtype: DType, shape: [Int]) -> Int? {
             var count = dtype.byteSize
+            var nonZero = dtype.byteSize
             for dimension in shape {
                 guard dimension >= 0 else { return nil }
                 let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
-                if overflow { return nil }
+                let (nonZeroProduct, nonZeroOverflow) = nonZero.multipliedReportingOverflow(by: Swift.max(dimension, 1))
+                if overflow || nonZeroOverflow { return nil }
                 count = product
+                nonZero = nonZeroProduct
             }
             return count
         }
@@ -213,13 +220,14 @@ public enum SafeTensors {
     // MARK: Reading
 
     /// Reads and validates a whole file. The file is read into memory rather than mapped: a mapped file
-    /// truncated by another process while being read would crash the reader.
+    /// truncated by another process while being read would crash the reader. A path that is not a regular file
+    /// (a directory, a device, a FIFO) is refused by its kind.
     public static func read(_ url: URL) throws(SafeTensorsError) -> SafeTensorsFile {
         let data: Data
         do {
-            data = try Data(contentsOf: url)
+            data = try FileAccess.readRegularFile(url.path)
         } catch {
-            throw SafeTensorsError(file: url.path, reason: "cannot be read: \(error.localizedDescription)")
+            throw SafeTensorsError(file: url.path, reason: "cannot be read: \(error.reason)")
         }
         return try parse(data, file: url.path)
     }
@@ -295,68 +303,15 @@ public enum SafeTensors {
     }
 
     /// Writes a file atomically: the bytes go to a temporary file in the same directory, which is flushed
-    /// to disk and then renamed over `url`, so a crash leaves either the old file or the new one.
+    /// to disk and then renamed over `url`, so a crash leaves either the old file or the new one. A destination
+    /// that exists but is not a regular file (a directory, /dev/null) is refused before anything is written.
     public static func write(_ tensors: [String: TensorData], metadata: [String: String] = [:], to url: URL) throws(SafeTensorsError) {
         let path = url.path
         let (header, names) = try makeHeader(tensors, metadata: metadata, file: path)
-        let directory = url.deletingLastPathComponent().path
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))").path
-        func systemError(_ what: String) -> SafeTensorsError {
-            SafeTensorsError(file: path, reason: "\(what) failed: \(String(cString: strerror(errno)))")
-        }
-        // Only a regular file may be replaced: renaming over a directory fails late, and over a device or a pipe
-        // (as root, /dev/null) it would replace the device itself.
-        var existing = stat()
-        if stat(path, &existing) == 0 && (existing.st_mode & S_IFMT) != S_IFREG {
-            let kind: String
-            switch existing.st_mode & S_IFMT {
-            case S_IFDIR: kind = "a directory"
-            case S_IFCHR: kind = "a character device"
-            case S_IFBLK: kind = "a block device"
-            case S_IFIFO: kind = "a named pipe"
-            default: kind = "a socket or another special file"
-            }
-            throw SafeTensorsError(file: path, reason: "exists and is \(kind), not a regular file; nothing was written")
-        }
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw systemError("creating the temporary file \(temporary)") }
-        var closed = false
-        var renamed = false
-        defer {
-            if !closed { _ = close(descriptor) }
-            if !renamed { _ = unlink(temporary) }
-        }
-        guard writeAll(descriptor, header) else { throw systemError("writing the header to \(temporary)") }
-        for name in names {
-            guard writeAll(descriptor, tensors[name]!.bytes) else { throw systemError("writing tensor \"\(name)\" to \(temporary)") }
-        }
-        guard fsync(descriptor) == 0 else { throw systemError("flushing \(temporary) to disk") }
-        closed = true
-        guard close(descriptor) == 0 else { throw systemError("closing \(temporary)") }
-        guard rename(temporary, path) == 0 else { throw systemError("renaming \(temporary) to \(path)") }
-        renamed = true
-        // Persist the rename itself; failure here cannot undo the write, so it is not reported.
-        let directoryDescriptor = open(directory.isEmpty ? "." : directory, O_RDONLY | O_CLOEXEC)
-        if directoryDescriptor >= 0 {
-            _ = fsync(directoryDescriptor)
-            _ = close(directoryDescriptor)
-        }
-    }
-
-    /// Writes every byte, retrying on interruption and short writes.
-    private static func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = systemWrite(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                offset += written
-            }
-            return true
+        do {
+            try FileAccess.writeAtomically([header] + names.map { tensors[$0]!.bytes }, to: path)
+        } catch {
+            throw SafeTensorsError(file: path, reason: error.reason)
         }
     }
 
@@ -402,17 +357,6 @@ public enum SafeTensors {
         result.append(contentsOf: json)
         return (result, names)
     }
-}
-
-/// POSIX write(2), named apart from `SafeTensors.write`.
-private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    return Glibc.write(descriptor, bytes, count)
-    #elseif canImport(Musl)
-    return Musl.write(descriptor, bytes, count)
-    #else
-    return Darwin.write(descriptor, bytes, count)
-    #endif
 }
 
 /// The contents of a safetensors file: tensors by name, the `__metadata__` strings, and the names in the

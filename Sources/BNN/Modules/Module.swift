@@ -302,7 +302,11 @@ func floatValues(_ data: SafeTensors.TensorData) throws -> [Float] {
     }
 }
 
-/// The single non-negative integer of a counter entry (I64 or I32).
+/// Counters read from files are at most 2^53: far beyond any run's batches, exact as a Double (batch norm's
+/// cumulative average divides by the count), and far enough from Int.max that training can still add to them.
+let maximumCounter: Int64 = 1 << 53
+
+/// The single non-negative integer of a counter entry (I64 or I32), at most `maximumCounter`.
 func counterValue(_ data: SafeTensors.TensorData) throws -> Int {
     let value: Int64
     switch data.dtype {
@@ -311,5 +315,8 @@ func counterValue(_ data: SafeTensors.TensorData) throws -> Int {
     default: throw ModuleError("dtype \(data.dtype.rawValue) is not an integer counter type (expected I64 or I32)")
     }
     guard value >= 0 else { throw ModuleError("a counter must not be negative, found \(value)") }
+    guard value <= maximumCounter else {
+        throw ModuleError("a counter must be at most \(maximumCounter) (the limit), found \(value)")
+    }
     return Int(value)
 }

@@ -106,6 +106,9 @@ public struct Checkpoint: Sendable, Equatable {
             throw .badCheckpoint(path: path, reason: "metadata seed \"\(metadata["seed"] ?? "")\" is not a 64-bit integer")
         }
         configuration.seed = seed
+        guard epoch <= configuration.epochs else {
+            throw .badCheckpoint(path: path, reason: "metadata epoch \(epoch) exceeds the run's \(configuration.epochs) epochs")
+        }
         let steps = Int(metadata["step"] ?? "0") ?? -1
         var partial: PartialEpoch?
         if steps > 0 {
@@ -115,6 +118,10 @@ public struct Checkpoint: Sendable, Equatable {
             partial = try PartialEpoch(json: text, place: path)
             guard partial?.steps == steps else {
                 throw .badCheckpoint(path: path, reason: "metadata step \(steps) disagrees with partial_epoch")
+            }
+            // The running sums are added to as training continues: values no run can reach would overflow there.
+            if let partial, let problem = partial.inconsistency(batchSize: configuration.batchSize) {
+                throw .badCheckpoint(path: path, reason: "metadata partial_epoch: \(problem)")
             }
         } else if steps < 0 {
             throw .badCheckpoint(path: path, reason: "metadata step \"\(metadata["step"] ?? "")\" is not a count")
@@ -177,6 +184,20 @@ public struct PartialEpoch: Sendable, Equatable {
             ("seconds", JSONNumber.format(seconds)),
         ]
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+    }
+
+    /// What makes these sums impossible for `steps` steps of `batchSize` images, or nil if nothing does: a negative
+    /// count, more images than the steps can hold, more correct answers than images, a non-finite sum.
+    func inconsistency(batchSize: Int) -> String? {
+        let (capacity, overflow) = steps.multipliedReportingOverflow(by: batchSize)
+        if steps < 0 || overflow { return "steps \(steps) is not a possible step count" }
+        if images < 0 || images > capacity {
+            return "images \(images) is not possible after \(steps) step(s) of at most \(batchSize) images"
+        }
+        if correct < 0 || correct > images { return "correct \(correct) is not in 0...\(images) (the images seen)" }
+        let sums = [lossSum, estimatingErrorSum, gradientStabilitySum, seconds]
+        if sums.contains(where: { !$0.isFinite }) { return "a running sum is not a finite number" }
+        return nil
     }
 
     /// Reads `json` as written by `json`.

@@ -49,9 +49,9 @@ public enum Curves {
     /// Writes `svg(records)` to `url` atomically.
     public static func write(_ records: [EpochRecord], to url: URL, title: String = "Training curves") throws(TrainingError) {
         do {
-            try Data(svg(records, title: title).utf8).write(to: url, options: .atomic)
+            try FileAccess.writeAtomically([Array(svg(records, title: title).utf8)], to: url.path)
         } catch {
-            throw .io(path: url.path, reason: "cannot write the curves: \(error.localizedDescription)")
+            throw .io(path: url.path, reason: "cannot write the curves: \(error.reason)")
         }
     }
 

@@ -31,7 +31,9 @@ public enum Evaluation {
         let wasTraining = model.isTraining
         model.eval()
         defer { if wasTraining { model.train() } }
-        let batches = try CIFAR10Batches.evaluation(split, batchSize: batchSize)
+        // A batch larger than the split holds no more images than the split, and the results do not depend on the
+        // batch size: clamping keeps a huge request from being refused (or allocated) for nothing.
+        let batches = try CIFAR10Batches.evaluation(split, batchSize: min(batchSize, max(split.count, 1)))
         var result = EvaluationResult(loss: 0, top1Correct: 0, top5Correct: 0, images: 0)
         var lossSum = 0.0
         try withNoGrad {

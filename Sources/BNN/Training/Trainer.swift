@@ -61,6 +61,11 @@ public final class Trainer {
     public var records: [EpochRecord] { log.records }
 
     private let log: TrainingLog
+    /// The run directory's lock, held for the trainer's lifetime.
+    private let lock: RunDirectoryLock
+    /// Temporary files of an earlier writer killed mid-write (`.checkpoint.safetensors.tmp-PID-RANDOM` and the
+    /// like), removed when this trainer took the directory; the caller may tell the user.
+    public let removedTemporaryFiles: [String]
     /// Whether `checkpointURL` holds a checkpoint of this run (for error messages).
     private var checkpointWritten: Bool
 
@@ -74,6 +79,11 @@ public final class Trainer {
     /// Prepares a run in `runDirectory` (created if needed). Without `resume` the directory must not hold a
     /// checkpoint already (so a finished run is never overwritten by accident); with `resume` it must, written
     /// with the same configuration, and training continues where it stopped.
+    ///
+    /// The trainer locks the directory for its lifetime (`RunDirectoryLock`): while it exists, another trainer on
+    /// the same directory, in this process or another, fails with `TrainingError.runDirectoryInUse`. Temporary
+    /// files that a killed writer left in the directory are then removed (`removedTemporaryFiles`). A batch size
+    /// whose activations cannot fit in this machine's memory is refused first (`MemoryEstimate`).
     ///
     /// The network is `model` when given (any module; `configuration.model` then only names it in the log and
     /// the checkpoint), otherwise the registered network `configuration.model` built with the configuration's
@@ -108,6 +118,12 @@ public final class Trainer {
                 reluGradientAtZero: configuration.reluGradientAtZero))
         }
         let model = self.model
+        // Before anything is allocated for the batches or written to the run directory: a batch that cannot fit
+        // would otherwise end the process in the first step (a failed allocation aborts).
+        try MemoryEstimate.requireFits(
+            model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels],
+            batchSize: min(configuration.batchSize, training.count), training: true,
+            what: "\(configuration.summary) training")
         switch configuration.optimizer {
         case .sgd:
             optimizer = SGD(
@@ -120,10 +136,15 @@ public final class Trainer {
         }
 
         do {
-            try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+            try FileAccess.createDirectory(runDirectory.path)
         } catch {
-            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.localizedDescription)")
+            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.reason)")
         }
+        // The lock comes before anything in the directory is read or written: from here on this trainer is the
+        // directory's only writer, so temporary files found in it belong to no live writer.
+        lock = try RunDirectoryLock(directory: runDirectory)
+        removedTemporaryFiles = FileAccess.removeTemporaryFiles(
+            in: runDirectory.path, for: [Checkpoint.fileName, "log.jsonl", "curves.svg"])
         let checkpointPath = runDirectory.appendingPathComponent(Checkpoint.fileName)
         let exists = FileManager.default.fileExists(atPath: checkpointPath.path)
         if resume {
@@ -136,6 +157,15 @@ public final class Trainer {
                 throw TrainingError.checkpointMismatch(
                     path: checkpointPath.path, key: difference.key, checkpoint: difference.mine,
                     requested: difference.other)
+            }
+            // Training from NaN weights or momenta would only fail later with a NaN loss and no hint why.
+            if let bad = ModelWeights.firstNonFiniteElement(in: checkpoint.model)
+                ?? ModelWeights.firstNonFiniteElement(in: checkpoint.optimizer).map({ element in
+                    NonFiniteElement(tensor: Checkpoint.optimizerPrefix + element.tensor, index: element.index,
+                                     position: element.position, shape: element.shape, value: element.value)
+                })
+            {
+                throw TrainingError.badCheckpoint(path: checkpointPath.path, reason: "\(bad); this library never saves such a state")
             }
             do {
                 try model.loadStateDict(checkpoint.model)
@@ -163,6 +193,10 @@ public final class Trainer {
         log = try TrainingLog(url: runDirectory.appendingPathComponent("log.jsonl"), completedEpochs: completedEpochs)
     }
 
+    /// Lets another trainer take the run directory now rather than when this one is destroyed. The trainer cannot
+    /// run after this: `run()` would throw.
+    public func releaseRunDirectory() { lock.release() }
+
     /// The state that a checkpoint of this moment would hold.
     public func checkpoint() -> Checkpoint {
         Checkpoint(
@@ -174,6 +208,11 @@ public final class Trainer {
     /// complete. The schedules always span the configured epochs, so stopping at an epoch and resuming later
     /// gives the same run as going through.
     public func run(untilEpoch limit: Int? = nil) throws -> Outcome {
+        guard lock.isHeld else {
+            throw TrainingError.invalidConfiguration(
+                "this trainer released its run directory \(runDirectory.path) and cannot write to it any more; create a new "
+                    + "Trainer (with resume: true) to continue")
+        }
         let step = TrainingStep(
             model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight),
             indicatorPower: configuration.oEnd)

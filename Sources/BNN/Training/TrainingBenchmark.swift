@@ -48,15 +48,21 @@ public enum TrainingBenchmark {
         network: String = "resnet20", variant: NetworkVariant, estimator estimatorName: String, batchSize: Int,
         steps: Int, warmupSteps: Int = 2, data: CIFAR10Split, seed: UInt64 = 1
     ) throws -> Row {
-        guard batchSize >= 1, steps >= 1, warmupSteps >= 0 else {
-            throw TrainingError.invalidConfiguration(
-                "bench: batch size and steps must be at least 1 and warm-up steps at least 0 (got \(batchSize), "
-                    + "\(steps), \(warmupSteps))")
+        for (name, value, range) in [
+            ("batch size", batchSize, 1...Limits.batchSize), ("steps", steps, 1...Limits.benchmarkSteps),
+            ("warm-up steps", warmupSteps, 0...Limits.benchmarkSteps),
+        ] {
+            if let problem = Limits.violation(option: "bench: \(name)", value: value, range: range) {
+                throw TrainingError.invalidConfiguration(problem)
+            }
         }
         let clock = EstimatorClock()
         let estimator = TimedEstimator(try makeEstimator(named: estimatorName), clock: clock)
         let definition = try NetworkRegistry.named(network)
         let model = try definition(NetworkOptions(variant: variant, estimator: estimator, seed: seed))
+        try MemoryEstimate.requireFits(
+            model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels],
+            batchSize: min(batchSize, data.count), training: true, what: "\(modelName(network, variant)) training")
         model.setEstimatorEpoch(5, of: 10)
         model.train()
         let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.01)

@@ -63,6 +63,9 @@ public struct TrainingConfiguration: Sendable, Equatable {
         guard oEnd.isFinite, oEnd >= 1 else { throw fail("o_end must be a finite number ≥ 1, got \(oEnd)") }
         guard epochs >= 1 else { throw fail("epochs must be at least 1, got \(epochs)") }
         guard batchSize >= 1 else { throw fail("batch size must be at least 1, got \(batchSize)") }
+        guard batchSize <= Limits.batchSize else {
+            throw fail("batch size must be at most \(Limits.batchSize) (the limit), got \(batchSize)")
+        }
         guard learningRate.isFinite, learningRate >= 0 else {
             throw fail("learning rate must be a finite number ≥ 0, got \(learningRate)")
         }

@@ -19,6 +19,9 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable, Sendable {
     case malformedLog(place: String, reason: String)
     /// A file of the run could not be read or written.
     case io(path: String, reason: String)
+    /// Another trainer (in this or another process) holds the run directory's lock; `pid` is the PID it recorded
+    /// in the lock file, nil if none could be read.
+    case runDirectoryInUse(path: String, pid: Int32?)
 
     public var description: String {
         switch self {
@@ -43,6 +46,11 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable, Sendable {
             return "training log \(place): \(reason)"
         case .io(let path, let reason):
             return "\(path): \(reason)"
+        case .runDirectoryInUse(let path, let pid):
+            let holder = pid.map { "process \($0)" } ?? "another process"
+            return "run directory \(path) is in use: \(holder) is training into it (it holds \(path)/\(RunDirectoryLock.fileName)). "
+                + "Two runs in one directory would mix their logs and checkpoints: wait for it to finish or stop it, "
+                + "or choose another output directory"
         }
     }
 

@@ -176,26 +176,25 @@ public final class TrainingLog {
 
     /// Appends one line and flushes it to the file.
     public func append(_ record: EpochRecord) throws(TrainingError) {
-        let line = Data((record.jsonLine + "\n").utf8)
         do {
-            let handle = try FileHandle(forWritingTo: url)
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: line)
+            try FileAccess.append(Array((record.jsonLine + "\n").utf8), to: url.path)
         } catch {
-            throw .io(path: url.path, reason: "cannot append to the log: \(error.localizedDescription)")
+            throw .io(path: url.path, reason: "cannot append to the log: \(error.reason)")
         }
         records.append(record)
     }
 
     /// Every record of a log file; `missingIsEmpty` treats an absent file as an empty log.
     public static func read(url: URL, missingIsEmpty: Bool = false) throws(TrainingError) -> [EpochRecord] {
-        let text: String
+        let data: Data
         do {
-            text = try String(contentsOf: url, encoding: .utf8)
+            data = try FileAccess.readRegularFile(url.path)
         } catch {
             if missingIsEmpty && !FileManager.default.fileExists(atPath: url.path) { return [] }
-            throw .io(path: url.path, reason: "cannot read the log: \(error.localizedDescription)")
+            throw .io(path: url.path, reason: "cannot read the log: \(error.reason)")
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw .malformedLog(place: url.path, reason: "not valid UTF-8 text")
         }
         var records: [EpochRecord] = []
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -208,9 +207,9 @@ public final class TrainingLog {
     private func rewrite() throws(TrainingError) {
         let text = records.map { $0.jsonLine + "\n" }.joined()
         do {
-            try Data(text.utf8).write(to: url, options: .atomic)
+            try FileAccess.writeAtomically([Array(text.utf8)], to: url.path)
         } catch {
-            throw .io(path: url.path, reason: "cannot write the log: \(error.localizedDescription)")
+            throw .io(path: url.path, reason: "cannot write the log: \(error.reason)")
         }
     }
 }
