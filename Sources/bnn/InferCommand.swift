@@ -41,7 +41,7 @@ struct InferCommand: ParsableCommand {
         let engine: PackedEngine
         do {
             engine = try PackedEngine(model: model)
-        } catch let error as PackedModelError {
+        } catch let error as BNNError {
             throw CommandError("\(url.path): \(error.message)")
         }
         guard model.graph.input == [CIFAR10.height, CIFAR10.width, CIFAR10.channels] else {

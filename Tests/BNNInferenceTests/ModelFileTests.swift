@@ -118,7 +118,7 @@ struct ModelFileTests {
                 let model = try PackedModel.load(contentsOf: url)
                 _ = try PackedEngine(model: model).logits(images: Self.randomImages(1, model.graph.input, seed: 1), count: 1)
             } else {
-                #expect(throws: PackedModelError.self, "\(file)") { try PackedModel.load(contentsOf: url) }
+                #expect("\(file)") { try PackedModel.load(contentsOf: url) } throws: { ($0 as? BNNError)?.kind == .packedModel }
             }
         }
     }
@@ -180,12 +180,12 @@ struct ModelFileTests {
             do {
                 _ = try PackedEngine(model: model)
                 Issue.record("\(name): accepted by PackedModel.parse and PackedEngine", sourceLocation: sourceLocation)
-            } catch let error as PackedModelError {
+            } catch let error as BNNError {
                 for fragment in fragments {
                     #expect(error.message.contains(fragment), "\(name): \(error.message)", sourceLocation: sourceLocation)
                 }
             }
-        } catch let error as PackedModelError {
+        } catch let error as BNNError {
             for fragment in fragments + ["crafted.bnn"] {
                 #expect(error.message.contains(fragment), "\(name): \(error.message)", sourceLocation: sourceLocation)
             }

@@ -314,16 +314,16 @@ struct BinaryConvTests {
             do {
                 _ = try binaryConv2d(x, weight: weight, stride: 1, padding: 1, estimator: STE(), binarizeInput: true)
                 Issue.record("weight \(weight.shape) was accepted")
-            } catch let error as TensorError {
+            } catch let error as BNNError {
                 #expect(error.message.contains("binaryConv2d") && error.message.contains(needle), "\(error)")
             }
         }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try binaryConv2d(
                 x, weight: try Tensor.zeros(shape: [2, 3, 7, 7]), stride: 1, padding: 1, estimator: STE(),
                 binarizeInput: false)
         }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try binaryConv2d(
                 x, weight: try Tensor.zeros(shape: [2, 3, 3, 3]), stride: 0, padding: 1, estimator: STE(),
                 binarizeInput: true)

@@ -210,12 +210,12 @@ struct EstimatorTests {
         do {
             _ = try makeEstimator(named: "bireal")
             Issue.record("an unknown name was accepted")
-        } catch let error as EstimatorError {
+        } catch let error as BNNError {
             #expect(error.message.contains("`bireal`"))
             #expect(error.message.contains("reste, ste, identity, approx, ede"))
         }
-        #expect(throws: EstimatorError.self) { try makeEstimator(named: "reste", oEnd: 0.5) }
-        #expect(throws: EstimatorError.self) { try makeEstimator(named: "reste", oEnd: .nan) }
+        expectBNNError(.estimator) { try makeEstimator(named: "reste", oEnd: 0.5) }
+        expectBNNError(.estimator) { try makeEstimator(named: "reste", oEnd: .nan) }
     }
 }
 

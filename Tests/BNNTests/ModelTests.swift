@@ -219,7 +219,7 @@ struct ModelTests {
         })
         #expect(real.layer2[0].shortcutPadding == 8 && real.layer3[0].shortcutPadding == 16)
         #expect(real.layer1[0].shortcutPadding == nil && real.layer2[1].shortcutPadding == nil)
-        #expect(throws: ModuleError.self) { try ResNet20(variant: .binary, estimator: ReSTE(), classes: 0, seed: 1) }
+        expectBNNError(.module) { try ResNet20(variant: .binary, estimator: ReSTE(), classes: 0, seed: 1) }
     }
 
     @Test("initialisation: Kaiming normal for convolutions and the linear weight, BN 1/0, default linear bias, seeded")

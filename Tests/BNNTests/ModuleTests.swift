@@ -85,7 +85,7 @@ struct ModuleTests {
 
     @Test("the base module has no forward pass and says so")
     func baseForward() throws {
-        #expect(throws: ModuleError.self) { try Module()(Tensor(1)) }
+        expectBNNError(.module) { try Module()(Tensor(1)) }
     }
 
     @Test("BatchNorm2d: batch statistics in training (running ones updated), running statistics in eval")
@@ -127,7 +127,7 @@ struct ModuleTests {
         let t = (200.0 / 3 + 1e-5).squareRoot()
         #expect(largestDifference(y.scalars, [-1 / s, -10 / t, 0, 0, 1 / s, 10 / t]) < 1e-5)
         #expect(norm.stateDictKeys() == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"])
-        #expect(throws: TensorError.self) { try norm(Tensor.zeros(shape: [3, 3])) }
+        expectBNNError(.tensor) { try norm(Tensor.zeros(shape: [3, 3])) }
     }
 
     @Test("layers: shapes, PyTorch's default initialisation bounds, seeds, argument checks")
@@ -161,15 +161,15 @@ struct ModuleTests {
         let expected = (0..<2).map { o in (0..<4).reduce(Double(b[o])) { $0 + Double(w[o * 4 + $1]) * Double($1 + 1) } }
         #expect(largestDifference(try layer(x).scalars, expected) < 1e-5)
 
-        #expect(throws: ModuleError.self) { try Conv2d(inputChannels: 3, outputChannels: 5, kernelSize: 0) }
-        #expect(throws: ModuleError.self) { try Conv2d(inputChannels: 3, outputChannels: 5, kernelSize: 3, padding: -1) }
-        #expect(throws: ModuleError.self) { try Linear(inputFeatures: 0, outputFeatures: 2) }
-        #expect(throws: ModuleError.self) { try BatchNorm2d(channels: 0) }
-        #expect(throws: ModuleError.self) { try BatchNorm1d(features: 4, momentum: 2) }
+        expectBNNError(.module) { try Conv2d(inputChannels: 3, outputChannels: 5, kernelSize: 0) }
+        expectBNNError(.module) { try Conv2d(inputChannels: 3, outputChannels: 5, kernelSize: 3, padding: -1) }
+        expectBNNError(.module) { try Linear(inputFeatures: 0, outputFeatures: 2) }
+        expectBNNError(.module) { try BatchNorm2d(channels: 0) }
+        expectBNNError(.module) { try BatchNorm1d(features: 4, momentum: 2) }
         do {
             _ = try Conv2d(inputChannels: 3, outputChannels: 5, kernelSize: 3, stride: 0)
             Issue.record("stride 0 was accepted")
-        } catch let error as ModuleError {
+        } catch let error as BNNError {
             #expect(error.message.contains("Conv2d") && error.message.contains("`stride`"))
         }
     }

@@ -149,14 +149,14 @@ struct OpsConvTests {
     @Test("bad arguments are errors naming the argument")
     func errors() throws {
         let x = try Tensor.zeros(shape: [1, 4, 4, 3])
-        let error = #expect(throws: TensorError.self) { try conv2d(x, weight: Tensor.zeros(shape: [2, 4, 3, 3])) }
+        let error = expectBNNError(.tensor) { try conv2d(x, weight: Tensor.zeros(shape: [2, 4, 3, 3])) }
         #expect(error?.message.contains("weight") == true)
-        #expect(throws: TensorError.self) { try conv2d(x, weight: Tensor.zeros(shape: [2, 3, 5, 5])) }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) { try conv2d(x, weight: Tensor.zeros(shape: [2, 3, 5, 5])) }
+        expectBNNError(.tensor) {
             try conv2d(x, weight: Tensor.zeros(shape: [2, 3, 3, 3]), bias: Tensor.zeros(shape: [3]))
         }
-        #expect(throws: TensorError.self) { try conv2d(x, weight: Tensor.zeros(shape: [2, 3, 3, 3]), stride: 0) }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) { try conv2d(x, weight: Tensor.zeros(shape: [2, 3, 3, 3]), stride: 0) }
+        expectBNNError(.tensor) {
             try conv2d(Tensor.zeros(shape: [4, 4, 3]), weight: Tensor.zeros(shape: [2, 3, 3, 3]))
         }
     }

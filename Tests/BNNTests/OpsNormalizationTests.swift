@@ -132,20 +132,20 @@ struct OpsNormalizationTests {
     @Test("bad arguments are errors")
     func errors() throws {
         let one = try Tensor.zeros(shape: [1, 1, 1, 3])
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try batchNorm2d(one, weight: nil, bias: nil, statistics: nil, training: true)
         }
         let x = try Tensor.zeros(shape: [2, 3])
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try batchNorm1d(x, weight: nil, bias: nil, statistics: nil, training: false)
         }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try batchNorm1d(x, weight: Tensor.ones(shape: [4]), bias: nil, statistics: nil, training: true)
         }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try batchNorm1d(x, weight: nil, bias: nil, statistics: BatchNormStatistics(channels: 2), training: true)
         }
-        #expect(throws: TensorError.self) {
+        expectBNNError(.tensor) {
             try batchNorm2d(x, weight: nil, bias: nil, statistics: nil, training: true)
         }
     }

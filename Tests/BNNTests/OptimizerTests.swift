@@ -127,7 +127,7 @@ struct OptimizerTests {
             do {
                 try sgd.loadStateDict([key: data])
                 Issue.record("SGD accepted \(key)")
-            } catch let error as OptimizerError {
+            } catch let error as BNNError {
                 #expect(error.message.contains(fragment), "\(error.message)")
                 #expect(error.message.contains(key), "\(error.message)")
             }
@@ -138,10 +138,10 @@ struct OptimizerTests {
         do {
             try adam.loadStateDict(["w.exp_avg": buffer, "w.step": SafeTensors.TensorData([3] as [Int64], shape: [])])
             Issue.record("Adam accepted partial state")
-        } catch let error as OptimizerError {
+        } catch let error as BNNError {
             #expect(error.message.contains("w.exp_avg_sq"), "\(error.message)")
         }
-        #expect(throws: OptimizerError.self) {
+        expectBNNError(.optimizer) {
             try adam.loadStateDict([
                 "w.exp_avg": buffer, "w.exp_avg_sq": buffer,
                 "w.step": SafeTensors.TensorData([1.5] as [Float], shape: []),
@@ -160,11 +160,11 @@ struct OptimizerTests {
         let other = try Tensor(shape: [1], data: [1], requiresGrad: true)
         try setGradient(weight, [1])
         try setGradient(other, [1])
-        #expect(throws: OptimizerError.self) { try SGD(parameters: [("w", weight), ("w", other)], learningRate: 0.1).step() }
-        #expect(throws: OptimizerError.self) { try Adam(parameters: [("a", weight), ("b", weight)]).step() }
-        #expect(throws: OptimizerError.self) { try SGD(parameters: [("w", weight)], learningRate: -1).step() }
-        #expect(throws: OptimizerError.self) { try SGD(parameters: [("w", weight)], learningRate: .nan).step() }
-        #expect(throws: OptimizerError.self) { try Adam(parameters: [("w", weight)], beta2: 1).step() }
+        expectBNNError(.optimizer) { try SGD(parameters: [("w", weight), ("w", other)], learningRate: 0.1).step() }
+        expectBNNError(.optimizer) { try Adam(parameters: [("a", weight), ("b", weight)]).step() }
+        expectBNNError(.optimizer) { try SGD(parameters: [("w", weight)], learningRate: -1).step() }
+        expectBNNError(.optimizer) { try SGD(parameters: [("w", weight)], learningRate: .nan).step() }
+        expectBNNError(.optimizer) { try Adam(parameters: [("w", weight)], beta2: 1).step() }
         #expect(weight.scalars == [1] && other.scalars == [1])
     }
 
@@ -187,10 +187,10 @@ struct OptimizerTests {
         for (epoch, value) in expected {
             #expect(abs(Double(warm.learningRate(epoch: epoch)) - value) < 1e-8, "epoch \(epoch)")
         }
-        #expect(throws: OptimizerError.self) { try LearningRateSchedule(baseLearningRate: 0.1, epochs: 0).validate() }
-        #expect(throws: OptimizerError.self) {
+        expectBNNError(.optimizer) { try LearningRateSchedule(baseLearningRate: 0.1, epochs: 0).validate() }
+        expectBNNError(.optimizer) {
             try LearningRateSchedule(baseLearningRate: 0.1, epochs: 5, warmupEpochs: 5).validate()
         }
-        #expect(throws: OptimizerError.self) { try LearningRateSchedule(baseLearningRate: -1, epochs: 5).validate() }
+        expectBNNError(.optimizer) { try LearningRateSchedule(baseLearningRate: -1, epochs: 5).validate() }
     }
 }

@@ -154,7 +154,7 @@ struct PackedEngineTests {
                 // Accepted: only if it is the same network (e.g. a flipped byte of header padding whitespace).
                 let logits = try PackedEngine(model: loaded).logits(images: batch.images, count: batch.count)
                 #expect(logits == expected, "trial \(trial) loaded a different network without an error")
-            } catch let error as PackedModelError {
+            } catch let error as BNNError {
                 #expect(!error.message.isEmpty)
                 rejected += 1
             }
@@ -178,7 +178,7 @@ struct PackedEngineTests {
         do {
             _ = try PackedEngine(model: rewired)
             Issue.record("a layer reading an unwritten buffer was accepted")
-        } catch let error as PackedModelError {
+        } catch let error as BNNError {
             #expect(error.message.contains(graph.layers[3].name))
         }
     }

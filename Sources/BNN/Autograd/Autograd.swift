@@ -60,7 +60,7 @@ extension Tensor {
     /// Adds `scale · gradient` to this tensor's gradient (same number of elements).
     public func accumulateGradient(_ gradient: Tensor, scale: Float = 1) throws {
         guard gradient.count == count else {
-            throw TensorError(
+            throw BNNError(.tensor, 
                 "accumulateGradient: gradient of shape \(gradient.shape) does not match tensor of shape \(shape)")
         }
         if count == 0 {
@@ -84,18 +84,18 @@ extension Tensor {
     /// ops is an error.
     public func backward(gradient: Tensor? = nil) throws {
         guard requiresGrad else {
-            throw TensorError(
+            throw BNNError(.tensor, 
                 "backward(): tensor of shape \(shape) does not require grad (no input of its ops required grad, "
                     + "or it was computed inside withNoGrad)")
         }
         if let gradient {
             guard gradient.shape == shape else {
-                throw TensorError("backward(gradient:): gradient has shape \(gradient.shape), tensor has \(shape)")
+                throw BNNError(.tensor, "backward(gradient:): gradient has shape \(gradient.shape), tensor has \(shape)")
             }
             try accumulateGradient(gradient)
         } else {
             guard count == 1 else {
-                throw TensorError(
+                throw BNNError(.tensor, 
                     "backward(): tensor of shape \(shape) has \(count) elements; "
                         + "pass backward(gradient:) for non-scalars"
                 )
@@ -127,7 +127,7 @@ extension Tensor {
             }
             guard !tensor.isLeaf, visited.insert(ObjectIdentifier(tensor)).inserted else { continue }
             guard let node = tensor.node else {
-                throw TensorError(
+                throw BNNError(.tensor, 
                     "backward(): the graph through `\(tensor.operation ?? "?")` (result shape \(tensor.shape)) was "
                         + "already freed by an earlier backward()")
             }

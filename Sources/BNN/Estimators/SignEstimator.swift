@@ -17,17 +17,6 @@ public protocol SignEstimator: Sendable {
         count: Int, accumulate: Bool)
 }
 
-/// An estimator name or parameter that cannot be used, with the valid choices.
-public struct EstimatorError: Error, CustomStringConvertible, Equatable, Sendable {
-    /// What is wrong and what would be accepted.
-    public let message: String
-
-    /// An error with `message`.
-    public init(_ message: String) { self.message = message }
-
-    public var description: String { message }
-}
-
 /// The names `makeEstimator(named:oEnd:)` accepts, in the order the paper compares them.
 public let signEstimatorNames = ["reste", "ste", "identity", "approx", "ede"]
 
@@ -37,7 +26,7 @@ public func makeEstimator(named name: String, oEnd: Float = 3) throws -> any Sig
     switch name.lowercased() {
     case "reste":
         guard oEnd.isFinite, oEnd >= 1 else {
-            throw EstimatorError("ReSTE's final power o_end must be a finite number ≥ 1, got \(oEnd)")
+            throw BNNError(.estimator, "ReSTE's final power o_end must be a finite number ≥ 1, got \(oEnd)")
         }
         return ReSTE(oEnd: oEnd)
     case "ste": return STE()
@@ -45,7 +34,7 @@ public func makeEstimator(named name: String, oEnd: Float = 3) throws -> any Sig
     case "approx": return ApproxSign()
     case "ede": return EDE()
     default:
-        throw EstimatorError(
+        throw BNNError(.estimator, 
             "unknown estimator `\(name)`; valid names: \(signEstimatorNames.joined(separator: ", "))")
     }
 }

@@ -90,7 +90,7 @@ public struct NetworkGraph: Equatable, Sendable {
     /// uses a tensor that no traced op made (a computation outside the library's ops) or fails itself.
     public static func trace(_ model: Module, inputShape: [Int]) throws -> NetworkGraph {
         guard inputShape.count == 3, inputShape.allSatisfy({ $0 >= 1 }) else {
-            throw GraphError("trace: the input shape must be [height, width, channels] of positive sizes, got \(inputShape)")
+            throw BNNError(.graph, "trace: the input shape must be [height, width, channels] of positive sizes, got \(inputShape)")
         }
         let wasTraining = model.isTraining
         model.eval()
@@ -102,11 +102,11 @@ public struct NetworkGraph: Equatable, Sendable {
         do {
             output = try GraphTracer.$current.withValue(tracer) { try withNoGrad { try model(input) } }
         } catch {
-            throw tracer.failure ?? GraphError("trace: the forward pass of \(type(of: model)) failed: \(error)")
+            throw tracer.failure ?? BNNError(.graph, "trace: the forward pass of \(type(of: model)) failed: \(error)")
         }
         if let failure = tracer.failure { throw failure }
         guard let result = tracer.node(of: output) else {
-            throw GraphError("trace: the model's output was not made by a traced operation")
+            throw BNNError(.graph, "trace: the model's output was not made by a traced operation")
         }
         return NetworkGraph(inputShape: inputShape, nodes: tracer.nodes, output: result)
     }
@@ -119,15 +119,6 @@ public struct NetworkGraph: Equatable, Sendable {
     }
 }
 
-/// A graph could not be traced, or cannot be packed or summarised; the message names the operation and module.
-public struct GraphError: Error, CustomStringConvertible, Equatable, Sendable {
-    /// What is wrong and where.
-    public let message: String
-    /// An error saying `message`.
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// Records the ops of one forward pass. Ops call `GraphTracer.record` after computing their result; outside a trace
 /// that is one task-local read.
 final class GraphTracer: @unchecked Sendable {
@@ -137,7 +128,7 @@ final class GraphTracer: @unchecked Sendable {
     @TaskLocal static var module: ObjectIdentifier?
 
     private(set) var nodes: [GraphNode] = []
-    private(set) var failure: GraphError?
+    private(set) var failure: BNNError?
     private var nodeOfTensor: [ObjectIdentifier: Int] = [:]
     private var tensors: [Tensor] = []  // keeps every traced tensor alive, so no identifier is reused
     private let names: [ObjectIdentifier: String]
@@ -182,7 +173,7 @@ final class GraphTracer: @unchecked Sendable {
         for (role, tensor) in parameters {
             guard let tensor else { continue }
             guard let name = names[ObjectIdentifier(tensor)] else {
-                failure = GraphError(
+                failure = BNNError(.graph, 
                     "trace: `\(operation.name)`\(location()) reads a `\(role)` tensor that is not a parameter or buffer "
                         + "of the model (only the model's own tensors can be saved and packed)")
                 return
@@ -192,7 +183,7 @@ final class GraphTracer: @unchecked Sendable {
         var ids: [Int] = []
         for input in inputs {
             guard let id = nodeOfTensor[ObjectIdentifier(input)] else {
-                failure = GraphError(
+                failure = BNNError(.graph, 
                     "trace: `\(operation.name)`\(location()) reads a tensor of shape \(input.shape) that no traced operation "
                         + "made (computed outside the library's ops, or a parameter used as an activation)")
                 return

@@ -159,7 +159,7 @@ public struct NetworkSummary: Equatable, Sendable {
                 } else if let shape = bufferShapes[name] {
                     nonTrainable += shape.reduce(1, *)
                 } else {
-                    throw GraphError("summary: \(node.label) reads `\(name)` (\(role)), whose shape was not given")
+                    throw BNNError(.graph, "summary: \(node.label) reads `\(name)` (\(role)), whose shape was not given")
                 }
             }
 
@@ -169,7 +169,7 @@ public struct NetworkSummary: Equatable, Sendable {
             case .conv2d, .binaryConv2d:
                 // Each output element is a dot product over the filter: input channels × kernel taps.
                 guard let weightShape, weightShape.count == 4 else {
-                    throw GraphError("summary: \(node.label) has no OIHW weight shape")
+                    throw BNNError(.graph, "summary: \(node.label) has no OIHW weight shape")
                 }
                 let macs = node.shape.dropLast().reduce(1, *) * weightShape.reduce(1, *)
                 if case .binaryConv2d(_, _, _, let binarizeInput) = node.operation {
@@ -179,7 +179,7 @@ public struct NetworkSummary: Equatable, Sendable {
                 }
             case .linear:
                 guard let weightShape, weightShape.count == 2 else {
-                    throw GraphError("summary: \(node.label) has no [out, in] weight shape")
+                    throw BNNError(.graph, "summary: \(node.label) has no [out, in] weight shape")
                 }
                 floatMACs = outputs / max(weightShape[0], 1) * weightShape[0] * weightShape[1]
             default:

@@ -14,32 +14,28 @@ public final class BinaryConvWeights: @unchecked Sendable {
     let handle: OpaquePointer
 
     /// Packs sign(W) of float weights in PyTorch's OIHW layout (sign(0) = +1).
-    public init(
+    public convenience init(
         oihw weights: [Float], outputChannels: Int, inputChannels: Int, kernelHeight: Int, kernelWidth: Int
     ) throws {
-        let operation = "BinaryConvWeights(oihw:outputChannels:inputChannels:kernelHeight:kernelWidth:)"
-        try Self.validate(outputChannels, inputChannels, kernelHeight, kernelWidth, operation: operation)
-        let expected = try Require.product(
-            [outputChannels, inputChannels, kernelHeight, kernelWidth], "oihw", of: operation)
-        try Require.count(
-            weights.count, expected, "oihw", of: operation,
-            shape: "O \(outputChannels) × I \(inputChannels) × H \(kernelHeight) × W \(kernelWidth)")
-        var pointer: OpaquePointer?
-        let status = weights.withUnsafeBufferPointer { w in
-            ck_bconv_weights_create(
-                w.baseAddress, Int64(outputChannels), Int64(inputChannels), Int64(kernelHeight), Int64(kernelWidth),
-                &pointer)
+        let handle = try weights.withUnsafeBufferPointer { weights in
+            try Self.pack(oihw: weights, outputChannels, inputChannels, kernelHeight, kernelWidth)
         }
-        handle = try Self.created(pointer, status, operation: operation)
-        self.outputChannels = outputChannels
-        self.inputChannels = inputChannels
-        self.kernelHeight = kernelHeight
-        self.kernelWidth = kernelWidth
+        self.init(handle: handle, outputChannels, inputChannels, kernelHeight, kernelWidth)
+    }
+
+    /// Pointer form of `init(oihw:outputChannels:inputChannels:kernelHeight:kernelWidth:)`, for weights that live
+    /// in other storage (no copy).
+    public convenience init(
+        oihw weights: UnsafeBufferPointer<Float>, outputChannels: Int, inputChannels: Int, kernelHeight: Int,
+        kernelWidth: Int
+    ) throws {
+        let handle = try Self.pack(oihw: weights, outputChannels, inputChannels, kernelHeight, kernelWidth)
+        self.init(handle: handle, outputChannels, inputChannels, kernelHeight, kernelWidth)
     }
 
     /// From already packed signs in OHWI order: `bits` has `outputChannels·kernelHeight·kernelWidth` rows
     /// (order O, kh, kw) of `inputChannels` columns.
-    public init(packedOHWI bits: PackedBits, outputChannels: Int, kernelHeight: Int, kernelWidth: Int) throws {
+    public convenience init(packedOHWI bits: PackedBits, outputChannels: Int, kernelHeight: Int, kernelWidth: Int) throws {
         let operation = "BinaryConvWeights(packedOHWI:outputChannels:kernelHeight:kernelWidth:)"
         try Self.validate(outputChannels, bits.columns, kernelHeight, kernelWidth, operation: operation)
         let rows = try Require.product([outputChannels, kernelHeight, kernelWidth], "outputChannels", of: operation)
@@ -55,11 +51,36 @@ public final class BinaryConvWeights: @unchecked Sendable {
                 w.baseAddress, Int64(outputChannels), Int64(bits.columns), Int64(kernelHeight), Int64(kernelWidth),
                 &pointer)
         }
-        handle = try Self.created(pointer, status, operation: operation)
+        let handle = try Self.created(pointer, status, operation: operation)
+        self.init(handle: handle, outputChannels, bits.columns, kernelHeight, kernelWidth)
+    }
+
+    private init(handle: OpaquePointer, _ outputChannels: Int, _ inputChannels: Int, _ kernelHeight: Int,
+                 _ kernelWidth: Int) {
+        self.handle = handle
         self.outputChannels = outputChannels
-        inputChannels = bits.columns
+        self.inputChannels = inputChannels
         self.kernelHeight = kernelHeight
         self.kernelWidth = kernelWidth
+    }
+
+    /// Checks the sizes and packs OIHW float weights.
+    private static func pack(
+        oihw weights: UnsafeBufferPointer<Float>, _ outputChannels: Int, _ inputChannels: Int, _ kernelHeight: Int,
+        _ kernelWidth: Int
+    ) throws -> OpaquePointer {
+        let operation = "BinaryConvWeights(oihw:outputChannels:inputChannels:kernelHeight:kernelWidth:)"
+        try validate(outputChannels, inputChannels, kernelHeight, kernelWidth, operation: operation)
+        let expected = try Require.product(
+            [outputChannels, inputChannels, kernelHeight, kernelWidth], "oihw", of: operation)
+        try Require.count(
+            weights.count, expected, "oihw", of: operation,
+            shape: "O \(outputChannels) × I \(inputChannels) × H \(kernelHeight) × W \(kernelWidth)")
+        var pointer: OpaquePointer?
+        let status = ck_bconv_weights_create(
+            weights.baseAddress, Int64(outputChannels), Int64(inputChannels), Int64(kernelHeight), Int64(kernelWidth),
+            &pointer)
+        return try created(pointer, status, operation: operation)
     }
 
     deinit { ck_bconv_weights_destroy(handle) }

@@ -36,9 +36,18 @@ extension Kernels {
             out.count, outputCount, "into", of: operation,
             shape: "\(geometry.batch * outHeight * outWidth) output pixels × "
                 + "\(geometry.kernelHeight)·\(geometry.kernelWidth)·\(geometry.channels)")
+        try im2colNHWC(input: input.baseAddress!, geometry: geometry, into: out.baseAddress!,
+                       context: "\(operation) with geometry \(geometry)")
+    }
+
+    /// The im2col behind the public forms and the ops, on buffers the caller has sized; `context` names the call
+    /// in errors.
+    static func im2colNHWC(
+        input: UnsafePointer<Float>, geometry: ConvGeometry, into out: UnsafeMutablePointer<Float>,
+        context: @autoclosure () -> String
+    ) throws {
         var shape = geometry.cShape
-        try check(
-            ck_im2col_nhwc_f32(input.baseAddress, &shape, out.baseAddress), "\(operation) with geometry \(geometry)")
+        try check(ck_im2col_nhwc_f32(input, &shape, out), context())
     }
 
     /// Row-major single-precision GEMM through OpenBLAS: c = alpha·op(a)·op(b) + beta·c, where op(x) is x
@@ -86,10 +95,23 @@ extension Kernels {
                 operand.count, needed, operand.name, of: operation,
                 shape: "\(operand.rows) rows of \(operand.columns) with \(operand.leadingName) \(operand.leading)")
         }
+        try sgemm(
+            transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.baseAddress!, lda: lda,
+            b: b.baseAddress!, ldb: ldb, beta: beta, c: c.baseAddress!, ldc: ldc,
+            context: "\(operation) with m \(m), n \(n), k \(k), lda \(lda), ldb \(ldb), ldc \(ldc)")
+    }
+
+    /// The sgemm behind the public forms and the ops, on operands the caller has sized; `context` names the call
+    /// in errors.
+    static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+        context: @autoclosure () -> String
+    ) throws {
         try check(
             ck_sgemm(
-                transA ? 1 : 0, transB ? 1 : 0, Int64(m), Int64(n), Int64(k), alpha, a.baseAddress, Int64(lda),
-                b.baseAddress, Int64(ldb), beta, c.baseAddress, Int64(ldc)),
-            "\(operation) with m \(m), n \(n), k \(k), lda \(lda), ldb \(ldb), ldc \(ldc)")
+                transA ? 1 : 0, transB ? 1 : 0, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b, Int64(ldb), beta,
+                c, Int64(ldc)),
+            context())
     }
 }

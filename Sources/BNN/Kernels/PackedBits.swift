@@ -66,9 +66,7 @@ public struct PackedBits: Sendable, Equatable {
         let expected = try Require.product([rows, columns], "rows", of: operation)
         try Require.count(values.count, expected, "signsOf", of: operation, shape: "rows \(rows) × columns \(columns)")
         try words.withUnsafeMutableBufferPointer { out in
-            try check(
-                ck_pack_signs(values.baseAddress, Int64(rows), Int64(columns), out.baseAddress),
-                "\(operation) with rows \(rows), columns \(columns)")
+            try Kernels.packSigns(values, rows: rows, columns: columns, into: out)
         }
     }
 
@@ -140,5 +138,25 @@ public struct PackedBits: Sendable, Equatable {
         words.withUnsafeMutableBufferPointer { w in
             for row in 0..<rows { w[row * perRow + perRow - 1] &= keep }
         }
+    }
+}
+
+extension Kernels {
+    /// Packs the signs of a row-major `rows × columns` float matrix into `into`, which receives
+    /// `rows × wordCount(bits: columns)` words (for storage the caller owns, e.g. a reused buffer). Negative values
+    /// become −1 (bit 1); 0, −0 and positive values become +1.
+    public static func packSigns(
+        _ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int, into out: UnsafeMutableBufferPointer<UInt64>
+    ) throws {
+        let operation = "Kernels.packSigns"
+        try Require.size(rows, "rows", of: operation)
+        try Require.size(columns, "columns", of: operation)
+        let expected = try Require.product([rows, columns], "rows", of: operation)
+        try Require.count(values.count, expected, "values", of: operation, shape: "rows \(rows) × columns \(columns)")
+        let words = try Require.product([rows, wordCount(bits: columns)], "rows", of: operation)
+        try Require.atLeast(out.count, words, "into", of: operation, shape: "\(rows) rows × \(wordCount(bits: columns)) words")
+        try check(
+            ck_pack_signs(values.baseAddress, Int64(rows), Int64(columns), out.baseAddress),
+            "\(operation) with rows \(rows), columns \(columns)")
     }
 }

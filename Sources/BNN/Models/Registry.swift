@@ -89,7 +89,7 @@ public enum NetworkRegistry {
     /// The network called `name`, or an error listing the registered names.
     public static func named(_ name: String) throws -> NetworkDefinition {
         guard let definition = all.first(where: { $0.name == name }) else {
-            throw ModuleError("unknown model `\(name)`; registered: \(names.joined(separator: ", "))")
+            throw BNNError(.module, "unknown model `\(name)`; registered: \(names.joined(separator: ", "))")
         }
         return definition
     }

@@ -87,7 +87,7 @@ public final class ResNet18: Module {
         variant: NetworkVariant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64,
         reluGradientAtZero: Float = 0
     ) throws {
-        guard classes >= 1 else { throw ModuleError("ResNet18: `classes` must be at least 1, got \(classes)") }
+        guard classes >= 1 else { throw BNNError(.module, "ResNet18: `classes` must be at least 1, got \(classes)") }
         var generator = Xoshiro256StarStar(seed: seed)
         self.variant = variant
         conv1 = try Conv2d(

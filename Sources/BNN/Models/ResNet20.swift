@@ -102,9 +102,9 @@ public final class ResNet20: Module {
         variant: Variant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64,
         reluGradientAtZero: Float = 0, biReal: Bool = false
     ) throws {
-        guard classes >= 1 else { throw ModuleError("ResNet20: `classes` must be at least 1, got \(classes)") }
+        guard classes >= 1 else { throw BNNError(.module, "ResNet20: `classes` must be at least 1, got \(classes)") }
         guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
-            throw ModuleError("ResNet20: `reluGradientAtZero` must be in [0, 1], got \(reluGradientAtZero)")
+            throw BNNError(.module, "ResNet20: `reluGradientAtZero` must be in [0, 1], got \(reluGradientAtZero)")
         }
         self.reluGradientAtZero = reluGradientAtZero
         self.biReal = biReal

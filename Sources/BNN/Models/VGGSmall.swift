@@ -52,11 +52,11 @@ public final class VGGSmall: Module {
         variant: NetworkVariant, estimator: any SignEstimator, classes: Int = 10, seed: UInt64,
         reluGradientAtZero: Float = 0, inputShape: [Int] = [32, 32, 3]
     ) throws {
-        guard classes >= 1 else { throw ModuleError("VGGSmall: `classes` must be at least 1, got \(classes)") }
+        guard classes >= 1 else { throw BNNError(.module, "VGGSmall: `classes` must be at least 1, got \(classes)") }
         guard inputShape.count == 3, inputShape[0] >= 8, inputShape[1] >= 8, inputShape[0] % 8 == 0,
               inputShape[1] % 8 == 0, inputShape[2] == 3
         else {
-            throw ModuleError(
+            throw BNNError(.module, 
                 "VGGSmall: `inputShape` must be [H, W, 3] with H and W multiples of 8 (three 2×2 pools), got \(inputShape)")
         }
         var generator = Xoshiro256StarStar(seed: seed)

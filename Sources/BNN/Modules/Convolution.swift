@@ -4,9 +4,9 @@ func validateConvolution(
 ) throws {
     for (name, value) in [("inputChannels", inputChannels), ("outputChannels", outputChannels),
                           ("kernelSize", kernelSize), ("stride", stride)] where value < 1 {
-        throw ModuleError("\(layer): `\(name)` must be at least 1, got \(value)")
+        throw BNNError(.module, "\(layer): `\(name)` must be at least 1, got \(value)")
     }
-    guard padding >= 0 else { throw ModuleError("\(layer): `padding` must be at least 0, got \(padding)") }
+    guard padding >= 0 else { throw BNNError(.module, "\(layer): `padding` must be at least 0, got \(padding)") }
 }
 
 /// A real-valued 2-d convolution layer (`torch.nn.Conv2d`): NHWC input, OIHW `weight`, optional `bias`, square

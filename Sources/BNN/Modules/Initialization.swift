@@ -6,7 +6,7 @@ public enum Initialization {
     /// the first (`[out, in]` → in; OIHW → C·KH·KW).
     public static func fanIn(_ weight: Tensor) throws -> Int {
         guard weight.rank >= 2, weight.count > 0 else {
-            throw ModuleError("fanIn: a weight needs rank ≥ 2 and at least one element, got shape \(weight.shape)")
+            throw BNNError(.module, "fanIn: a weight needs rank ≥ 2 and at least one element, got shape \(weight.shape)")
         }
         return weight.count / weight.shape[0]
     }

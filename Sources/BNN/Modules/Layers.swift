@@ -10,7 +10,7 @@ public final class ReLU: Module {
     /// A ReLU passing `gradientAtZero` of the gradient where its input is 0.
     public init(gradientAtZero: Float = 0) throws {
         guard gradientAtZero >= 0, gradientAtZero <= 1 else {
-            throw ModuleError("ReLU: `gradientAtZero` must be in [0, 1], got \(gradientAtZero)")
+            throw BNNError(.module, "ReLU: `gradientAtZero` must be in [0, 1], got \(gradientAtZero)")
         }
         self.gradientAtZero = gradientAtZero
         super.init()
@@ -29,7 +29,7 @@ public final class Hardtanh: Module {
     /// Clamps to [minValue, maxValue] (default [−1, 1]).
     public init(minValue: Float = -1, maxValue: Float = 1) throws {
         guard minValue <= maxValue else {
-            throw ModuleError("Hardtanh: `minValue` (\(minValue)) must not exceed `maxValue` (\(maxValue))")
+            throw BNNError(.module, "Hardtanh: `minValue` (\(minValue)) must not exceed `maxValue` (\(maxValue))")
         }
         self.minValue = minValue
         self.maxValue = maxValue
@@ -48,10 +48,10 @@ public class PoolingLayer: Module {
 
     init(_ layer: String, kernelSize: Int, stride: Int?, padding: Int) throws {
         let stride = stride ?? kernelSize
-        guard kernelSize >= 1 else { throw ModuleError("\(layer): `kernelSize` must be at least 1, got \(kernelSize)") }
-        guard stride >= 1 else { throw ModuleError("\(layer): `stride` must be at least 1, got \(stride)") }
+        guard kernelSize >= 1 else { throw BNNError(.module, "\(layer): `kernelSize` must be at least 1, got \(kernelSize)") }
+        guard stride >= 1 else { throw BNNError(.module, "\(layer): `stride` must be at least 1, got \(stride)") }
         guard padding >= 0, padding <= kernelSize / 2 else {
-            throw ModuleError("\(layer): `padding` must be in 0...\(kernelSize / 2) (half the kernel), got \(padding)")
+            throw BNNError(.module, "\(layer): `padding` must be in 0...\(kernelSize / 2) (half the kernel), got \(padding)")
         }
         self.kernelSize = kernelSize
         self.stride = stride
@@ -121,9 +121,9 @@ public final class OptionAShortcut: Module {
     /// A shortcut from C to C + 2·`channelPadding` channels.
     public init(channelPadding: Int, stride: Int = 2) throws {
         guard channelPadding >= 0 else {
-            throw ModuleError("OptionAShortcut: `channelPadding` must be at least 0, got \(channelPadding)")
+            throw BNNError(.module, "OptionAShortcut: `channelPadding` must be at least 0, got \(channelPadding)")
         }
-        guard stride >= 1 else { throw ModuleError("OptionAShortcut: `stride` must be at least 1, got \(stride)") }
+        guard stride >= 1 else { throw BNNError(.module, "OptionAShortcut: `stride` must be at least 1, got \(stride)") }
         self.channelPadding = channelPadding
         self.stride = stride
         super.init()

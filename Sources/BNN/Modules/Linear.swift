@@ -11,7 +11,7 @@ public final class Linear: Module {
         inputFeatures: Int, outputFeatures: Int, bias: Bool = true, generator: inout some RandomNumberGenerator
     ) throws {
         for (name, value) in [("inputFeatures", inputFeatures), ("outputFeatures", outputFeatures)] where value < 1 {
-            throw ModuleError("Linear: `\(name)` must be at least 1, got \(value)")
+            throw BNNError(.module, "Linear: `\(name)` must be at least 1, got \(value)")
         }
         weight = try Tensor.zeros(shape: [outputFeatures, inputFeatures], requiresGrad: true)
         self.bias = bias ? try Tensor.zeros(shape: [outputFeatures], requiresGrad: true) : nil

@@ -20,7 +20,7 @@ open class Module {
 
     /// The forward pass. Subclasses override it; the base class has no computation of its own.
     open func callAsFunction(_ x: Tensor) throws -> Tensor {
-        throw ModuleError("\(type(of: self)) does not define a forward pass (override callAsFunction(_:))")
+        throw BNNError(.module, "\(type(of: self)) does not define a forward pass (override callAsFunction(_:))")
     }
 
     /// State of this module (not its children) that has no stored `Tensor` property of its own, listed after the
@@ -225,18 +225,6 @@ enum StateEntry {
     case buffer(ModuleBuffer)
 }
 
-/// A module could not be built or run as asked; the message names the module and the argument.
-public struct ModuleError: Error, CustomStringConvertible, Equatable, Sendable {
-    /// What went wrong, e.g. "Conv2d: `kernelSize` must be at least 1, got 0".
-    public let message: String
-
-    /// An error with `message`.
-    public init(_ message: String) { self.message = message }
-
-    /// The message.
-    public var description: String { message }
-}
-
 /// `loadStateDict` refused a state dict: the keys missing or unexpected and every entry it could not use.
 public struct StateDictError: Error, CustomStringConvertible, Equatable, Sendable {
     /// An entry that exists on both sides but cannot be loaded (shape or dtype).
@@ -298,7 +286,7 @@ func floatValues(_ data: SafeTensors.TensorData) throws -> [Float] {
             Float(bitPattern: (UInt32(data.bytes[offset]) | UInt32(data.bytes[offset + 1]) << 8) << 16)
         }
     default:
-        throw ModuleError("dtype \(data.dtype.rawValue) is not a float type (expected F32, F64, F16 or BF16)")
+        throw BNNError(.module, "dtype \(data.dtype.rawValue) is not a float type (expected F32, F64, F16 or BF16)")
     }
 }
 
@@ -312,11 +300,11 @@ func counterValue(_ data: SafeTensors.TensorData) throws -> Int {
     switch data.dtype {
     case .i64: value = try data.int64s()[0]
     case .i32: value = Int64(try data.int32s()[0])
-    default: throw ModuleError("dtype \(data.dtype.rawValue) is not an integer counter type (expected I64 or I32)")
+    default: throw BNNError(.module, "dtype \(data.dtype.rawValue) is not an integer counter type (expected I64 or I32)")
     }
-    guard value >= 0 else { throw ModuleError("a counter must not be negative, found \(value)") }
+    guard value >= 0 else { throw BNNError(.module, "a counter must not be negative, found \(value)") }
     guard value <= maximumCounter else {
-        throw ModuleError("a counter must be at most \(maximumCounter) (the limit), found \(value)")
+        throw BNNError(.module, "a counter must be at most \(maximumCounter) (the limit), found \(value)")
     }
     return Int(value)
 }

@@ -10,10 +10,10 @@ public class BatchNormBase: Module {
     public let eps: Float
 
     init(layer: String, channels: Int, eps: Float, momentum: Float?) throws {
-        guard channels >= 1 else { throw ModuleError("\(layer): `channels` must be at least 1, got \(channels)") }
-        guard eps > 0 else { throw ModuleError("\(layer): `eps` must be positive, got \(eps)") }
+        guard channels >= 1 else { throw BNNError(.module, "\(layer): `channels` must be at least 1, got \(channels)") }
+        guard eps > 0 else { throw BNNError(.module, "\(layer): `eps` must be positive, got \(eps)") }
         if let momentum, !(momentum >= 0 && momentum <= 1) {
-            throw ModuleError("\(layer): `momentum` must be in [0, 1] or nil, got \(momentum)")
+            throw BNNError(.module, "\(layer): `momentum` must be in [0, 1] or nil, got \(momentum)")
         }
         weight = try Tensor.ones(shape: [channels], requiresGrad: true)
         bias = try Tensor.zeros(shape: [channels], requiresGrad: true)

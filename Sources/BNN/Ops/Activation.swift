@@ -24,7 +24,7 @@ public func relu(_ x: Tensor, gradientAtZero: Float = 0) throws -> Tensor {
 public func hardtanh(_ x: Tensor, minValue: Float = -1, maxValue: Float = 1) throws -> Tensor {
     try requireNonEmpty(x, "x", of: "hardtanh")
     guard minValue <= maxValue else {
-        throw TensorError("hardtanh: `minValue` (\(minValue)) must not exceed `maxValue` (\(maxValue))")
+        throw BNNError(.tensor, "hardtanh: `minValue` (\(minValue)) must not exceed `maxValue` (\(maxValue))")
     }
     let result = Tensor(uninitializedShape: x.shape)
     try check(

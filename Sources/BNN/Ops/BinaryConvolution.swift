@@ -24,7 +24,7 @@ public func binaryConv2d(
     let channels = x.shape[3]
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
     guard weight.shape[1] == channels else {
-        throw TensorError(
+        throw BNNError(.tensor, 
             "binaryConv2d: `weight` \(weight.shape) expects \(weight.shape[1]) input channels but `input` \(x.shape) "
                 + "has \(channels) (input is NHWC)")
     }
@@ -32,7 +32,7 @@ public func binaryConv2d(
         input: x.shape, kernel: (kernelH, kernelW), stride: stride, padding: padding, operation: operation)
     let mode = binarizeInput ? "1W1A" : "1W32A"
     let plan = ConvolutionPlan(
-        shape: geometry.shape, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
+        geometry: geometry.geometry, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
         outChannels: outChannels,
         context: "binaryConv2d \(mode)(input \(x.shape), weight \(weight.shape), stride \(stride), padding \(padding))")
     let weightCount = weight.count
@@ -95,28 +95,24 @@ public func binaryConv2d(
 
 /// 1W1A forward: packs sign(W) and sign(x), runs the XNOR-popcount convolution and writes α·acc as floats.
 private func packedForward(_ x: Tensor, weight: Tensor, alpha: Float, plan: ConvolutionPlan, output: Tensor) throws {
-    let shape = plan.shape
-    var weights: OpaquePointer?
-    try check(
-        ck_bconv_weights_create(
-            weight.pointer, Int64(plan.outChannels), shape.channels, shape.kernel_h, shape.kernel_w, &weights),
-        "\(plan.context): packing sign(W)")
-    defer { ck_bconv_weights_destroy(weights) }
-
-    let pixels = Int(shape.batch * shape.height * shape.width)
-    let words = pixels * Int(ck_words(shape.channels))
+    let geometry = plan.geometry
+    let weights = try BinaryConvWeights(
+        oihw: UnsafeBufferPointer(start: weight.pointer, count: weight.count), outputChannels: plan.outChannels,
+        inputChannels: geometry.channels, kernelHeight: geometry.kernelHeight, kernelWidth: geometry.kernelWidth)
+    let pixels = geometry.inputPixels
+    let words = pixels * wordCount(bits: geometry.channels)
     // Packed words live in a tensor buffer (two floats per word) so that training reuses the same memory each
     // step instead of mapping fresh pages.
     let packed = Tensor(uninitializedShape: [2 * words])
     let scale = [Float](repeating: alpha, count: plan.outChannels)
     try packed.pointer.withMemoryRebound(to: UInt64.self, capacity: words) { bits in
-        try check(ck_pack_signs(x.pointer, Int64(pixels), shape.channels, bits), "\(plan.context): packing sign(x)")
+        let bits = UnsafeMutableBufferPointer(start: bits, count: words)
+        try Kernels.packSigns(
+            UnsafeBufferPointer(start: x.pointer, count: x.count), rows: pixels, columns: geometry.channels, into: bits)
         try scale.withUnsafeBufferPointer { scale in
-            var transform = ck_output_transform(
-                scale: scale.baseAddress, bias: nil, residual: nil, flags: 0, out_int: nil, out: output.pointer,
-                out_bits: nil)
-            var cShape = shape
-            try check(ck_bconv2d(bits, &cShape, weights, &transform), plan.context)
+            try Kernels.binaryConv2d(
+                input: UnsafeBufferPointer(bits), geometry: geometry, weights: weights, scale: scale,
+                floats: UnsafeMutableBufferPointer(start: output.pointer, count: output.count))
         }
     }
     withExtendedLifetime(packed) {}

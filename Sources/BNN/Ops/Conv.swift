@@ -22,7 +22,7 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
     let channels = input.shape[3]
     let (outChannels, kernelH, kernelW) = (weight.shape[0], weight.shape[2], weight.shape[3])
     guard weight.shape[1] == channels else {
-        throw TensorError(
+        throw BNNError(.tensor, 
             "conv2d: `weight` \(weight.shape) expects \(weight.shape[1]) input channels but `input` \(input.shape) "
                 + "has \(channels) (input is NHWC)")
     }
@@ -32,7 +32,7 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
     let geometry = try windowGeometry(
         input: input.shape, kernel: (kernelH, kernelW), stride: stride, padding: padding, operation: operation)
     let plan = ConvolutionPlan(
-        shape: geometry.shape, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
+        geometry: geometry.geometry, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
         outChannels: outChannels,
         context: "conv2d(input \(input.shape), weight \(weight.shape), stride \(stride), padding \(padding))")
 
@@ -49,7 +49,7 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil, stride:
         // for float: a stem (few input channels) by the engine's direct convolution, always; any other
         // convolution, when nothing is recorded, by the training's direct kernel, which the engine runs for such
         // layers whatever the plan would choose for speed. The bias is added after the sum, as the engine does.
-        var shape = geometry.shape
+        var shape = plan.shape
         if channels <= directConvolutionChannels {
             try check(
                 ck_conv2d_direct_f32(input.pointer, &shape, weightRows.pointer, Int64(outChannels), result.pointer),
@@ -164,6 +164,9 @@ struct ConvolutionPlan {
         }
     }()
 
+    /// The input and window.
+    let geometry: ConvGeometry
+    /// The same, for the C kernels.
     let shape: ck_conv_shape
     let outputHeight: Int, outputWidth: Int, outChannels: Int
     let batch: Int, taps: Int, depth: Int, rows: Int
@@ -176,8 +179,9 @@ struct ConvolutionPlan {
     let imagesPerChunk: Int
     let context: String
 
-    init(shape: ck_conv_shape, outputHeight: Int, outputWidth: Int, outChannels: Int, context: String) {
-        self.shape = shape
+    init(geometry: ConvGeometry, outputHeight: Int, outputWidth: Int, outChannels: Int, context: String) {
+        self.geometry = geometry
+        shape = geometry.cShape
         self.outputHeight = outputHeight
         self.outputWidth = outputWidth
         self.outChannels = outChannels
@@ -207,9 +211,9 @@ struct ConvolutionPlan {
     }
 
     /// Geometry of the chunk of `images` images.
-    private func chunkShape(_ images: Int) -> ck_conv_shape {
-        var chunk = shape
-        chunk.batch = Int64(images)
+    private func chunkGeometry(_ images: Int) -> ConvGeometry {
+        var chunk = geometry
+        chunk.batch = images
         return chunk
     }
 
@@ -226,20 +230,21 @@ struct ConvolutionPlan {
             return
         }
         if direct {
-            try sgemm(
-                transposeA: false, transposeB: true, m: rows, n: outChannels, k: depth, a: input, lda: depth,
-                b: weightRows, ldb: depth, beta: accumulate ? 1 : 0, c: output, ldc: outChannels, context)
+            try Kernels.sgemm(
+                transA: false, transB: true, m: rows, n: outChannels, k: depth, a: input, lda: depth,
+                b: weightRows, ldb: depth, beta: accumulate ? 1 : 0, c: output, ldc: outChannels, context: context)
             return
         }
         let columns = Tensor(uninitializedShape: [imagesPerChunk * rowsPerImage, depth])
         for first in stride(from: 0, to: batch, by: imagesPerChunk) {
             let images = min(imagesPerChunk, batch - first)
-            var chunk = chunkShape(images)
-            try check(ck_im2col_nhwc_f32(input + first * inputStride, &chunk, columns.pointer), context)
-            try sgemm(
-                transposeA: false, transposeB: true, m: images * rowsPerImage, n: outChannels, k: depth,
+            try Kernels.im2colNHWC(
+                input: input + first * inputStride, geometry: chunkGeometry(images), into: columns.pointer,
+                context: context)
+            try Kernels.sgemm(
+                transA: false, transB: true, m: images * rowsPerImage, n: outChannels, k: depth,
                 a: columns.pointer, lda: depth, b: weightRows, ldb: depth, beta: accumulate ? 1 : 0,
-                c: output + first * rowsPerImage * outChannels, ldc: outChannels, context)
+                c: output + first * rowsPerImage * outChannels, ldc: outChannels, context: context)
         }
         withExtendedLifetime(columns) {}
     }
@@ -280,16 +285,15 @@ struct ConvolutionPlan {
         let columnsSource = UnsafePointer(signs?.pointer) ?? input
         if direct {
             if let weightGradient {
-                try sgemm(
-                    transposeA: true, transposeB: false, m: outChannels, n: depth, k: rows, a: gradient,
-                    lda: outChannels, b: columnsSource, ldb: depth, beta: 0, c: weightGradient, ldc: depth,
-                    "\(context) backward dW")
+                try Kernels.sgemm(
+                    transA: true, transB: false, m: outChannels, n: depth, k: rows, a: gradient,
+                    lda: outChannels, b: columnsSource, ldb: depth, beta: 0, c: weightGradient, ldc: depth, context: "\(context) backward dW")
             }
             if let inputGradient {
-                try sgemm(
-                    transposeA: false, transposeB: false, m: rows, n: depth, k: outChannels, a: gradient,
+                try Kernels.sgemm(
+                    transA: false, transB: false, m: rows, n: depth, k: outChannels, a: gradient,
                     lda: outChannels, b: weightRows, ldb: depth, beta: accumulateInput ? 1 : 0, c: inputGradient,
-                    ldc: depth, "\(context) backward dX")
+                    ldc: depth, context: "\(context) backward dX")
             }
             withExtendedLifetime(signs) {}
             return
@@ -299,24 +303,25 @@ struct ConvolutionPlan {
         let columnGradient = inputGradient != nil ? Tensor(uninitializedShape: [chunkRows, depth]) : nil
         for first in stride(from: 0, to: batch, by: imagesPerChunk) {
             let images = min(imagesPerChunk, batch - first)
-            var chunk = chunkShape(images)
+            let chunk = chunkGeometry(images)
+            var chunkShape = chunk.cShape
             let g = gradient + first * rowsPerImage * outChannels
             if let weightGradient, let columns {
-                try check(
-                    ck_im2col_nhwc_f32(columnsSource + first * inputStride, &chunk, columns.pointer), context)
-                try sgemm(
-                    transposeA: true, transposeB: false, m: outChannels, n: depth, k: images * rowsPerImage, a: g,
+                try Kernels.im2colNHWC(
+                    input: columnsSource + first * inputStride, geometry: chunk, into: columns.pointer,
+                    context: context)
+                try Kernels.sgemm(
+                    transA: true, transB: false, m: outChannels, n: depth, k: images * rowsPerImage, a: g,
                     lda: outChannels, b: columns.pointer, ldb: depth, beta: first == 0 ? 0 : 1, c: weightGradient,
-                    ldc: depth, "\(context) backward dW")
+                    ldc: depth, context: "\(context) backward dW")
             }
             if let inputGradient, let columnGradient {
-                try sgemm(
-                    transposeA: false, transposeB: false, m: images * rowsPerImage, n: depth, k: outChannels, a: g,
-                    lda: outChannels, b: weightRows, ldb: depth, beta: 0, c: columnGradient.pointer, ldc: depth,
-                    "\(context) backward dX")
+                try Kernels.sgemm(
+                    transA: false, transB: false, m: images * rowsPerImage, n: depth, k: outChannels, a: g,
+                    lda: outChannels, b: weightRows, ldb: depth, beta: 0, c: columnGradient.pointer, ldc: depth, context: "\(context) backward dX")
                 try check(
                     ck_col2im_nhwc_f32(
-                        columnGradient.pointer, &chunk, accumulateInput ? 1 : 0, inputGradient + first * inputStride),
+                        columnGradient.pointer, &chunkShape, accumulateInput ? 1 : 0, inputGradient + first * inputStride),
                     "\(context) backward dX")
             }
         }

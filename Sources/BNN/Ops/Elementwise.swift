@@ -3,7 +3,7 @@ import CKernels
 /// Element-wise sum of two tensors of the same shape (e.g. a residual connection).
 public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
     guard a.shape == b.shape else {
-        throw TensorError("add: shapes differ: `a` is \(a.shape), `b` is \(b.shape) (no broadcasting)")
+        throw BNNError(.tensor, "add: shapes differ: `a` is \(a.shape), `b` is \(b.shape) (no broadcasting)")
     }
     try requireNonEmpty(a, "a", of: "add")
     let result = Tensor(uninitializedShape: a.shape)

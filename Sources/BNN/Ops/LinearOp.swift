@@ -8,7 +8,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
     try requireNonEmpty(weight, "weight", of: "linear")
     let (batch, inFeatures, outFeatures) = (x.shape[0], x.shape[1], weight.shape[0])
     guard weight.shape[1] == inFeatures else {
-        throw TensorError(
+        throw BNNError(.tensor, 
             "linear: `weight` \(weight.shape) expects \(weight.shape[1]) input features but `x` \(x.shape) has "
                 + "\(inFeatures)"
         )
@@ -19,26 +19,26 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
     if let bias {
         try check(ck_broadcast_rows_f32(bias.pointer, Int64(batch), Int64(outFeatures), result.pointer), context)
     }
-    try sgemm(
-        transposeA: false, transposeB: true, m: batch, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
-        b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: result.pointer, ldc: outFeatures, context)
+    try Kernels.sgemm(
+        transA: false, transB: true, m: batch, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
+        b: weight.pointer, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: result.pointer, ldc: outFeatures, context: context)
     GraphTracer.record(.linear(bias: bias != nil), inputs: [x], result: result, parameters: [("weight", weight), ("bias", bias)])
     result.record("linear", inputs: [x, weight, bias]) { gradient in
         let g = gradient.pointer
         if x.requiresGrad {
             try x.accumulateGradient { buffer, accumulate in
-                try sgemm(
-                    transposeA: false, transposeB: false, m: batch, n: inFeatures, k: outFeatures, a: g,
+                try Kernels.sgemm(
+                    transA: false, transB: false, m: batch, n: inFeatures, k: outFeatures, a: g,
                     lda: outFeatures, b: weight.pointer, ldb: inFeatures, beta: accumulate ? 1 : 0,
-                    c: buffer.baseAddress!, ldc: inFeatures, "\(context) backward dX")
+                    c: buffer.baseAddress!, ldc: inFeatures, context: "\(context) backward dX")
             }
         }
         if weight.requiresGrad {
             try weight.accumulateGradient { buffer, accumulate in
-                try sgemm(
-                    transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: batch, a: g,
+                try Kernels.sgemm(
+                    transA: true, transB: false, m: outFeatures, n: inFeatures, k: batch, a: g,
                     lda: outFeatures, b: x.pointer, ldb: inFeatures, beta: accumulate ? 1 : 0,
-                    c: buffer.baseAddress!, ldc: inFeatures, "\(context) backward dW")
+                    c: buffer.baseAddress!, ldc: inFeatures, context: "\(context) backward dW")
             }
         }
         if let bias, bias.requiresGrad {

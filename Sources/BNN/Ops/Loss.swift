@@ -8,10 +8,10 @@ public func crossEntropy(_ logits: Tensor, labels: [Int]) throws -> Tensor {
     try requireNonEmpty(logits, "logits", of: "crossEntropy")
     let (rows, classes) = (logits.shape[0], logits.shape[1])
     guard labels.count == rows else {
-        throw TensorError("crossEntropy: \(labels.count) `labels` for \(rows) rows of `logits` \(logits.shape)")
+        throw BNNError(.tensor, "crossEntropy: \(labels.count) `labels` for \(rows) rows of `logits` \(logits.shape)")
     }
     if let bad = labels.firstIndex(where: { $0 < 0 || $0 >= classes }) {
-        throw TensorError("crossEntropy: `labels[\(bad)]` is \(labels[bad]), outside 0..<\(classes)")
+        throw BNNError(.tensor, "crossEntropy: `labels[\(bad)]` is \(labels[bad]), outside 0..<\(classes)")
     }
     let indices = labels.map { Int64($0) }
     var losses = [Float](repeating: 0, count: rows)

@@ -4,11 +4,11 @@ public func topKCorrect(_ logits: Tensor, labels: [Int], k: Int = 1) throws -> I
     try requireRank(logits, 2, "logits", of: "topKCorrect", layout: "[N, classes]")
     let (rows, classes) = (logits.shape[0], logits.shape[1])
     guard labels.count == rows else {
-        throw TensorError("topKCorrect: \(labels.count) `labels` for \(rows) rows of `logits` \(logits.shape)")
+        throw BNNError(.tensor, "topKCorrect: \(labels.count) `labels` for \(rows) rows of `logits` \(logits.shape)")
     }
-    guard k >= 1 else { throw TensorError("topKCorrect: `k` must be at least 1, got \(k)") }
+    guard k >= 1 else { throw BNNError(.tensor, "topKCorrect: `k` must be at least 1, got \(k)") }
     if let bad = labels.firstIndex(where: { $0 < 0 || $0 >= classes }) {
-        throw TensorError("topKCorrect: `labels[\(bad)]` is \(labels[bad]), outside 0..<\(classes)")
+        throw BNNError(.tensor, "topKCorrect: `labels[\(bad)]` is \(labels[bad]), outside 0..<\(classes)")
     }
     return logits.withUnsafeBufferPointer { values in
         var correct = 0

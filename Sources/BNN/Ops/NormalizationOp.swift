@@ -15,7 +15,7 @@ public final class BatchNormStatistics: @unchecked Sendable {
     /// Fresh statistics as PyTorch initialises them: mean 0, variance 1, no batches.
     public convenience init(channels: Int, momentum: Float? = 0.1) throws {
         guard channels >= 1 else {
-            throw TensorError("BatchNormStatistics: `channels` must be at least 1, got \(channels)")
+            throw BNNError(.tensor, "BatchNormStatistics: `channels` must be at least 1, got \(channels)")
         }
         try self.init(
             runningMean: Tensor.zeros(shape: [channels]), runningVar: Tensor.ones(shape: [channels]),
@@ -25,12 +25,12 @@ public final class BatchNormStatistics: @unchecked Sendable {
     /// Statistics from existing tensors (e.g. loaded from a checkpoint); both must have shape `[C]`.
     public init(runningMean: Tensor, runningVar: Tensor, numBatchesTracked: Int = 0, momentum: Float? = 0.1) throws {
         guard runningMean.rank == 1, runningMean.count >= 1, runningVar.shape == runningMean.shape else {
-            throw TensorError(
+            throw BNNError(.tensor, 
                 "BatchNormStatistics: `runningMean` and `runningVar` must both have shape [C], got "
                     + "\(runningMean.shape) and \(runningVar.shape)")
         }
         if let momentum, !(momentum >= 0 && momentum <= 1) {
-            throw TensorError("BatchNormStatistics: `momentum` must be in [0, 1] or nil, got \(momentum)")
+            throw BNNError(.tensor, "BatchNormStatistics: `momentum` must be in [0, 1] or nil, got \(momentum)")
         }
         self.runningMean = runningMean
         self.runningVar = runningVar
@@ -78,24 +78,24 @@ private func batchNorm(
     if let weight { try requireShape(weight, [channels], "weight", of: operation, because: "γ, one per channel") }
     if let bias { try requireShape(bias, [channels], "bias", of: operation, because: "β, one per channel") }
     if let statistics, statistics.channels != channels {
-        throw TensorError(
+        throw BNNError(.tensor, 
             "\(operation): `statistics` has \(statistics.channels) channels but `x` \(x.shape) has \(channels)")
     }
-    guard eps > 0 else { throw TensorError("\(operation): `eps` must be positive, got \(eps)") }
+    guard eps > 0 else { throw BNNError(.tensor, "\(operation): `eps` must be positive, got \(eps)") }
     let context = "\(operation)(x \(x.shape), training: \(training))"
 
     var mean = [Float](repeating: 0, count: channels)
     var variance = [Float](repeating: 0, count: channels)
     if training {
         guard rows > 1 else {
-            throw TensorError(
+            throw BNNError(.tensor, 
                 "\(operation): training needs more than one value per channel, `x` \(x.shape) has \(rows)")
         }
         try check(ck_channel_mean_var_f32(x.pointer, Int64(rows), Int64(channels), &mean, &variance), context)
         if let statistics { updateRunningStatistics(statistics, mean: mean, biasedVariance: variance, rows: rows) }
     } else {
         guard let statistics else {
-            throw TensorError("\(operation): evaluation mode (training: false) needs `statistics`")
+            throw BNNError(.tensor, "\(operation): evaluation mode (training: false) needs `statistics`")
         }
         mean = statistics.runningMean.scalars
         variance = statistics.runningVar.scalars

@@ -12,7 +12,7 @@ extension Tensor {
 /// Throws unless `tensor` has rank `rank`; `layout` spells the expected dimensions, e.g. "[N, H, W, C]".
 func requireRank(_ tensor: Tensor, _ rank: Int, _ name: String, of operation: String, layout: String) throws {
     guard tensor.rank == rank else {
-        throw TensorError("\(operation): `\(name)` must have rank \(rank) \(layout), got shape \(tensor.shape)")
+        throw BNNError(.tensor, "\(operation): `\(name)` must have rank \(rank) \(layout), got shape \(tensor.shape)")
     }
 }
 
@@ -21,14 +21,14 @@ func requireShape(_ tensor: Tensor, _ shape: [Int], _ name: String, of operation
     throws
 {
     guard tensor.shape == shape else {
-        throw TensorError("\(operation): `\(name)` must have shape \(shape) (\(reason)), got \(tensor.shape)")
+        throw BNNError(.tensor, "\(operation): `\(name)` must have shape \(shape) (\(reason)), got \(tensor.shape)")
     }
 }
 
 /// Throws unless every size of `tensor` is at least 1 (the kernels reject empty tensors).
 func requireNonEmpty(_ tensor: Tensor, _ name: String, of operation: String) throws {
     guard tensor.count > 0 else {
-        throw TensorError("\(operation): `\(name)` is empty (shape \(tensor.shape))")
+        throw BNNError(.tensor, "\(operation): `\(name)` is empty (shape \(tensor.shape))")
     }
 }
 
@@ -36,25 +36,20 @@ func requireNonEmpty(_ tensor: Tensor, _ name: String, of operation: String) thr
 /// `operation` when the window does not fit or a size is out of range.
 func windowGeometry(
     input: [Int], kernel: (Int, Int), stride: Int, padding: Int, operation: String
-) throws -> (shape: ck_conv_shape, outputHeight: Int, outputWidth: Int) {
-    guard stride >= 1 else { throw TensorError("\(operation): `stride` must be at least 1, got \(stride)") }
-    guard padding >= 0 else { throw TensorError("\(operation): `padding` must be at least 0, got \(padding)") }
+) throws -> (geometry: ConvGeometry, outputHeight: Int, outputWidth: Int) {
+    guard stride >= 1 else { throw BNNError(.tensor, "\(operation): `stride` must be at least 1, got \(stride)") }
+    guard padding >= 0 else { throw BNNError(.tensor, "\(operation): `padding` must be at least 0, got \(padding)") }
     let (height, width) = (input[1], input[2])
     guard kernel.0 <= height + 2 * padding, kernel.1 <= width + 2 * padding else {
-        throw TensorError(
+        throw BNNError(.tensor,
             "\(operation): a \(kernel.0)×\(kernel.1) window does not fit the \(height)×\(width) input padded by "
                 + "\(padding) (input \(input))")
     }
-    var shape = ck_conv_shape(
-        batch: Int64(input[0]), height: Int64(height), width: Int64(width), channels: Int64(input[3]),
-        kernel_h: Int64(kernel.0), kernel_w: Int64(kernel.1), stride_h: Int64(stride), stride_w: Int64(stride),
-        pad_h: Int64(padding), pad_w: Int64(padding))
-    var outputHeight: Int64 = 0
-    var outputWidth: Int64 = 0
-    try check(
-        ck_conv_output_size(&shape, &outputHeight, &outputWidth),
-        "\(operation): input \(input), kernel \(kernel.0)×\(kernel.1), stride \(stride), padding \(padding)")
-    return (shape, Int(outputHeight), Int(outputWidth))
+    let geometry = ConvGeometry(
+        batch: input[0], height: height, width: width, channels: input[3], kernelHeight: kernel.0,
+        kernelWidth: kernel.1, strideHeight: stride, strideWidth: stride, padHeight: padding, padWidth: padding)
+    let (outputHeight, outputWidth) = try geometry.validatedOutputSize(operation: operation, argument: nil)
+    return (geometry, outputHeight, outputWidth)
 }
 
 /// Adds the per-channel `values` to a small gradient (biases, γ, β), creating it if needed.
@@ -62,17 +57,4 @@ func accumulateChannels(_ values: [Float], into tensor: Tensor) {
     tensor.accumulateGradient { buffer, accumulate in
         for c in values.indices { buffer[c] = accumulate ? buffer[c] + values[c] : values[c] }
     }
-}
-
-/// The sgemm call of every float op: C = alpha·op(A)·op(B) + beta·C, row-major.
-func sgemm(
-    transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
-    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, _ context: @autoclosure () -> String
-) throws {
-    try check(
-        ck_sgemm(
-            transposeA ? 1 : 0, transposeB ? 1 : 0, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b,
-            Int64(ldb), beta, c, Int64(ldc)),
-        context())
 }

@@ -84,14 +84,14 @@ private func poolSetup(_ x: Tensor, kernelSize: Int, stride: Int?, padding: Int,
 {
     try requireRank(x, 4, "x", of: operation, layout: "[N, H, W, C]")
     try requireNonEmpty(x, "x", of: operation)
-    guard kernelSize >= 1 else { throw TensorError("\(operation): `kernelSize` must be at least 1, got \(kernelSize)") }
+    guard kernelSize >= 1 else { throw BNNError(.tensor, "\(operation): `kernelSize` must be at least 1, got \(kernelSize)") }
     guard 2 * padding <= kernelSize else {
-        throw TensorError(
+        throw BNNError(.tensor, 
             "\(operation): `padding` (\(padding)) must be at most half of `kernelSize` (\(kernelSize)), as in PyTorch")
     }
     let geometry = try windowGeometry(
         input: x.shape, kernel: (kernelSize, kernelSize), stride: stride ?? kernelSize, padding: padding,
         operation: operation)
     let result = Tensor(uninitializedShape: [x.shape[0], geometry.outputHeight, geometry.outputWidth, x.shape[3]])
-    return (geometry.shape, result)
+    return (geometry.geometry.cShape, result)
 }

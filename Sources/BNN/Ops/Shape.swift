@@ -5,16 +5,16 @@ import CKernels
 public func reshape(_ x: Tensor, to shape: [Int]) throws -> Tensor {
     var target = shape
     let inferred = shape.indices.filter { shape[$0] == -1 }
-    guard inferred.count <= 1 else { throw TensorError("reshape: at most one size may be -1, got \(shape)") }
+    guard inferred.count <= 1 else { throw BNNError(.tensor, "reshape: at most one size may be -1, got \(shape)") }
     if let index = inferred.first {
         let known = try Tensor.elementCount(shape.enumerated().map { $0.offset == index ? 1 : $0.element }, "reshape")
         guard known > 0, x.count % known == 0 else {
-            throw TensorError("reshape: cannot infer the -1 in \(shape) for \(x.count) elements (from \(x.shape))")
+            throw BNNError(.tensor, "reshape: cannot infer the -1 in \(shape) for \(x.count) elements (from \(x.shape))")
         }
         target[index] = x.count / known
     }
     guard try Tensor.elementCount(target, "reshape") == x.count else {
-        throw TensorError("reshape: shape \(shape) does not hold the \(x.count) elements of shape \(x.shape)")
+        throw BNNError(.tensor, "reshape: shape \(shape) does not hold the \(x.count) elements of shape \(x.shape)")
     }
     let result = Tensor(storage: x.storage, shape: target)
     GraphTracer.record(.reshape, inputs: [x], result: result)
@@ -26,7 +26,7 @@ public func reshape(_ x: Tensor, to shape: [Int]) throws -> Tensor {
 /// the same features: an NHWC `[N, H, W, C]` becomes `[N, C·H·W]` ordered (c, h, w), like `torch.flatten(x, 1)`
 /// on NCHW. Other ranks flatten in place (rank 2 is returned unchanged).
 public func flatten(_ x: Tensor) throws -> Tensor {
-    guard x.rank >= 1 else { throw TensorError("flatten: needs at least one dimension, got a scalar") }
+    guard x.rank >= 1 else { throw BNNError(.tensor, "flatten: needs at least one dimension, got a scalar") }
     let batch = x.shape[0]
     let features = x.rank == 1 ? 1 : x.count / max(batch, 1)
     guard x.rank != 2 else { return x }
@@ -58,9 +58,9 @@ public func flatten(_ x: Tensor) throws -> Tensor {
 public func shortcutOptionA(_ x: Tensor, channelPadding: Int, stride: Int = 2) throws -> Tensor {
     try requireRank(x, 4, "x", of: "shortcutOptionA", layout: "[N, H, W, C]")
     try requireNonEmpty(x, "x", of: "shortcutOptionA")
-    guard stride >= 1 else { throw TensorError("shortcutOptionA: `stride` must be at least 1, got \(stride)") }
+    guard stride >= 1 else { throw BNNError(.tensor, "shortcutOptionA: `stride` must be at least 1, got \(stride)") }
     guard channelPadding >= 0 else {
-        throw TensorError("shortcutOptionA: `channelPadding` must be at least 0, got \(channelPadding)")
+        throw BNNError(.tensor, "shortcutOptionA: `channelPadding` must be at least 0, got \(channelPadding)")
     }
     let (batch, height, width, channels) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let outShape = [

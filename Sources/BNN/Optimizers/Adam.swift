@@ -51,17 +51,17 @@ public final class Adam: Optimizer {
         try requireNonNegative(learningRate, "learningRate", of: "Adam")
         try requireNonNegative(weightDecay, "weightDecay", of: "Adam")
         guard epsilon.isFinite, epsilon > 0 else {
-            throw OptimizerError("Adam: `epsilon` must be finite and > 0, got \(epsilon)")
+            throw BNNError(.optimizer, "Adam: `epsilon` must be finite and > 0, got \(epsilon)")
         }
         for (name, beta) in [("beta1", beta1), ("beta2", beta2)] where !(beta >= 0 && beta < 1) {
-            throw OptimizerError("Adam: `\(name)` must be in [0, 1), got \(beta)")
+            throw BNNError(.optimizer, "Adam: `\(name)` must be in [0, 1), got \(beta)")
         }
         let (epsilon, weightDecay) = (epsilon, weightDecay)
         let (decay2, oneMinusBeta1, oneMinusBeta2) = (Float(beta2), Float(1 - beta1), Float(1 - beta2))
         for (position, parameter) in parameters.tensors.enumerated() {
             guard let gradient = parameter.grad else { continue }
             guard gradient.count == parameter.count else {
-                throw OptimizerError(
+                throw BNNError(.optimizer, 
                     "Adam: parameter \"\(parameters.names[position])\" has shape \(parameter.shape) but its gradient "
                         + "has \(gradient.shape)")
             }
@@ -155,7 +155,7 @@ public final class Adam: Optimizer {
             if present.contains(true) && present.contains(false) {
                 let name = parameters.names[position]
                 let absent = zip(["step", "exp_avg", "exp_avg_sq"], present).filter { !$0.1 }.map { "\(name).\($0.0)" }
-                throw OptimizerError(
+                throw BNNError(.optimizer, 
                     "Adam.loadStateDict: parameter \"\(name)\" has partial state; missing "
                         + absent.joined(separator: ", "))
             }
@@ -167,17 +167,17 @@ public final class Adam: Optimizer {
 
     private static func stepCount(_ data: SafeTensors.TensorData, key: String) throws -> Int {
         guard data.elementCount == 1, data.shape.count <= 1 else {
-            throw OptimizerError("Adam.loadStateDict: \"\(key)\": expected a scalar step count, found shape \(data.shape)")
+            throw BNNError(.optimizer, "Adam.loadStateDict: \"\(key)\": expected a scalar step count, found shape \(data.shape)")
         }
         let value: Double
         do {
             value = data.dtype == .i64 || data.dtype == .i32
                 ? Double(try counterValue(data)) : Double(try floatValues(data)[0])
         } catch {
-            throw OptimizerError("Adam.loadStateDict: \"\(key)\": \(error)")
+            throw BNNError(.optimizer, "Adam.loadStateDict: \"\(key)\": \(error)")
         }
         guard value >= 0, value == value.rounded(), value < 1e15 else {
-            throw OptimizerError("Adam.loadStateDict: \"\(key)\": step must be a non-negative integer, found \(value)")
+            throw BNNError(.optimizer, "Adam.loadStateDict: \"\(key)\": step must be a non-negative integer, found \(value)")
         }
         return Int(value)
     }

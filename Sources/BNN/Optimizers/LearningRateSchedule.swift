@@ -28,13 +28,13 @@ public struct LearningRateSchedule: Sendable, Equatable {
 
     /// Throws unless E ≥ 1, 0 ≤ W < E and the base rate is finite and ≥ 0.
     public func validate() throws {
-        guard epochs >= 1 else { throw OptimizerError("LearningRateSchedule: `epochs` must be at least 1, got \(epochs)") }
+        guard epochs >= 1 else { throw BNNError(.optimizer, "LearningRateSchedule: `epochs` must be at least 1, got \(epochs)") }
         guard warmupEpochs >= 0, warmupEpochs < epochs else {
-            throw OptimizerError(
+            throw BNNError(.optimizer, 
                 "LearningRateSchedule: `warmupEpochs` must be in 0..<epochs (\(epochs)), got \(warmupEpochs)")
         }
         guard baseLearningRate.isFinite, baseLearningRate >= 0 else {
-            throw OptimizerError("LearningRateSchedule: `baseLearningRate` must be finite and ≥ 0, got \(baseLearningRate)")
+            throw BNNError(.optimizer, "LearningRateSchedule: `baseLearningRate` must be finite and ≥ 0, got \(baseLearningRate)")
         }
     }
 

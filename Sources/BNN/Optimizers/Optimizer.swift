@@ -14,19 +14,6 @@ public protocol Optimizer: AnyObject {
     func loadStateDict(_ state: [String: SafeTensors.TensorData]) throws
 }
 
-/// An optimizer was configured or loaded with something it cannot use; the message names the optimizer, the
-/// parameter or key, and what was expected versus found.
-public struct OptimizerError: Error, CustomStringConvertible, Equatable, Sendable {
-    /// What went wrong.
-    public let message: String
-
-    /// An error with `message`.
-    public init(_ message: String) { self.message = message }
-
-    /// The message.
-    public var description: String { message }
-}
-
 /// The parameter list every optimizer starts from, checked once: names and tensors must be unique, or an
 /// update would be applied twice and state keys would collide.
 struct ParameterList {
@@ -56,17 +43,17 @@ struct ParameterList {
     }
 
     func check() throws {
-        if let problem { throw OptimizerError(problem) }
+        if let problem { throw BNNError(.optimizer, problem) }
     }
 
     /// Splits a state key `<parameter>.<field>` at the last dot and finds the parameter.
     func locate(_ key: String, optimizer: String, fields: [String]) throws -> (parameter: Int, field: String) {
         guard let dot = key.lastIndex(of: "."), let position = index[String(key[..<dot])] else {
-            throw OptimizerError("\(optimizer).loadStateDict: key \"\(key)\" names no parameter of this optimizer")
+            throw BNNError(.optimizer, "\(optimizer).loadStateDict: key \"\(key)\" names no parameter of this optimizer")
         }
         let field = String(key[key.index(after: dot)...])
         guard fields.contains(field) else {
-            throw OptimizerError(
+            throw BNNError(.optimizer, 
                 "\(optimizer).loadStateDict: key \"\(key)\" has field \"\(field)\", expected one of "
                     + fields.joined(separator: ", "))
         }
@@ -76,13 +63,13 @@ struct ParameterList {
     /// The F32 (or other float) values of a state entry shaped like parameter `position`.
     func values(_ data: SafeTensors.TensorData, key: String, parameter position: Int, optimizer: String) throws -> [Float] {
         guard data.shape == tensors[position].shape else {
-            throw OptimizerError(
+            throw BNNError(.optimizer, 
                 "\(optimizer).loadStateDict: \"\(key)\": expected shape \(tensors[position].shape), found \(data.shape)")
         }
         do {
             return try floatValues(data)
         } catch {
-            throw OptimizerError("\(optimizer).loadStateDict: \"\(key)\": \(error)")
+            throw BNNError(.optimizer, "\(optimizer).loadStateDict: \"\(key)\": \(error)")
         }
     }
 }
@@ -90,6 +77,6 @@ struct ParameterList {
 /// Throws unless `value` is finite and not negative.
 func requireNonNegative(_ value: Float, _ name: String, of optimizer: String) throws {
     guard value.isFinite, value >= 0 else {
-        throw OptimizerError("\(optimizer): `\(name)` must be finite and ≥ 0, got \(value)")
+        throw BNNError(.optimizer, "\(optimizer): `\(name)` must be finite and ≥ 0, got \(value)")
     }
 }

@@ -44,7 +44,7 @@ public final class SGD: Optimizer {
         for (position, parameter) in parameters.tensors.enumerated() {
             guard let gradient = parameter.grad else { continue }
             guard gradient.count == parameter.count else {
-                throw OptimizerError(
+                throw BNNError(.optimizer, 
                     "SGD: parameter \"\(parameters.names[position])\" has shape \(parameter.shape) but its gradient "
                         + "has \(gradient.shape)")
             }

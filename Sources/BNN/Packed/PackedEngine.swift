@@ -26,7 +26,7 @@ public final class PackedEngine: @unchecked Sendable {
         var message: UnsafeMutablePointer<CChar>?
         let status = bnn_packed_program_create(model.file.pointer, &created, &message)
         guard status == Int32(BNN_OK), let created else {
-            throw PackedModelError(takeRuntimeMessage(message, status: status))
+            throw BNNError(.packedModel, takeRuntimeMessage(message, status: status))
         }
         program = created
         var input: Int64 = 0
@@ -41,7 +41,7 @@ public final class PackedEngine: @unchecked Sendable {
     /// Logits `[count, classes]` of `count` NHWC images (`count · inputSize` floats).
     public func logits(images: UnsafeBufferPointer<Float>, count: Int) throws -> [Float] {
         guard count >= 1, images.count == count * inputSize, let base = images.baseAddress else {
-            throw PackedModelError("PackedEngine.logits: \(images.count) floats for \(count) images of \(inputSize) floats each")
+            throw BNNError(.packedModel, "PackedEngine.logits: \(images.count) floats for \(count) images of \(inputSize) floats each")
         }
         var result = [Float](repeating: 0, count: count * classes)
         var message: UnsafeMutablePointer<CChar>?
@@ -49,7 +49,7 @@ public final class PackedEngine: @unchecked Sendable {
             bnn_packed_program_run(program, base, Int64(count), $0.baseAddress, &message)
         }
         guard status == Int32(BNN_OK) else {
-            throw PackedModelError("PackedEngine.logits: \(takeRuntimeMessage(message, status: status))")
+            throw BNNError(.packedModel, "PackedEngine.logits: \(takeRuntimeMessage(message, status: status))")
         }
         return result
     }

@@ -2,15 +2,6 @@ import BNNRuntime
 import CKernels
 import Foundation
 
-/// An error in a packed model file or in what it describes, naming the file, layer or tensor at fault.
-public struct PackedModelError: Error, CustomStringConvertible, Equatable, Sendable {
-    /// What is wrong, and where.
-    public let message: String
-    /// An error saying `message`.
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// One layer of a packed network: what it computes, which buffers it reads and writes, its geometry.
 ///
 /// Buffers are numbered: 0 is the input image (NHWC floats); a layer's float output, packed-sign output and
@@ -184,7 +175,7 @@ public struct PackedModel: Sendable, Equatable {
         do {
             bytes = try PackedModel.serialize(graph: graph, tensors: tensors)
         } catch let error as SafeTensorsError {
-            throw PackedModelError("packed model: \(error)")
+            throw BNNError(.packedModel, "packed model: \(error)")
         }
         file = try ParsedPackedFile(bytes: bytes, label: "packed model")
         self.graph = graph
@@ -213,7 +204,7 @@ public struct PackedModel: Sendable, Equatable {
         for index in 0..<model.layer_count {
             let layer = model.layers[index]
             guard let op = PackedLayer.Operation(rawValue: String(cString: bnn_op_name(layer.op))) else {
-                throw PackedModelError("layer \(index): op \(layer.op.rawValue) has no Swift name (internal error)")
+                throw BNNError(.packedModel, "layer \(index): op \(layer.op.rawValue) has no Swift name (internal error)")
             }
             layers.append(PackedLayer(
                 name: runtimeString(layer.name), op: op, input: Int(layer.input), residual: optional(layer.residual),
@@ -229,7 +220,7 @@ public struct PackedModel: Sendable, Equatable {
         do {
             tensors = try SafeTensors.contents(of: model.file.pointee, file: file.label).tensors
         } catch {
-            throw PackedModelError("\(file.label): not a readable packed model: \(error)")
+            throw BNNError(.packedModel, "\(file.label): not a readable packed model: \(error)")
         }
     }
 
@@ -302,7 +293,7 @@ final class ParsedPackedFile: @unchecked Sendable {
         var message: UnsafeMutablePointer<CChar>?
         let status = bytes.withUnsafeBufferPointer { bnn_packed_model_parse($0.baseAddress, $0.count, label, &model, &message) }
         guard status == Int32(BNN_OK), let model else {
-            throw PackedModelError(takeRuntimeMessage(message, status: status))
+            throw BNNError(.packedModel, takeRuntimeMessage(message, status: status))
         }
         pointer = model
         self.label = label
@@ -314,7 +305,7 @@ final class ParsedPackedFile: @unchecked Sendable {
         var message: UnsafeMutablePointer<CChar>?
         let status = bnn_packed_model_read(path, &model, &message)
         guard status == Int32(BNN_OK), let model else {
-            throw PackedModelError(takeRuntimeMessage(message, status: status))
+            throw BNNError(.packedModel, takeRuntimeMessage(message, status: status))
         }
         pointer = model
         label = path

@@ -35,7 +35,7 @@ extension PackedModel {
         var packer = Packer(graph: graph, tensors: stateDict)
         let (layers, tensors) = try packer.run()
         guard let classes = graph.nodes[graph.output].shape.first, graph.nodes[graph.output].shape.count == 1 else {
-            throw GraphError(
+            throw BNNError(.graph, 
                 "pack: the network's output \(graph.nodes[graph.output].label) has shape "
                     + "\(graph.nodes[graph.output].shape) per image; the packed engine returns one vector of logits")
         }
@@ -106,8 +106,8 @@ private struct Packer {
         self.tensors = tensors
     }
 
-    func fail(_ node: GraphNode, _ reason: String) -> GraphError {
-        GraphError("pack: \(node.label): \(reason)")
+    func fail(_ node: GraphNode, _ reason: String) -> BNNError {
+        BNNError(.graph, "pack: \(node.label): \(reason)")
     }
 
     /// The node whose value `id` is, through aliases, and what the aliases did on the way.
@@ -348,7 +348,7 @@ private struct Packer {
                 return free.remove(at: index)
             }
             guard nextBuffer < 64 else {
-                throw GraphError("pack: the network needs more than 63 live buffers at once; the packed engine has 64")
+                throw BNNError(.graph, "pack: the network needs more than 63 live buffers at once; the packed engine has 64")
             }
             defer { nextBuffer += 1 }
             shapes[nextBuffer] = (bits, shape)
@@ -551,6 +551,6 @@ private func signBits(_ w: [Float], out: Int, channels: Int, kernel: Int) -> [UI
 private func meanAbs(_ w: [Float]) throws -> Float {
     var mean = 0.0
     let status = w.withUnsafeBufferPointer { ck_abs_moments_f32($0.baseAddress, Int64($0.count), &mean, nil) }
-    guard status == CK_OK else { throw PackedModelError("α = mean|W|: \(String(cString: ck_status_message(status)))") }
+    guard status == CK_OK else { throw BNNError(.packedModel, "α = mean|W|: \(String(cString: ck_status_message(status)))") }
     return Float(mean)
 }

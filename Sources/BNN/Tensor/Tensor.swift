@@ -41,7 +41,7 @@ public final class Tensor: @unchecked Sendable {
     public convenience init(shape: [Int], data: [Float], requiresGrad: Bool = false) throws {
         let count = try Tensor.elementCount(shape, "Tensor(shape:data:)")
         guard data.count == count else {
-            throw TensorError(
+            throw BNNError(.tensor, 
                 "Tensor(shape:data:): `data` has \(data.count) elements but shape \(shape) holds \(count)")
         }
         self.init(uninitializedShape: shape)
@@ -123,10 +123,10 @@ public final class Tensor: @unchecked Sendable {
     static func elementCount(_ shape: [Int], _ operation: String) throws -> Int {
         var count = 1
         for size in shape {
-            guard size >= 0 else { throw TensorError("\(operation): shape \(shape) has a negative size") }
+            guard size >= 0 else { throw BNNError(.tensor, "\(operation): shape \(shape) has a negative size") }
             let (product, overflow) = count.multipliedReportingOverflow(by: size)
             guard !overflow, product <= 1 << 40 else {
-                throw TensorError("\(operation): shape \(shape) has more elements than fit in memory")
+                throw BNNError(.tensor, "\(operation): shape \(shape) has more elements than fit in memory")
             }
             count = product
         }
@@ -141,7 +141,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// The single element of a one-element tensor (e.g. a loss).
     public func item() throws -> Float {
-        guard count == 1 else { throw TensorError("item(): tensor of shape \(shape) has \(count) elements, not 1") }
+        guard count == 1 else { throw BNNError(.tensor, "item(): tensor of shape \(shape) has \(count) elements, not 1") }
         return storage.pointer.pointee
     }
 

@@ -187,7 +187,7 @@ struct BackwardConvolutionReplay {
                 input: shape.input, kernel: (shape.weight[2], shape.weight[3]), stride: shape.stride,
                 padding: shape.padding, operation: "bench")
             let plan = ConvolutionPlan(
-                shape: geometry.shape, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
+                geometry: geometry.geometry, outputHeight: geometry.outputHeight, outputWidth: geometry.outputWidth,
                 outChannels: shape.weight[0], context: "bench backward replay")
             // Small non-zero values of both signs: the kernels must neither skip zeros nor meet denormals.
             let inputCount = shape.input.reduce(1, *)
