@@ -326,7 +326,7 @@ public enum SafeTensors {
             let (sizeA, sizeB) = (tensors[a]!.dtype.byteSize, tensors[b]!.dtype.byteSize)
             return sizeA != sizeB ? sizeA > sizeB : byUTF8(a, b)
         }
-        var entries: [(key: String, value: HeaderJSON)] = []
+        var entries: [(key: String, value: JSONValue)] = []
         if !metadata.isEmpty {
             entries.append((key: "__metadata__",
                             value: .object(metadata.keys.sorted(by: byUTF8).map { (key: $0, value: .string(metadata[$0]!)) })))
@@ -340,12 +340,12 @@ public enum SafeTensors {
             let end = offset + tensor.bytes.count
             entries.append((key: name, value: .object([
                 (key: "dtype", value: .string(tensor.dtype.rawValue)),
-                (key: "shape", value: .array(tensor.shape.map { .number(String($0)) })),
-                (key: "data_offsets", value: .array([.number(String(offset)), .number(String(end))])),
+                (key: "shape", value: .array(tensor.shape.map { .integer($0) })),
+                (key: "data_offsets", value: .array([.integer(offset), .integer(end)])),
             ])))
             offset = end
         }
-        var json = Array(HeaderJSON.object(entries).serialized().utf8)
+        var json = Array(JSONValue.object(entries).serialized().utf8)
         json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
         guard json.count <= maximumHeaderSize else {
             throw SafeTensorsError(file: file, reason: "header would be \(json.count) bytes, over the limit of \(maximumHeaderSize)")

@@ -175,15 +175,14 @@ public struct PartialEpoch: Sendable, Equatable {
 
     /// The sums as a JSON object (numbers in their exact shortest form).
     public var json: String {
-        let fields: [(String, String)] = [
-            ("steps", String(steps)), ("images", String(images)), ("loss_sum", JSONNumber.format(lossSum)),
-            ("correct", String(correct)), ("estimating_error_sum", JSONNumber.format(estimatingErrorSum)),
-            ("gradient_stability_sum", JSONNumber.format(gradientStabilitySum)),
-            ("last_estimating_error", JSONNumber.format(lastEstimatingError)),
-            ("last_gradient_stability", JSONNumber.format(lastGradientStability)),
-            ("seconds", JSONNumber.format(seconds)),
-        ]
-        return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+        JSONValue.object([
+            ("steps", .integer(steps)), ("images", .integer(images)), ("loss_sum", .real(lossSum)),
+            ("correct", .integer(correct)), ("estimating_error_sum", .real(estimatingErrorSum)),
+            ("gradient_stability_sum", .real(gradientStabilitySum)),
+            ("last_estimating_error", .real(lastEstimatingError)),
+            ("last_gradient_stability", .real(lastGradientStability)),
+            ("seconds", .real(seconds)),
+        ]).serialized(spaced: true)
     }
 
     /// What makes these sums impossible for `steps` steps of `batchSize` images, or nil if nothing does: a negative

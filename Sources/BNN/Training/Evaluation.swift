@@ -61,8 +61,8 @@ extension ImageBatch {
 extension EvaluationResult {
     /// `{"top1": …, "top5": …, "images": …}` (accuracies as fractions), plus the mean loss.
     public var json: String {
-        "{\"top1\": \(JSONNumber.format(top1)), \"top5\": \(JSONNumber.format(top5)), \"images\": \(images), "
-            + "\"loss\": \(JSONNumber.format(loss))}"
+        JSONValue.object([("top1", .real(top1)), ("top5", .real(top5)), ("images", .integer(images)), ("loss", .real(loss))])
+            .serialized(spaced: true)
     }
 }
 

@@ -55,7 +55,7 @@ public struct TrainingConfiguration: Sendable, Equatable {
     public func validate() throws(TrainingError) {
         func fail(_ message: String) -> TrainingError { .invalidConfiguration(message) }
         guard !model.isEmpty, !model.contains(where: { $0.isNewline }) else {
-            throw fail("the model name must be a non-empty line, got \(JSONText.string(model))")
+            throw fail("the model name must be a non-empty line, got \(JSONValue.quoted(model))")
         }
         guard signEstimatorNames.contains(estimator) else {
             throw fail("unknown estimator `\(estimator)`; valid: \(signEstimatorNames.joined(separator: ", "))")
@@ -84,104 +84,102 @@ public struct TrainingConfiguration: Sendable, Equatable {
     /// A short human description, e.g. "resnet20 1W1A, ReSTE (o_end 3)".
     public var summary: String {
         let estimatorPart = variant == .fullPrecision
-            ? "" : ", \(estimator == "reste" ? "ReSTE (o_end \(JSONNumber.format(oEnd)))" : estimator)"
+            ? "" : ", \(estimator == "reste" ? "ReSTE (o_end \(oEnd))" : estimator)"
         return "\(model) \(variant.label)\(estimatorPart)"
     }
 
     // MARK: Metadata
 
     /// The fields as (key, JSON value) pairs, in a fixed order; the keys of the `config` metadata entry.
-    var jsonFields: [(key: String, value: String)] {
+    var jsonFields: [(key: String, value: JSONValue)] {
         [
-            ("model", JSONText.string(model)),
-            ("variant", JSONText.string(variant.rawValue)),
-            ("a32", variant == .binaryWeights ? "true" : "false"),
-            ("estimator", JSONText.string(estimator)),
-            ("o_end", JSONNumber.format(oEnd)),
-            ("epochs", String(epochs)),
-            ("batch_size", String(batchSize)),
-            ("lr", JSONNumber.format(learningRate)),
-            ("warmup", String(warmupEpochs)),
-            ("optimizer", JSONText.string(optimizer.rawValue)),
-            ("momentum", JSONNumber.format(momentum)),
-            ("weight_decay", JSONNumber.format(weightDecay)),
-            ("seed", String(seed)),
-            ("relu_grad_at_zero", JSONNumber.format(reluGradientAtZero)),
+            ("model", .string(model)),
+            ("variant", .string(variant.rawValue)),
+            ("a32", .bool(variant == .binaryWeights)),
+            ("estimator", .string(estimator)),
+            ("o_end", .real(oEnd)),
+            ("epochs", .integer(epochs)),
+            ("batch_size", .integer(batchSize)),
+            ("lr", .real(learningRate)),
+            ("warmup", .integer(warmupEpochs)),
+            ("optimizer", .string(optimizer.rawValue)),
+            ("momentum", .real(momentum)),
+            ("weight_decay", .real(weightDecay)),
+            ("seed", .integer(seed)),
+            ("relu_grad_at_zero", .real(reluGradientAtZero)),
         ]
     }
 
     /// The configuration as one JSON object.
-    public var json: String {
-        "{" + jsonFields.map { "\(JSONText.string($0.key)): \($0.value)" }.joined(separator: ", ") + "}"
+    public var json: String { JSONValue.object(jsonFields).serialized(spaced: true) }
+
+    /// The file's keys; every one optional here so that a missing key is named, not a decoding failure.
+    private struct Fields: Decodable {
+        var model: String?
+        var variant: String?
+        var estimator: String?
+        var o_end: Float?
+        var epochs: Int?
+        var batch_size: Int?
+        var lr: Float?
+        var warmup: Int?
+        var optimizer: String?
+        var momentum: Float?
+        var weight_decay: Float?
+        var seed: UInt64?
+        var relu_grad_at_zero: Float?
     }
 
     /// Reads `json` as written by `json`; `place` names the source in errors.
     public init(json: String, place: String) throws(TrainingError) {
-        let object: [String: Any]
+        let fields: Fields
         do {
-            guard let parsed = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
-                throw TrainingError.badCheckpoint(path: place, reason: "metadata `config` is not a JSON object")
-            }
-            object = parsed
-        } catch let error as TrainingError {
-            throw error
+            fields = try JSONDecoder().decode(Fields.self, from: Data(json.utf8))
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context)
+            where !context.codingPath.isEmpty {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value")
+        } catch DecodingError.typeMismatch, DecodingError.valueNotFound {
+            throw .badCheckpoint(path: place, reason: "metadata `config` is not a JSON object")
+        } catch DecodingError.dataCorrupted(let context) where !context.codingPath.isEmpty {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value")
         } catch {
             throw .badCheckpoint(path: place, reason: "metadata `config` is not valid JSON: \(error.localizedDescription)")
         }
-        func value<T>(_ key: String, _ convert: (Any) -> T?) throws(TrainingError) -> T {
-            guard let raw = object[key] else {
-                throw .badCheckpoint(path: place, reason: "metadata `config` lacks the key \"\(key)\"")
-            }
-            guard let converted = convert(raw) else {
-                throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value \(raw)")
+        func value<T>(_ key: String, _ found: T?) throws(TrainingError) -> T {
+            guard let found else { throw .badCheckpoint(path: place, reason: "metadata `config` lacks the key \"\(key)\"") }
+            return found
+        }
+        func named<T: RawRepresentable<String>>(_ key: String, _ found: String?, as type: T.Type) throws(TrainingError) -> T {
+            let text = try value(key, found)
+            guard let converted = T(rawValue: text) else {
+                throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value \(JSONValue.quoted(text))")
             }
             return converted
         }
-        let number: (Any) -> Double? = { ($0 as? NSNumber)?.doubleValue }
-        let integer: (Any) -> Int? = { raw in number(raw).flatMap { Int(exactly: $0) } }
         self.init()
-        model = try value("model") { $0 as? String }
-        variant = try value("variant") { ($0 as? String).flatMap(NetworkVariant.init(rawValue:)) }
-        estimator = try value("estimator") { $0 as? String }
-        oEnd = try value("o_end") { number($0).map(Float.init) }
-        epochs = try value("epochs", integer)
-        batchSize = try value("batch_size", integer)
-        learningRate = try value("lr") { number($0).map(Float.init) }
-        warmupEpochs = try value("warmup", integer)
-        optimizer = try value("optimizer") { ($0 as? String).flatMap(OptimizerKind.init(rawValue:)) }
-        momentum = try value("momentum") { number($0).map(Float.init) }
-        weightDecay = try value("weight_decay") { number($0).map(Float.init) }
-        // The seed is a full 64-bit value: read its digits, not a Double.
-        seed = try value("seed") { raw in (raw as? NSNumber).flatMap { UInt64($0.stringValue) } }
+        model = try value("model", fields.model)
+        variant = try named("variant", fields.variant, as: NetworkVariant.self)
+        estimator = try value("estimator", fields.estimator)
+        oEnd = try value("o_end", fields.o_end)
+        epochs = try value("epochs", fields.epochs)
+        batchSize = try value("batch_size", fields.batch_size)
+        learningRate = try value("lr", fields.lr)
+        warmupEpochs = try value("warmup", fields.warmup)
+        optimizer = try named("optimizer", fields.optimizer, as: OptimizerKind.self)
+        momentum = try value("momentum", fields.momentum)
+        weightDecay = try value("weight_decay", fields.weight_decay)
+        seed = try value("seed", fields.seed)
         // Checkpoints from before this setting existed were trained with PyTorch's rule, 0.
-        reluGradientAtZero = object["relu_grad_at_zero"] == nil ? 0 : try value("relu_grad_at_zero") { number($0).map(Float.init) }
+        reluGradientAtZero = fields.relu_grad_at_zero ?? 0
     }
 
     /// The first field in which `other` differs, as (key, this value, other value).
     func firstDifference(from other: TrainingConfiguration) -> (key: String, mine: String, other: String)? {
         for (mine, theirs) in zip(jsonFields, other.jsonFields) where mine.value != theirs.value {
-            return (mine.key, mine.value, theirs.value)
+            return (mine.key, mine.value.serialized(), theirs.value.serialized())
         }
         return nil
-    }
-}
-
-/// JSON text for strings.
-enum JSONText {
-    /// `text` as a JSON string literal.
-    static func string(_ text: String) -> String {
-        var escaped = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": escaped += "\\\""
-            case "\\": escaped += "\\\\"
-            case "\n": escaped += "\\n"
-            case "\r": escaped += "\\r"
-            case "\t": escaped += "\\t"
-            case _ where scalar.value < 0x20: escaped += String(format: "\\u%04x", scalar.value)
-            default: escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return escaped + "\""
     }
 }

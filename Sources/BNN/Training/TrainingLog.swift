@@ -64,24 +64,23 @@ public struct EpochRecord: Sendable, Equatable {
     /// The record as one line of JSON (no newline), keys in a fixed order. Numbers are written in their
     /// shortest form that reads back to the same `Double`, so a log compares bit for bit after a round trip.
     public var jsonLine: String {
-        let fields: [(String, String)] = [
-            ("epoch", String(epoch)),
-            ("lr", JSONNumber.format(learningRate)),
-            ("o", JSONNumber.format(o)),
-            ("train_loss", JSONNumber.format(trainLoss)),
-            ("train_acc", JSONNumber.format(trainAccuracy)),
-            ("val_loss", JSONNumber.format(validationLoss)),
-            ("val_acc", JSONNumber.format(validationAccuracy)),
-            ("estimating_error", JSONNumber.format(estimatingError)),
-            ("gradient_stability", JSONNumber.format(gradientStability)),
-            ("estimating_error_mean", JSONNumber.format(estimatingErrorMean)),
-            ("gradient_stability_mean", JSONNumber.format(gradientStabilityMean)),
-            ("seconds", JSONNumber.format(seconds)),
-            ("images_per_second", JSONNumber.format(imagesPerSecond)),
-            ("steps", String(steps)),
-            ("images", String(images)),
-        ]
-        return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+        JSONValue.object([
+            ("epoch", .integer(epoch)),
+            ("lr", .real(learningRate)),
+            ("o", .real(o)),
+            ("train_loss", .real(trainLoss)),
+            ("train_acc", .real(trainAccuracy)),
+            ("val_loss", .real(validationLoss)),
+            ("val_acc", .real(validationAccuracy)),
+            ("estimating_error", .real(estimatingError)),
+            ("gradient_stability", .real(gradientStability)),
+            ("estimating_error_mean", .real(estimatingErrorMean)),
+            ("gradient_stability_mean", .real(gradientStabilityMean)),
+            ("seconds", .real(seconds)),
+            ("images_per_second", .real(imagesPerSecond)),
+            ("steps", .integer(steps)),
+            ("images", .integer(images)),
+        ]).serialized(spaced: true)
     }
 
     /// Parses one line written by `jsonLine` (extra keys are ignored; `line` names the place in errors).
@@ -129,28 +128,6 @@ public struct EpochRecord: Sendable, Equatable {
         var images_per_second: Double?
         var steps: Int?
         var images: Int?
-    }
-}
-
-/// JSON text for numbers.
-enum JSONNumber {
-    /// The shortest text that reads back to `value` (Swift's own algorithm), or `null` when not finite.
-    static func format(_ value: Double) -> String {
-        guard value.isFinite else { return "null" }
-        // Swift prints integral doubles as "3.0" and large or small ones as "1e-05": both are valid JSON.
-        return value.description
-    }
-
-    /// The shortest text that reads back to the same `Float` (so 0.1, not 0.10000000149011612), or `null`.
-    static func format(_ value: Float) -> String {
-        guard value.isFinite else { return "null" }
-        return value.description
-    }
-
-    /// `format` of a value that may be absent.
-    static func format(_ value: Double?) -> String {
-        guard let value else { return "null" }
-        return format(value)
     }
 }
 
