@@ -265,9 +265,10 @@ static bool read_tensor(parser *ps, bnn_text_view name, int64_t buffer_length) {
     if (begin > end) return failure(ps, &name, "data_offsets [%lld, %lld] ends before it begins", (long long)begin, (long long)end);
     if (end > buffer_length)
         return failure(ps, &name,
-                       "data_offsets [%lld, %lld] reach past the %lld-byte data buffer (file offset %lld > size %zu)",
+                       "data_offsets [%lld, %lld] reach past the %lld-byte data buffer (file offset %llu > size %zu)",
                        (long long)begin, (long long)end, (long long)buffer_length,
-                       (long long)((int64_t)(ps->size - (size_t)buffer_length) + end), ps->size);
+                       /* unsigned: the header's length plus an `end` near 2^63 stays below 2^64 */
+                       (unsigned long long)(ps->size - (size_t)buffer_length) + (unsigned long long)end, ps->size);
     /* The product skips zero dimensions: a tensor of no element whose other dimensions overflow would still
      * overflow any stride or slice computed from its shape. */
     int64_t expected = dtype_sizes[dtype];

@@ -153,8 +153,6 @@ public struct PackedModel: Sendable, Equatable {
     public static let format = "swift-bnn-packed"
     /// The version this build writes: 2 added the float pools, the affine step and `variant`.
     public static let version = "2"
-    /// Versions this build reads (a version-1 file uses a subset of version 2).
-    public static let readableVersions: Set<String> = ["1", "2"]
 
     /// The wiring: layers in execution order and their buffers.
     public let graph: PackedGraph
