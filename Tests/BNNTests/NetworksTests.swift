@@ -182,6 +182,28 @@ struct NetworkRegistryTests {
         }
     }
 
+    @Test("ImageNet networks with their 1,000 classes have the authors' parameter counts", arguments: [
+        ("resnet18-imagenet", 11_690_536, 127, 16), ("resnet34-imagenet", 21_798_696, 223, 32),
+    ])
+    func imageNetParameterCounts(network: String, count: Int, keys: Int, binary: Int) throws {
+        for variant in NetworkVariant.allCases {
+            let model = try NetworkRegistry.named(network)(NetworkOptions(variant: variant))
+            #expect(model.parameterCount == count, "\(network) \(variant.label)")
+            #expect(model.stateDictKeys().count == keys, "\(network) \(variant.label)")
+            #expect(model.binaryConvolutions.count == (variant == .fullPrecision ? 0 : binary))
+        }
+        let shapes = try NetworkRegistry.named(network)(NetworkOptions()).stateDict().mapValues(\.shape)
+        #expect(shapes["conv1.weight"] == [64, 3, 7, 7] && shapes["layer1.0.conv1.weight"] == [64, 64, 3, 3])
+        #expect(shapes["layer2.0.downsample.0.weight"] == [128, 64, 1, 1] && shapes["layer1.0.downsample.0.weight"] == nil)
+        #expect(shapes["layer4.0.downsample.1.running_var"] == [512])
+        #expect(shapes["bn2.weight"] == [512] && shapes["fc.weight"] == [1000, 512] && shapes["fc.bias"] == [1000])
+        let keys = try NetworkRegistry.named(network)(NetworkOptions()).stateDictKeys()
+        #expect(keys.suffix(7) == ["bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var",
+                                   "bn2.num_batches_tracked", "fc.weight", "fc.bias"])
+        #expect(try NetworkRegistry.named(network)(NetworkOptions(classes: 10)).stateDict()["fc.weight"]?.shape == [10, 512])
+        expectBNNError(.module) { try ResNetImageNet(depth: 50, variant: .binary, estimator: ReSTE(), seed: 0) }
+    }
+
     @Test("state-dict names and shapes follow the authors' modules")
     func layouts() throws {
         func shapes(_ network: String) throws -> [String: [Int]] {

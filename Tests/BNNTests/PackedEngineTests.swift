@@ -16,7 +16,7 @@ struct PackedEngineTests {
         _ network: String = "resnet20", steps: Int = 4, batchSize: Int = 64
     ) throws -> (Module, CIFAR10) {
         let data = try CIFAR10(directory: dataDirectory)
-        let model = try NetworkRegistry.named(network)(NetworkOptions(estimator: ReSTE(oEnd: 3), seed: 7))
+        let model = try NetworkRegistry.named(network)(NetworkOptions(estimator: ReSTE(oEnd: 3), classes: 10, seed: 7))
         let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.1)
         let batches = try CIFAR10Batches.training(data.train, batchSize: batchSize, seed: 3)
         model.train()
@@ -97,6 +97,49 @@ struct PackedEngineTests {
                 try Self.disagreement(model: model, engine: engine, split: data.test, limit: 250)
             }
             #expect(mismatched == 0 && worst <= 1e-4, "\(network) on the \(path.name) path: \(mismatched) differ, worst \(worst)")
+        }
+    }
+
+    @Test("ImageNet networks at 224×224 after a training step: packed predictions and logits as the training graph's",
+          arguments: ["resnet18-imagenet", "resnet34-imagenet"])
+    func imageNetAt224(network: String) throws {
+        // Generated images (smooth gradients plus noise, so that pooling and strided convolutions see structure) and
+        // random labels among the 1,000 classes; two training steps move batch norm, α and the latent weights.
+        var generator = Xoshiro256StarStar(seed: 11)
+        let count = 3, side = 224
+        var pixels = [Float](repeating: 0, count: count * side * side * 3)
+        for n in 0..<count {
+            for y in 0..<side {
+                for x in 0..<side {
+                    for c in 0..<3 {
+                        let wave = sin(Float(x * (c + 1) + y * (n + 2)) / 37)
+                        pixels[((n * side + y) * side + x) * 3 + c] = wave + Float(generator.next(below: 1001)) / 1000 - 0.5
+                    }
+                }
+            }
+        }
+        let labels = (0..<count).map { _ in Int(generator.next(below: 1000)) }
+        let model = try NetworkRegistry.named(network)(NetworkOptions(estimator: ReSTE(oEnd: 3), seed: 5))
+        let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.05)
+        let x = try Tensor(shape: [count, side, side, 3], data: pixels)
+        model.train()
+        for _ in 0..<2 {
+            let loss = try crossEntropy(model(x), labels: labels)
+            optimizer.zeroGrad()
+            try loss.backward()
+            try optimizer.step()
+        }
+        model.eval()
+        let reference = try withNoGrad { try model(x) }.scalars
+        let packed = try PackedModel.pack(model, inputShape: [side, side, 3], name: network)
+        #expect(packed.graph.classes == 1000 && packed.graph.input == [side, side, 3])
+        let logits = try PackedEngine(model: packed).logits(images: pixels, count: count)
+        #expect(PackedEngine.predictions(logits: logits, classes: 1000) == PackedEngine.predictions(logits: reference, classes: 1000))
+        for n in 0..<count {
+            let r = reference[(n * 1000)..<((n + 1) * 1000)], p = logits[(n * 1000)..<((n + 1) * 1000)]
+            let scale = r.map(abs).max()!
+            let worst = zip(r, p).map { abs($0 - $1) }.max()! / scale
+            #expect(worst <= 1e-4, "\(network) image \(n): largest relative logit difference \(worst)")
         }
     }
 

@@ -43,6 +43,10 @@ struct ReferenceStepTests {
         let state_dict: [StateEntry]?
         let parameter_count: Int?
         let eval_logits: [Double]?
+        /// Logits per image of the reference model (the networks other than ResNet-20).
+        let num_classes: Int?
+        /// Each sample pixel repeated this many times in both directions (the ImageNet network: 7, for 224×224).
+        let upscale: Int?
     }
 
     struct StateEntry: Decodable {
@@ -85,6 +89,25 @@ struct ReferenceStepTests {
             }
         }
         return (try Tensor(shape: [count, 32, 32, 3], data: pixels), labels)
+    }
+
+    /// `images(count)` with every pixel repeated `upscale` × `upscale` times (nearest-neighbour upscaling).
+    static func images(_ count: Int, upscale: Int) throws -> (Tensor, [Int]) {
+        let (small, labels) = try images(count)
+        guard upscale > 1 else { return (small, labels) }
+        let side = 32 * upscale
+        let source = small.scalars
+        var pixels = [Float](repeating: 0, count: count * side * side * 3)
+        for n in 0..<count {
+            for y in 0..<side {
+                for x in 0..<side {
+                    let from = ((n * 32 + y / upscale) * 32 + x / upscale) * 3
+                    let to = ((n * side + y) * side + x) * 3
+                    for c in 0..<3 { pixels[to + c] = source[from + c] }
+                }
+            }
+        }
+        return (try Tensor(shape: [count, side, side, 3], data: pixels), labels)
     }
 
     static func load(_ name: String) throws -> Fixture {
@@ -206,17 +229,19 @@ struct ReferenceStepTests {
     }
 
     @Test(
-        "Bi-Real ResNet-20, ResNet-18 and VGG-small equal the reference: layout, an evaluation forward and one step",
+        "Bi-Real ResNet-20, ResNet-18, VGG-small and ImageNet ResNet-18 equal the reference: layout, an evaluation forward and one step",
         arguments: [
             ("reference-step-resnet20_bireal_1w1a-reste.json", "resnet20-bireal"),
             ("reference-step-resnet18_1w1a-reste.json", "resnet18"),
             ("reference-step-vgg_small_1w1a-reste.json", "vgg-small"),
+            ("reference-step-resnet18_imagenet_1w1a-reste.json", "resnet18-imagenet"),
         ])
     func network(_ file: String, network: String) throws {
         let fixture = try Self.load(file)
         var reste = ReSTE(oEnd: 3)
         reste.o = fixture.o
-        let model = try NetworkRegistry.named(network)(NetworkOptions(variant: .binary, estimator: reste, seed: 1))
+        let model = try NetworkRegistry.named(network)(
+            NetworkOptions(variant: .binary, estimator: reste, classes: fixture.num_classes, seed: 1))
         // The same state dict as the authors' model: names in order, shapes, and the parameter count.
         let entries = try #require(fixture.state_dict)
         let mine = model.stateDict()
@@ -236,7 +261,7 @@ struct ReferenceStepTests {
             let initial = try #require(entry.initial, "\(entry.name) has no initial digest")
             Self.expectClose(values, initial, samples: fixture.samples, relative: 1e-7, floor: 0, "initial \(entry.name)")
         }
-        let (x, labels) = try Self.images(fixture.images)
+        let (x, labels) = try Self.images(fixture.images, upscale: fixture.upscale ?? 1)
 
         // Evaluation mode, running statistics from the start.
         model.eval()

@@ -15,6 +15,10 @@ Fixtures
   reference-step-resnet20_bireal_1w1a-reste.json   (resnet20_bireal.py, 8 images)
   reference-step-resnet18_1w1a-reste.json          (resnet18.py, 8 images)
   reference-step-vgg_small_1w1a-reste.json         (vgg_small.py, 8 images)
+  reference-step-resnet18_imagenet_1w1a-reste.json (models_imagenet/resnet18.py, resnet18_1w1a; 2 images, each
+                                                    pixel repeated 2×2 times: 64×64; its AvgPool2d(7), which
+                                                    only fits the 7×7 map of a 224×224 image, is replaced by the
+                                                    global average it equals there; keys `imagenet`, `upscale`)
       1W1A with ReSTE at o = 2 (t = 1.5 for weights and activations, the published defaults). The model and its
       running statistics start from the closed form below; then (a) one eval-mode forward (model.eval(), under
       no_grad) on the batch gives `eval_logits`, and (b) from the same state (the eval forward changes nothing) one
@@ -82,6 +86,11 @@ NUM_CLASSES = 10
 # 8 images each: quick in a debug build, and no input of a sign lies within float rounding of 0 (with 32 images
 # one of Bi-Real ResNet-20's lies 2^-24 from 0 in the training pass, a tie that another summation order can flip).
 NETWORKS = [("resnet20_bireal_1w1a", 8), ("resnet18_1w1a", 8), ("vgg_small_1w1a", 8)]
+# The ImageNet ResNet-18 of model/models_imagenet/: (the authors' function, images, upscaling). The first 2 sample
+# images with each pixel repeated 2×2 times (64×64), 10 classes. At 224×224 a batch holds about fifty times more
+# sign inputs, and some come within float rounding of 0 (3e-8 measured), so that another summation order flips
+# signs and the comparison says nothing; at 64×64 the smallest is 1.2e-6, as for the CIFAR networks.
+IMAGENET_NETWORKS = [("resnet18_1w1a", 2, 2)]
 
 
 def pattern(index, count):
@@ -128,7 +137,7 @@ def digest(a):
             "samples": [float(a[i]) for i in SAMPLES if i < a.size]}
 
 
-def reference(variant, estimator):
+def reference(variant, estimator, imagenet=False):
     """Imports the reference afresh with its command-line arguments (utils.arguments parses sys.argv on import)."""
     sys.argv = ["main.py", "--estimator", estimator] + (["--a32"] if variant == "1w32a" else [])
     for name in list(sys.modules):
@@ -136,7 +145,7 @@ def reference(variant, estimator):
             del sys.modules[name]
     import torch
     torch.set_num_threads(1)
-    from model import models_cifar
+    from model import models_cifar, models_imagenet
     from model.binary_module import binarized_modules as bm
 
     class FixedSTE(torch.autograd.Function):
@@ -152,27 +161,33 @@ def reference(variant, estimator):
             return g * (x.abs() <= 1).to(g.dtype)
 
     bm.Binary = FixedSTE
-    return models_cifar, bm
+    return (models_imagenet if imagenet else models_cifar), bm
 
 
-def batch(count):
+def batch(count, upscale=1):
     import torch
     raw = np.fromfile(os.path.join(root, "Examples/data/cifar10-sample/data_batch_1.bin"), dtype=np.uint8)
     raw = raw.reshape(-1, 3073)[:count]
     mean = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(1, 3, 1, 1)
     std = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(1, 3, 1, 1)
     x = torch.from_numpy(((raw[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255)) - mean) / std)
+    x = x.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3).contiguous()
     y = torch.from_numpy(raw[:, 0].astype(np.int64))
     return x, y
 
 
-def build(model_name, variant, estimator, o, statistics):
+def build(model_name, variant, estimator, o, statistics, imagenet=False):
     """The reference model from the closed-form start, o set, snapping hooks on (1W1A).
 
     Returns (model, {name: (rule, index)} for every initialised tensor, the binarized_modules module)."""
     import torch, torch.nn as nn
-    models_cifar, bm = reference(variant, estimator)
-    model = getattr(models_cifar, model_name)(num_classes=NUM_CLASSES)
+    import torch.nn as nn
+    models, bm = reference(variant, estimator, imagenet)
+    model = getattr(models, model_name)(num_classes=NUM_CLASSES)
+    if imagenet:
+        # AvgPool2d(7) only fits the 7×7 map of a 224×224 image; the global average it computes there takes any
+        # size (no parameter changes, the state dict stays the authors').
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
     names = sorted(n for n, _ in model.named_parameters())
     statistic_names = sorted(n for n, _ in model.named_buffers() if n.endswith(("running_mean", "running_var")))
     modules = dict(model.named_modules())
@@ -239,18 +254,19 @@ def run(variant, estimator, o):
     }
 
 
-def run_network(model_name, images, estimator="ReSTE", o=2.0):
-    """Another CIFAR network, 1W1A: an eval forward, then a training step from the same state."""
+def run_network(model_name, images, estimator="ReSTE", o=2.0, imagenet=False, upscale=1):
+    """Another network, 1W1A: an eval forward, then a training step from the same state (`imagenet`: the model of
+    that name in model/models_imagenet/; `upscale`: each sample pixel repeated that many times each way)."""
     import torch
     variant = "1w1a"
-    model, state, bm = build(model_name, variant, estimator, o, statistics=True)
+    model, state, bm = build(model_name, variant, estimator, o, statistics=True, imagenet=imagenet)
     state_dict = []
     for n, t in model.state_dict().items():
         rule, index = state.get(n, ("none", None))
         state_dict.append({"name": n, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
                            "parameter": n in dict(model.named_parameters()), "rule": rule, "index": index,
                            "initial": digest(t.numpy())})
-    x, y = batch(images)
+    x, y = batch(images, upscale)
 
     # Smallest |input| of a binarisation (sign) in each pass: how far the signs are from a float-rounding tie.
     smallest = {"value": float("inf")}
@@ -269,7 +285,7 @@ def run_network(model_name, images, estimator="ReSTE", o=2.0):
     for h in hooks:
         h.remove()
     result = {
-        "model": model_name, "num_classes": NUM_CLASSES,
+        "model": model_name, "num_classes": NUM_CLASSES, **({"imagenet": True, "upscale": upscale} if imagenet else {}),
         "variant": variant, "estimator": estimator.lower(), "o": o, "images": images,
         "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "samples": list(SAMPLES),
         "parameter_count": sum(p.numel() for p in model.parameters()),
@@ -302,6 +318,15 @@ for model_name, images in NETWORKS:
     write(result, path)
     counts[model_name] = result["parameter_count"]
     print(f"{path}: {images} images, loss {result['loss']:.6f}; smallest |sign input| "
+          f"{eval_margin:.3g} (eval), {train_margin:.3g} (train)")
+
+for model_name, images, upscale in IMAGENET_NETWORKS:
+    result, eval_margin, train_margin = run_network(model_name, images, imagenet=True, upscale=upscale)
+    stem = model_name.replace("_1w1a", "_imagenet_1w1a")
+    path = os.path.join(out_dir, f"reference-step-{stem}-reste.json")
+    write(result, path)
+    counts[stem] = result["parameter_count"]
+    print(f"{path}: {images} images of {32 * upscale}×{32 * upscale}, loss {result['loss']:.6f}; smallest |sign input| "
           f"{eval_margin:.3g} (eval), {train_margin:.3g} (train)")
 
 model, _, _ = build("resnet20_1w1a", "1w1a", "ReSTE", 2.0, statistics=False)
