@@ -255,8 +255,10 @@ public final class Trainer {
                     throw error
                 }
                 let stepNumber = sums.steps + 1
-                // Every image of the batch was skipped as unreadable: the step happens, without an update.
-                guard batch.count > 0 else {
+                // Images skipped as unreadable left the batch empty, or with one image where batch norm needs two:
+                // the step happens, without an update.
+                let planned = min(configuration.batchSize, trainingBatches.imageCount - sums.steps * configuration.batchSize)
+                guard batch.count > 1 || (batch.count == 1 && planned == 1) else {
                     sums.steps = stepNumber
                     continue
                 }
