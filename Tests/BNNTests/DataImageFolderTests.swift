@@ -193,6 +193,28 @@ struct DataImageDecodingTests {
                 #expect(error.description.contains(url.path) && error.description.contains(expected), "\(name): \(error)")
             }
         }
+        // Every truncation and hundreds of corrupted bytes: an image or an error, never a crash.
+        for (name, bytes) in [("cut.jpg", jpegBytes), ("cut.png", pngBytes)] {
+            let url = directory.appendingPathComponent(name)
+            for length in stride(from: 0, to: bytes.count, by: 5) {
+                try bytes.prefix(length).write(to: url)
+                #expect(throws: ImageFolderError.self, "\(name) cut at \(length)") { try ImageDecoder.decode(file: url.path) }
+            }
+            var generator = Xoshiro256StarStar(seed: 17)
+            for _ in 0..<300 {
+                var corrupted = [UInt8](bytes)
+                for _ in 0..<(1 + Int(generator.next(below: 4))) {
+                    corrupted[Int(generator.next(below: UInt64(corrupted.count)))] = UInt8(truncatingIfNeeded: generator.next())
+                }
+                try Data(corrupted).write(to: url)
+                do {
+                    let image = try ImageDecoder.decode(file: url.path)
+                    #expect(image.pixels.count == image.width * image.height * 3)
+                } catch {
+                    #expect(error.description.contains(url.path))
+                }
+            }
+        }
         // A directory and a missing file are refused naming the path.
         for path in [directory.path, directory.appendingPathComponent("missing.jpg").path] {
             #expect(throws: ImageFolderError.self) { try ImageDecoder.decode(file: path) }
