@@ -7,6 +7,8 @@ import PackageDescription
 // all: CKernels/blas.c loads it at run time (see there why).
 let openMP: [CSetting] = [.unsafeFlags(["-fopenmp", "-O3", "-std=c11", "-ffp-contract=off"])]
 let openMPRuntime: [LinkerSetting] = [.linkedLibrary(":libomp.so.5"), .linkedLibrary("dl"), .linkedLibrary("m")]
+// libjpeg-turbo (Debian's libjpeg62-turbo-dev) and libpng (libpng-dev), for the image-folder data source.
+let imageLibraries: [LinkerSetting] = [.linkedLibrary("jpeg"), .linkedLibrary("png")]
 
 let package = Package(
     name: "swift-bnn",
@@ -40,9 +42,18 @@ let package = Package(
             publicHeadersPath: "include",
             cSettings: [.unsafeFlags(["-std=c11", "-O2", "-Wall", "-Wextra"])]
         ),
+        // C11: JPEG (libjpeg-turbo, DCT-domain scaling) and PNG (libpng) decoding to RGB for the image-folder data
+        // source; errors come back as a status and a message (the libraries' handlers longjmp, never exit).
+        .target(
+            name: "CImage",
+            path: "Sources/CImage",
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(["-std=c11", "-O2", "-Wall", "-Wextra"])],
+            linkerSettings: imageLibraries
+        ),
         .target(
             name: "BNN",
-            dependencies: ["CKernels", "BNNRuntime"],
+            dependencies: ["CKernels", "BNNRuntime", "CImage"],
             path: "Sources/BNN"
         ),
         .executableTarget(
@@ -75,7 +86,16 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "BNN"], path: "Tests/CKernelsTests"),
         // Fixtures/: reference results read by the tests at run time (see scripts/reference/crosscheck.py).
-        .testTarget(name: "BNNTests", dependencies: ["BNN"], path: "Tests/BNNTests", exclude: ["Fixtures"]),
+        // Encoders of the image-folder tests' JPEG and PNG files.
+        .target(
+            name: "CImageTestSupport",
+            path: "Tests/CImageTestSupport",
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(["-std=c11", "-O2", "-Wall", "-Wextra"])],
+            linkerSettings: imageLibraries
+        ),
+        .testTarget(
+            name: "BNNTests", dependencies: ["BNN", "CImageTestSupport"], path: "Tests/BNNTests", exclude: ["Fixtures"]),
         .testTarget(name: "BNNInferenceTests", dependencies: ["BNNRuntime", "BNN"], path: "Tests/BNNInferenceTests"),
     ]
 )

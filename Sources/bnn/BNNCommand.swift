@@ -19,6 +19,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure kernels, training and inference on this machine.",
-        subcommands: [KernelsCommand.self, BenchTrainCommand.self, BenchInferCommand.self]
+        subcommands: [KernelsCommand.self, BenchTrainCommand.self, BenchInferCommand.self, BenchDataCommand.self]
     )
 }

@@ -6,7 +6,7 @@ import Foundation
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Evaluate a network's weights from a safetensors file on test_batch.bin (top-1, top-5).",
+        abstract: "Evaluate a network's weights from a safetensors file on test_batch.bin or an image folder's val/ (top-1, top-5).",
         discussion: """
             Any safetensors file with the PyTorch state_dict names of the model works: a checkpoint of \
             `bnn train` (its "optimizer." entries are ignored) or a file saved from the paper's PyTorch model \
@@ -22,8 +22,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "The safetensors file with the weights.")
     var weights: String
 
-    @Option(help: "CIFAR-10 directory holding test_batch.bin. Default: the bundled sample.")
-    var data: String?
+    @OptionGroup var dataOptions: DataOptions
 
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Images per evaluation batch (does not change the results).")
     var batchSize: Int = Evaluation.defaultBatchSize
@@ -40,18 +39,19 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         try threadOptions.apply()
         let weightsURL = URL(fileURLWithPath: weights)
-        let (network, name, definition, variant) = try loadNetwork(weightsURL, options: modelOptions)
-        let test = try readTestSplit(try DataLocation.resolve(data))
+        let (test, description) = try dataOptions.evaluationData()
+        let (network, name, definition, variant) = try loadNetwork(
+            weightsURL, options: modelOptions, classes: test.classCount, inputShape: test.imageShape)
         // Evaluation clamps the batch to the split; what is left must fit in memory.
         try MemoryEstimate.requireFits(
-            network, inputShape: definition.inputShape, batchSize: min(batchSize, max(test.count, 1)), training: false,
+            network, inputShape: test.imageShape, batchSize: min(batchSize, max(test.count, 1)), training: false,
             what: "\(TrainingBenchmark.modelName(definition.name, variant)) evaluation")
         let result = try Evaluation.evaluate(network, on: test, batchSize: batchSize)
         if json {
             print(result.json)
         } else {
             print("""
-                \(name) weights \(weightsURL.path)
+                \(name) weights \(weightsURL.path) on \(description)
                 top-1 \(percent(result.top1)) (\(result.top1Correct)/\(result.images)), \
                 top-5 \(percent(result.top5)) (\(result.top5Correct)/\(result.images)), \
                 loss \(String(format: "%.4f", result.loss))
@@ -61,9 +61,12 @@ struct EvalCommand: ParsableCommand {
 }
 
 /// Reads a weights file and builds the network it holds (the options, else the checkpoint's record, else resnet20
-/// 1W1A) with those weights; returns it with its report name ("resnet20-1w1a"). Fails naming the first key that
-/// does not fit the network, or the first NaN or infinite weight.
-func loadNetwork(_ url: URL, options: ModelOptions) throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant) {
+/// 1W1A) with those weights, for `classes` classes and images of `inputShape` (nil: the network's own); returns it
+/// with its report name ("resnet20-1w1a"). Fails naming the first key that does not fit the network, or the first
+/// NaN or infinite weight.
+func loadNetwork(_ url: URL, options: ModelOptions, classes: Int = 10, inputShape: [Int]? = nil)
+    throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant)
+{
     let file: SafeTensorsFile
     do {
         file = try SafeTensors.read(url)
@@ -73,7 +76,7 @@ func loadNetwork(_ url: URL, options: ModelOptions) throws -> (network: Module, 
     }
     let (definition, variant) = try options.resolve(recorded: try recordedNetwork(file, path: url.path), file: url.path)
     // The estimator only matters for gradients; evaluation and packing never compute any.
-    let network = try definition(NetworkOptions(variant: variant, estimator: ReSTE()))
+    let network = try definition(NetworkOptions(variant: variant, estimator: ReSTE(), classes: classes, inputShape: inputShape))
     let tensors = ModelWeights.tensors(of: file)
     do {
         try network.loadStateDict(tensors)

@@ -19,8 +19,7 @@ struct InferCommand: ParsableCommand {
     @Option(help: "The packed model (.bnn) written by `bnn export`.")
     var packed: String
 
-    @Option(help: "CIFAR-10 directory holding test_batch.bin. Default: the bundled sample.")
-    var data: String?
+    @OptionGroup var dataOptions: DataOptions
 
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Images per batch for the accuracy and images/s.")
     var batchSize: Int = 256
@@ -44,12 +43,15 @@ struct InferCommand: ParsableCommand {
         } catch let error as BNNError {
             throw CommandError("\(url.path): \(error.message)")
         }
-        guard model.graph.input == [CIFAR10.height, CIFAR10.width, CIFAR10.channels] else {
-            throw CommandError("\(url.path) takes \(model.graph.input) images (height, width, channels); CIFAR-10's are [32, 32, 3].")
+        let (test, description) = try dataOptions.evaluationData()
+        guard model.graph.input == test.imageShape else {
+            throw CommandError(
+                "\(url.path) takes \(model.graph.input) images (height, width, channels); the data's are \(test.imageShape).")
         }
-        let directory = try DataLocation.resolve(data)
-        let test = try readTestSplit(directory)
-        let batches = Array(try CIFAR10Batches.evaluation(test, batchSize: batchSize).batches(epoch: 0))
+        let epoch = try test.batchPlan(batchSize: min(batchSize, max(test.count, 1)), seed: 0, training: false).epochBatches(0)
+        let batches = try (0..<epoch.count).map { try epoch.batch(at: $0) }
+        let imageSize = test.imageShape.reduce(1, *)
+        let imageCount = batches.reduce(0) { $0 + $1.count }
 
         var correct = 0
         for batch in batches {
@@ -60,7 +62,7 @@ struct InferCommand: ParsableCommand {
             for batch in batches { _ = try engine.logits(images: batch.images, count: batch.count) }
         }
         let singles = batches.flatMap { batch in
-            (0..<batch.count).map { Array(batch.images[($0 * CIFAR10.imageSize)..<(($0 + 1) * CIFAR10.imageSize)]) }
+            (0..<batch.count).map { Array(batch.images[($0 * imageSize)..<(($0 + 1) * imageSize)]) }
         }.prefix(100)
         var next = singles.startIndex
         let single = try Stopwatch.median(samples: 7) {
@@ -68,17 +70,17 @@ struct InferCommand: ParsableCommand {
             next = next + 1 == singles.endIndex ? singles.startIndex : next + 1
         }
 
-        let top1 = Double(correct) / Double(test.count)
-        let imagesPerSecond = Double(test.count) / pass
+        let top1 = Double(correct) / Double(max(imageCount, 1))
+        let imagesPerSecond = Double(imageCount) / pass
         if json {
-            print("{\"top1\": \(jsonNumber(top1)), \"images\": \(test.count), \"images_per_second\": \(jsonNumber(imagesPerSecond)), "
+            print("{\"top1\": \(jsonNumber(top1)), \"images\": \(imageCount), \"images_per_second\": \(jsonNumber(imagesPerSecond)), "
                 + "\"ms_per_image_batch1\": \(jsonNumber(1000 * single)), \"batch_size\": \(batchSize), \"threads\": \(Kernels.threads)}")
         } else {
             print("""
-                \(url.path) (\(model.graph.model)) on \(directory.appendingPathComponent("test_batch.bin").path)
-                top-1 \(percent(top1)) (\(correct)/\(test.count))
+                \(url.path) (\(model.graph.model)) on \(description)
+                top-1 \(percent(top1)) (\(correct)/\(imageCount))
                 \(String(format: "%.0f", imagesPerSecond)) images/s at batch \(batchSize) (median of 5 passes over the \
-                \(test.count) images), \(String(format: "%.4f", 1000 * single)) ms per image at batch 1 (\(singles.count) \
+                \(imageCount) images), \(String(format: "%.4f", 1000 * single)) ms per image at batch 1 (\(singles.count) \
                 images in turn, median of 7 samples)
                 \(Kernels.threads) thread(s), kernels \(Kernels.isa.name)
                 """)

@@ -6,11 +6,14 @@ import Foundation
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a network (resnet20, resnet20-bireal, resnet18, vgg-small; 1W1A, 1W32A or full precision) on CIFAR-10.",
+        abstract: "Train a network (resnet20, resnet20-bireal, resnet18, vgg-small; 1W1A, 1W32A or full precision) on CIFAR-10 or image folders.",
         discussion: """
             The paper's recipe: SGD (momentum 0.9, weight decay 1e-4), cosine learning rate to 0 with an optional \
             linear warm-up, random crop and flip, ReSTE's power o annealed to --o-end. After each epoch the test \
-            split is evaluated (batch 128, evaluation mode).
+            split (CIFAR-10) or val/ (image folders) is evaluated (batch 128, evaluation mode). Image folders \
+            (--data DIR with DIR/train/<class>/* and DIR/val/<class>/*, JPEG or PNG) get torchvision's ImageNet \
+            transforms (RandomResizedCrop and flip; Resize and CenterCrop), or the CIFAR-10 ones when their first \
+            image is 32×32; the network gets one output per class.
 
             RUN_DIR receives log.jsonl (one JSON object per epoch: epoch, lr, o, train_loss, train_acc, val_loss, \
             val_acc, estimating_error, gradient_stability, seconds, images_per_second, ...), \
@@ -32,8 +35,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Backward of sign() in the binary convolutions.")
     var estimator: EstimatorName = .reste
 
-    @Option(help: "CIFAR-10 directory (data_batch_N.bin + test_batch.bin). Default: the bundled sample.")
-    var data: String?
+    @OptionGroup var dataOptions: DataOptions
 
     @Option(parsing: .unconditional, help: "Epochs; the learning-rate and estimator schedules span them.")
     var epochs: Int = 10
@@ -116,11 +118,10 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         try threadOptions.apply()
-        let dataDirectory = try DataLocation.resolve(data)
-        let dataset = try CIFAR10(directory: dataDirectory)
+        let data = try dataOptions.trainingData()
         let configuration = try trainingConfiguration()
         let trainer = try Trainer(
-            configuration: configuration, training: dataset.train, validation: dataset.test,
+            configuration: configuration, training: data.train, validation: data.validation,
             runDirectory: runDirectory(configuration), resume: resume)
         trainer.progress = TrainingProgress.standardError(quiet: quiet)
         for path in trainer.removedTemporaryFiles {
@@ -131,7 +132,7 @@ struct TrainCommand: ParsableCommand {
             \(configuration.summary), \(configuration.epochs) epoch\(configuration.epochs == 1 ? "" : "s"), batch \(configuration.batchSize), \
             \(configuration.optimizer.rawValue) lr \(configuration.learningRate)\
             \(configuration.warmupEpochs > 0 ? " (warm-up \(configuration.warmupEpochs))" : ""), seed \(configuration.seed)
-            data: \(dataDirectory.path) (\(dataset.train.count) training, \(dataset.test.count) test images)
+            data: \(data.description)
             threads: \(Kernels.threads), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore)
             run directory: \(trainer.runDirectory.path)\
             \(resume ? "\n" + resumeDescription(trainer) : "")

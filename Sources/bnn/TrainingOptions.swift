@@ -158,6 +158,138 @@ enum DataLocation {
     }
 }
 
+/// `--data-format`.
+enum DataFormat: String, ExpressibleByArgument, CaseIterable {
+    case cifar, folder
+}
+
+/// `--data` and how to read it: CIFAR-10's binary files or image folders (`train/<class>/*`, `val/<class>/*`), with
+/// the options of folders. Shared by the commands that read data.
+struct DataOptions: ParsableArguments {
+    @Option(help: """
+        Data directory: CIFAR-10 binaries (data_batch_N.bin, test_batch.bin) or image folders (train/<class>/<images>, \
+        val/<class>/<images>). Default: the bundled CIFAR-10 sample.
+        """)
+    var data: String?
+
+    @Option(name: .customLong("data-format"), help: "cifar or folder (default: recognised from what --data holds).")
+    var dataFormat: DataFormat?
+
+    @Option(
+        name: .customLong("image-size"), parsing: .unconditional,
+        help: "Folders: side of the square images the network sees (ImageNet transforms; default 224, or the CIFAR-10 transforms when the first image is 32×32).")
+    var imageSize: Int?
+
+    @Option(
+        name: .customLong("resize-size"), parsing: .unconditional,
+        help: "Folders: the shorter side before the evaluation centre crop (default: image size / 0.875, 256 for 224).")
+    var resizeSize: Int?
+
+    @Option(
+        name: .customLong("data-threads"), parsing: .unconditional,
+        help: "Folders: threads that decode and transform images (default: \(ProcessInfo.processInfo.activeProcessorCount), the cores).")
+    var dataThreads: Int?
+
+    @Flag(name: .customLong("skip-bad-images"), help: "Folders: leave out unreadable image files, with one warning each, instead of stopping.")
+    var skipBadImages = false
+
+    func validate() throws {
+        if let imageSize { try checkOption("--image-size", imageSize, 1...ImageFolder.maximumSide) }
+        if let resizeSize { try checkOption("--resize-size", resizeSize, 1...ImageFolder.maximumSide) }
+        if let dataThreads { try checkOption("--data-threads", dataThreads, 1...Limits.threads) }
+        if let imageSize, let resizeSize, resizeSize < imageSize {
+            throw ValidationError("--resize-size (\(resizeSize)) must be at least --image-size (\(imageSize)).")
+        }
+        if let resizeSize, imageSize == nil, resizeSize < 224 {
+            throw ValidationError("--resize-size (\(resizeSize)) must be at least the image size (224 unless --image-size says otherwise).")
+        }
+        if dataFormat == .cifar {
+            let folderOnly = [("--image-size", imageSize != nil), ("--resize-size", resizeSize != nil),
+                              ("--data-threads", dataThreads != nil), ("--skip-bad-images", skipBadImages)]
+            if let (name, _) = folderOnly.first(where: { $0.1 }) {
+                throw ValidationError("\(name) applies to image folders only, not to --data-format cifar.")
+            }
+        }
+    }
+
+    /// The directory and its format. `training`: the command needs the training split too (train/ beside val/).
+    func resolve(training: Bool) throws -> (directory: URL, format: DataFormat) {
+        guard let data else {
+            if dataFormat == .folder { throw CommandError("--data-format folder needs --data DIR (a directory holding train/ and val/).") }
+            return (try DataLocation.resolve(nil), .cifar)
+        }
+        let directory = URL(fileURLWithPath: data)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CommandError("--data \(directory.path) does not exist or is not a directory.")
+        }
+        if let dataFormat { return (directory, dataFormat) }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        let cifar = names.contains("test_batch.bin") || names.contains { $0.hasPrefix("data_batch_") && $0.hasSuffix(".bin") }
+        let folder = ImageFolder.looksLikeFolder(directory, needsTrain: training)
+        let folderLayout = training ? "train/ and val/ directories" : "a val/ directory"
+        switch (cifar, folder) {
+        case (true, false): return (directory, .cifar)
+        case (false, true): return (directory, .folder)
+        case (true, true):
+            throw CommandError(
+                "--data \(directory.path) holds both CIFAR-10 binary files and \(folderLayout); say which to read with "
+                    + "--data-format cifar or --data-format folder.")
+        case (false, false):
+            throw CommandError(
+                "--data \(directory.path) holds neither CIFAR-10 binary files (data_batch_N.bin, test_batch.bin) nor "
+                    + "image folders (\(folderLayout), each with one directory of images per class).")
+        }
+    }
+
+    /// The options of an image folder.
+    var folderOptions: ImageFolderOptions {
+        var options = ImageFolderOptions(skipBadImages: skipBadImages)
+        if let dataThreads { options.threads = dataThreads }
+        if imageSize != nil || resizeSize != nil {
+            let size = imageSize ?? 224
+            options.transform = .imagenet(size: size, resize: resizeSize ?? ImageFolderTransform.defaultResize(for: size))
+        }
+        return options
+    }
+
+    /// The training and validation splits and a line describing them.
+    func trainingData() throws -> (train: any ImageSplit, validation: any ImageSplit, description: String) {
+        let (directory, format) = try resolve(training: true)
+        switch format {
+        case .cifar:
+            let dataset = try CIFAR10(directory: directory)
+            return (dataset.train, dataset.test,
+                    "\(directory.path) (CIFAR-10 binaries: \(dataset.train.count) training, \(dataset.test.count) test images)")
+        case .folder:
+            let folder = try ImageFolder(directory: directory, options: folderOptions)
+            return (folder.train, folder.validation,
+                    "\(directory.path) (image folders: \(folder.train.count) training, \(folder.validation.count) validation "
+                        + "images of \(folder.train.classCount) classes; \(describe(folder.train.transform)), "
+                        + "\(folder.train.options.threads) decode thread(s))")
+        }
+    }
+
+    /// The split that evaluation reads (test_batch.bin, or val/) and a line describing it.
+    func evaluationData() throws -> (split: any ImageSplit, description: String) {
+        let (directory, format) = try resolve(training: false)
+        switch format {
+        case .cifar:
+            return (try readTestSplit(directory), directory.appendingPathComponent("test_batch.bin").path)
+        case .folder:
+            let split = try ImageFolderSplit(directory: directory.appendingPathComponent("val"), options: folderOptions)
+            return (split, "\(split.directory.path) (\(split.count) images of \(split.classCount) classes; \(describe(split.transform)))")
+        }
+    }
+
+    private func describe(_ transform: ImageFolderTransform) -> String {
+        switch transform {
+        case .cifar: return "CIFAR-10 transforms for 32×32 images"
+        case .imagenet(let size, let resize): return "ImageNet transforms at \(size), evaluation resize \(resize)"
+        }
+    }
+}
+
 /// Reads `test_batch.bin` alone (evaluation needs no training file).
 func readTestSplit(_ directory: URL) throws -> CIFAR10Split {
     let file = directory.appendingPathComponent("test_batch.bin")

@@ -17,27 +17,30 @@ public struct EvaluationResult: Sendable, Equatable {
     public var top5: Double { images > 0 ? Double(top5Correct) / Double(images) : 0 }
 }
 
-/// Evaluation of a classifier on CIFAR-10 images.
+/// Evaluation of a classifier on the images of a split (CIFAR-10 or an image folder).
 public enum Evaluation {
     /// The paper's test batch size. In evaluation mode batch norm uses its running statistics, so the batch size
     /// changes speed and memory, not the results.
     public static let defaultBatchSize = 128
 
-    /// Runs `model` in evaluation mode without recording gradients over every image of `split` (file order,
-    /// normalised, not augmented, batches prepared in the background), then restores the model's mode.
+    /// Runs `model` in evaluation mode without recording gradients over every image of `split` (the split's order,
+    /// evaluation transform, batches prepared in the background), then restores the model's mode. Images of a
+    /// folder skipped as unreadable are not counted.
     public static func evaluate(
-        _ model: Module, on split: CIFAR10Split, batchSize: Int = defaultBatchSize
+        _ model: Module, on split: any ImageSplit, batchSize: Int = defaultBatchSize
     ) throws -> EvaluationResult {
         let wasTraining = model.isTraining
         model.eval()
         defer { if wasTraining { model.train() } }
         // A batch larger than the split holds no more images than the split, and the results do not depend on the
         // batch size: clamping keeps a huge request from being refused (or allocated) for nothing.
-        let batches = try CIFAR10Batches.evaluation(split, batchSize: min(batchSize, max(split.count, 1)))
+        let plan = try split.batchPlan(batchSize: min(batchSize, max(split.count, 1)), seed: 0, training: false)
         var result = EvaluationResult(loss: 0, top1Correct: 0, top5Correct: 0, images: 0)
         var lossSum = 0.0
         try withNoGrad {
-            for batch in BatchLoader(batches).epoch(0) {
+            for prepared in PrefetchingSequence(ThrowingEpochSlice(plan.epochBatches(0)), prefetch: 2) {
+                let batch = try prepared.get()
+                if batch.count == 0 { continue }
                 let logits = try model(batch.tensor())
                 let loss = try crossEntropy(logits, labels: batch.labels).item()
                 lossSum += Double(loss) * Double(batch.count)

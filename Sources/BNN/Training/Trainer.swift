@@ -1,6 +1,7 @@
 import Foundation
 
-/// Trains a network (any `Module` mapping NHWC images to logits) on CIFAR-10 batches epoch by epoch, as the paper does, and keeps the run directory up to
+/// Trains a network (any `Module` mapping NHWC images to logits) on the batches of an `ImageSplit` (CIFAR-10's binary
+/// files or an image folder) epoch by epoch, as the paper does, and keeps the run directory up to
 /// date: `log.jsonl` (one line per epoch), `checkpoint.safetensors` (after each epoch, atomically) and
 /// `curves.svg`.
 ///
@@ -38,9 +39,9 @@ public final class Trainer {
     /// The learning rate per epoch.
     public let schedule: LearningRateSchedule
     /// The training batches (shuffled and augmented per epoch from the seed).
-    public let trainingBatches: CIFAR10Batches
+    public let trainingBatches: any BatchPlan
     /// Images evaluated after each epoch; nil to skip evaluation.
-    public let validation: CIFAR10Split?
+    public let validation: (any ImageSplit)?
     /// Batch size of the evaluation (results do not depend on it).
     public var evaluationBatchSize = Evaluation.defaultBatchSize
     /// Where progress is shown.
@@ -87,13 +88,19 @@ public final class Trainer {
     ///
     /// The network is `model` when given (any module; `configuration.model` then only names it in the log and
     /// the checkpoint), otherwise the registered network `configuration.model` built with the configuration's
-    /// variant, estimator, seed and ReLU rule.
+    /// variant, estimator, seed and ReLU rule, for the training split's image shape and number of classes.
+    /// The validation split must have the training split's image shape and classes.
     public init(
-        configuration: TrainingConfiguration, model: Module? = nil, training: CIFAR10Split, validation: CIFAR10Split?,
-        runDirectory: URL, resume: Bool = false
+        configuration: TrainingConfiguration, model: Module? = nil, training: any ImageSplit,
+        validation: (any ImageSplit)?, runDirectory: URL, resume: Bool = false
     ) throws {
         try configuration.validate()
         guard training.count > 0 else { throw TrainingError.invalidConfiguration("the training split holds no image") }
+        if let validation, validation.imageShape != training.imageShape || validation.classCount != training.classCount {
+            throw TrainingError.invalidConfiguration(
+                "the validation split has \(validation.classCount) classes of \(validation.imageShape) images, the training "
+                    + "split \(training.classCount) classes of \(training.imageShape) images; they must agree")
+        }
         self.configuration = configuration
         self.runDirectory = runDirectory
         self.validation = validation
@@ -101,8 +108,7 @@ public final class Trainer {
             baseLearningRate: configuration.learningRate, epochs: configuration.epochs,
             warmupEpochs: configuration.warmupEpochs)
         try schedule.validate()
-        trainingBatches = try CIFAR10Batches.training(
-            training, batchSize: configuration.batchSize, seed: configuration.seed)
+        trainingBatches = try training.batchPlan(batchSize: configuration.batchSize, seed: configuration.seed, training: true)
         if let model {
             self.model = model
         } else {
@@ -114,14 +120,15 @@ public final class Trainer {
                 throw TrainingError.invalidConfiguration("\(error)")
             }
             self.model = try definition(NetworkOptions(
-                variant: configuration.variant, estimator: estimator, seed: configuration.seed,
-                reluGradientAtZero: configuration.reluGradientAtZero))
+                variant: configuration.variant, estimator: estimator, classes: training.classCount,
+                seed: configuration.seed, reluGradientAtZero: configuration.reluGradientAtZero,
+                inputShape: training.imageShape))
         }
         let model = self.model
         // Before anything is allocated for the batches or written to the run directory: a batch that cannot fit
         // would otherwise end the process in the first step (a failed allocation aborts).
         try MemoryEstimate.requireFits(
-            model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels],
+            model, inputShape: training.imageShape,
             batchSize: min(configuration.batchSize, training.count), training: true,
             what: "\(configuration.summary) training")
         switch configuration.optimizer {
@@ -235,12 +242,26 @@ public final class Trainer {
 
             var sums = partialEpoch ?? PartialEpoch()
             partialEpoch = nil
-            let batches = trainingBatches.batches(epoch: epoch)
-            progress.beginEpoch(number, of: epochs, steps: batches.count, images: trainingBatches.split.count)
-            let remaining = EpochSlice(batches: batches, start: sums.steps)
+            let batches = trainingBatches.epochBatches(epoch)
+            progress.beginEpoch(number, of: epochs, steps: batches.count, images: trainingBatches.imageCount)
+            let remaining = ThrowingEpochSlice(batches, from: sums.steps)
             var lapStart = TrainingProgress.monotonicSeconds()
-            for batch in PrefetchingSequence(remaining, prefetch: 2) {
+            for prepared in PrefetchingSequence(remaining, prefetch: 2) {
+                let batch: ImageBatch
+                do {
+                    batch = try prepared.get()
+                } catch {
+                    progress.endEpoch()
+                    throw error
+                }
                 let stepNumber = sums.steps + 1
+                // Images skipped as unreadable left the batch empty, or with one image where batch norm needs two:
+                // the step happens, without an update.
+                let planned = min(configuration.batchSize, trainingBatches.imageCount - sums.steps * configuration.batchSize)
+                guard batch.count > 1 || (batch.count == 1 && planned == 1) else {
+                    sums.steps = stepNumber
+                    continue
+                }
                 let result = try step.run(batch) { loss in
                     guard loss.isFinite else {
                         progress.endEpoch()
@@ -339,14 +360,4 @@ public final class Trainer {
             }
         }
     }
-}
-
-/// The batches of an epoch from position `start` on (the rest of an interrupted epoch).
-struct EpochSlice: IndexedBatchSource {
-    let batches: CIFAR10EpochBatches
-    let start: Int
-
-    var count: Int { max(0, batches.count - start) }
-
-    func batch(at index: Int) -> ImageBatch { batches.batch(at: start + index) }
 }
