@@ -9,6 +9,7 @@
  * subtracts the tap sums of its padded taps: the result is the exact integer of the float convolution of
  * the ±1 input padded with zeros. */
 #include "internal.h"
+#include "transform.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -174,6 +175,7 @@ ck_status ck_bconv_weights_dims(const ck_bconv_weights *w, int64_t *out_channels
 /* Output pixels per unit of work, and output channels per unit: 64, so each unit writes whole words of
  * the packed-sign output and no two threads share a word. */
 enum { PIXEL_BLOCK = 96, CHANNEL_BLOCK = 64 };
+_Static_assert(CHANNEL_BLOCK <= 4 * 16, "a block of channels is at most the 4 chunks of ck_transform_avx512");
 
 /* Exact zero padding: an output pixel whose window crosses the border counted each padded tap as +1; subtract
  * those taps' filter sums from its dot products acc[0..nc) (channels o0...). */
@@ -194,8 +196,9 @@ static inline void correct_border(const ck_bconv_weights *w, const ck_conv_shape
 /* Writes outputs [o0, o0+nc) of `pixels` consecutive output pixels starting at p0, from the dot products
  * of their patches (padded taps counted as +1), which it corrects in place. `prescale` (NULL: none) multiplies
  * the integer before the first ReLU, so y = max(acc·prescale, 0)·scale + bias reproduces, operation for
- * operation, a network that computes α·acc, then ReLU, then batch norm. Branch-free inner loops: the optional
- * parts of the transform become neutral values (scale 1, bias 0, clamp at −∞). */
+ * operation, a network that computes α·acc, then ReLU, then batch norm. Branch-free inner loops: every part of
+ * the transform is applied, an absent one with its neutral value (prescale and scale 1, bias and residual +0),
+ * the floor of an absent ReLU −∞. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale, int64_t oh,
                 int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t *dot,
@@ -208,8 +211,8 @@ transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const f
         bias[j] = t->bias != NULL ? t->bias[o0 + j] : 0.0f;
         zero[j] = 0.0f;
     }
-    const float floor_before = (t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
-    const float floor_after = (t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
+    const float floor_before = ck_relu_floor(t->flags, CK_RELU_BEFORE);
+    const float floor_after = ck_relu_floor(t->flags, CK_RELU_AFTER);
     const int want_float = t->out != NULL || t->out_bits != NULL;
     /* Output coordinates advance with the pixel index, no division per pixel. */
     int64_t oy = (p0 / ow) % oh, ox = p0 % ow;
@@ -221,17 +224,10 @@ transform_block(const ck_bconv_weights *w, const ck_output_transform *t, const f
         if (!want_float) continue;
         const float *restrict r = t->residual != NULL ? t->residual + p * o + o0 : zero;
         float *restrict dst = t->out != NULL ? t->out + p * o + o0 : y;
-        for (int64_t j = 0; j < nc; j++) {
-            float v = (float)acc[j] * pre[j];
-            v = v < floor_before ? floor_before : v;
-            const float u = v * scale[j] + bias[j] + r[j];
-            dst[j] = u < floor_after ? floor_after : u;
-        }
-        if (t->out_bits != NULL) {
-            uint64_t bits = 0;
-            for (int64_t j = 0; j < nc; j++) bits |= (uint64_t)(dst[j] < 0.0f) << j;
-            t->out_bits[p * ck_words(o) + o0 / 64] = bits;
-        }
+        for (int64_t j = 0; j < nc; j++)
+            dst[j] = ck_transform(CK_PARTS_ALL, (float)acc[j], pre[j], floor_before, scale[j], bias[j], r[j],
+                                  floor_after);
+        if (t->out_bits != NULL) t->out_bits[p * ck_words(o) + o0 / 64] = ck_sign_word(dst, nc);
     }
 }
 
@@ -383,26 +379,17 @@ static void pad_rows(const uint64_t *input, const ck_conv_shape *s, uint64_t *pa
 #if defined(__x86_64__)
 #include "popcount_avx512.h"
 
-/* transform_block with AVX-512 intrinsics: the same operations in the same order, 16 channels per step, the
- * sign bits from one compare mask. Used on the AVX-512 path, where the per-pixel cost of the generic loops
+/* transform_block on the AVX-512 path, 16 channels per register (the transform of transform.h, every part applied
+ * as there), the sign bits from one compare mask per chunk. Used where the per-pixel cost of the generic loops
  * would exceed the popcount work of small layers. */
 static inline __attribute__((always_inline, target("avx512f"))) void
 transform_chunks(const int chunks, const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
                  int64_t oh, int64_t ow, const ck_conv_shape *s, int64_t p0, int64_t pixels, int64_t o0, int64_t nc,
                  int32_t *dot, int64_t ldd) {
     const int64_t o = w->out_channels, ow_words = ck_words(o);
-    __m512 pre[CHANNEL_BLOCK / 16], scale[CHANNEL_BLOCK / 16], bias[CHANNEL_BLOCK / 16];
-    __mmask16 mask[CHANNEL_BLOCK / 16];
-    for (int k = 0; k < chunks; k++) {
-        const int64_t left = nc - 16 * k;
-        mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        pre[k] = prescale != NULL ? _mm512_maskz_loadu_ps(mask[k], prescale + o0 + 16 * k) : _mm512_set1_ps(1.0f);
-        scale[k] = t->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], t->scale + o0 + 16 * k) : _mm512_set1_ps(1.0f);
-        bias[k] = t->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], t->bias + o0 + 16 * k) : _mm512_setzero_ps();
-    }
-    const __m512 floor_before = _mm512_set1_ps((t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
-    const __m512 floor_after = _mm512_set1_ps((t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
-    const __m512 zero = _mm512_setzero_ps();
+    ck_transform_avx512 tf;
+    ck_transform_avx512_init(&tf, chunks, prescale, t->scale, t->bias, o0, nc);
+    const ck_floors_avx512 floors = ck_floors_avx512_of(t->flags);
     const int want_float = t->out != NULL || t->out_bits != NULL;
     int64_t oy = (p0 / ow) % oh, ox = p0 % ow;
     for (int64_t i = 0; i < pixels; i++) {
@@ -417,16 +404,11 @@ transform_chunks(const int chunks, const ck_bconv_weights *w, const ck_output_tr
         if (!want_float) continue;
         uint64_t bits = 0;
         for (int k = 0; k < chunks; k++) {
-            const __m512i a = _mm512_maskz_loadu_epi32(mask[k], acc + 16 * k);
-            /* max(floor, v) returns v when v is NaN, as `v < floor ? floor : v` does. */
-            const __m512 v = _mm512_max_ps(floor_before, _mm512_mul_ps(_mm512_cvtepi32_ps(a), pre[k]));
-            __m512 u = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
-            u = _mm512_add_ps(u, t->residual != NULL
-                                     ? _mm512_maskz_loadu_ps(mask[k], t->residual + p * o + o0 + 16 * k)
-                                     : zero);
-            u = _mm512_max_ps(floor_after, u);
-            if (t->out != NULL) _mm512_mask_storeu_ps(t->out + p * o + o0 + 16 * k, mask[k], u);
-            bits |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], u, zero, _CMP_LT_OQ) << (16 * k);
+            const int64_t e = p * o + o0 + 16 * k; /* element (pixel, first channel of chunk) */
+            const __m512 x = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(tf.mask[k], acc + 16 * k));
+            const __m512 y = ck_transform_avx512_apply(CK_PARTS_ALL, &tf, k, floors, x, t->residual, e);
+            if (t->out != NULL) _mm512_mask_storeu_ps(t->out + e, tf.mask[k], y);
+            bits |= (uint64_t)ck_transform_avx512_signs(&tf, k, y) << (16 * k);
         }
         if (t->out_bits != NULL) t->out_bits[p * ow_words + o0 / 64] = bits;
     }
@@ -453,30 +435,21 @@ enum { FUSED_MAX_WORDS = 128 };
 /* Popcounts and output transform fused (AVX-512): for each tile of CK_AVX512_MR output pixels, the popcounts of
  * every 16-channel panel of the block come back in registers and are corrected, transformed and stored from
  * there — no round trip through a dot-product tile, and the output bits of a pixel leave as one word. The
- * transform is transform_chunks', operation for operation, so both give the same floats. */
+ * transform is transform_chunks' (transform.h, every part applied), so both give the same floats. */
 static inline __attribute__((always_inline, target("avx512f,avx512vpopcntdq"))) void
 fused_chunks(const int chunks, const int32_t *rule, const ck_bconv_weights *w, const ck_output_transform *t,
              const float *prescale, const border_table *border, int64_t oh, int64_t ow, const patch_rows_at *at,
              const ck_row_segments *seg, int64_t p0, int64_t pixels, int64_t o0, int64_t nc, int32_t k) {
     enum { MR = CK_AVX512_MR };
     const int64_t o = w->out_channels, ow_words = ck_words(o), panel_words = w->gemm.kw * CK_NR;
-    __m512 pre[CHANNEL_BLOCK / 16], scale[CHANNEL_BLOCK / 16], bias[CHANNEL_BLOCK / 16];
+    ck_transform_avx512 tf;
+    ck_transform_avx512_init(&tf, chunks, prescale, t->scale, t->bias, o0, nc);
+    const ck_floors_avx512 floors = ck_floors_avx512_of(t->flags);
     __m512i flip[CHANNEL_BLOCK / 16], threshold[CHANNEL_BLOCK / 16];
-    __mmask16 mask[CHANNEL_BLOCK / 16];
-    for (int j = 0; j < chunks; j++) {
-        const int64_t left = nc - 16 * j;
-        mask[j] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        if (rule != NULL) {
-            flip[j] = _mm512_maskz_loadu_epi32(mask[j], rule + o0 + 16 * j);
-            threshold[j] = _mm512_maskz_loadu_epi32(mask[j], rule + o + o0 + 16 * j);
-        }
-        pre[j] = prescale != NULL ? _mm512_maskz_loadu_ps(mask[j], prescale + o0 + 16 * j) : _mm512_set1_ps(1.0f);
-        scale[j] = t->scale != NULL ? _mm512_maskz_loadu_ps(mask[j], t->scale + o0 + 16 * j) : _mm512_set1_ps(1.0f);
-        bias[j] = t->bias != NULL ? _mm512_maskz_loadu_ps(mask[j], t->bias + o0 + 16 * j) : _mm512_setzero_ps();
+    for (int j = 0; rule != NULL && j < chunks; j++) {
+        flip[j] = _mm512_maskz_loadu_epi32(tf.mask[j], rule + o0 + 16 * j);
+        threshold[j] = _mm512_maskz_loadu_epi32(tf.mask[j], rule + o + o0 + 16 * j);
     }
-    const __m512 floor_before = _mm512_set1_ps((t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
-    const __m512 floor_after = _mm512_set1_ps((t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
-    const __m512 zero = _mm512_setzero_ps();
     const __m512i kv = _mm512_set1_epi32(k);
     const int want_float = t->out != NULL || t->out_bits != NULL;
     pixel_cursor cursor = pixel_cursor_at(at, oh, ow, p0);
@@ -508,20 +481,18 @@ fused_chunks(const int chunks, const int32_t *rule, const ck_bconv_weights *w, c
                 const int64_t e = (p0 + i0 + i) * o + o0 + 16 * j; /* element (pixel, first channel of chunk) */
                 __m512i acc = _mm512_sub_epi32(kv, _mm512_slli_epi32(x[i], 1));
                 if (correction[i] != NULL)
-                    acc = _mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(mask[j], correction[i] + 16 * j));
+                    acc = _mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(tf.mask[j], correction[i] + 16 * j));
                 if (rule != NULL) {
-                    bits[i] |= (uint64_t)_mm512_mask_cmplt_epi32_mask(mask[j], _mm512_xor_si512(acc, flip[j]),
+                    bits[i] |= (uint64_t)_mm512_mask_cmplt_epi32_mask(tf.mask[j], _mm512_xor_si512(acc, flip[j]),
                                                                       threshold[j]) << (16 * j);
                     continue;
                 }
-                if (t->out_int != NULL) _mm512_mask_storeu_epi32(t->out_int + e, mask[j], acc);
+                if (t->out_int != NULL) _mm512_mask_storeu_epi32(t->out_int + e, tf.mask[j], acc);
                 if (!want_float) continue;
-                const __m512 v = _mm512_max_ps(floor_before, _mm512_mul_ps(_mm512_cvtepi32_ps(acc), pre[j]));
-                __m512 u = _mm512_add_ps(_mm512_mul_ps(v, scale[j]), bias[j]);
-                u = _mm512_add_ps(u, t->residual != NULL ? _mm512_maskz_loadu_ps(mask[j], t->residual + e) : zero);
-                u = _mm512_max_ps(floor_after, u);
-                if (t->out != NULL) _mm512_mask_storeu_ps(t->out + e, mask[j], u);
-                bits[i] |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[j], u, zero, _CMP_LT_OQ) << (16 * j);
+                const __m512 y =
+                    ck_transform_avx512_apply(CK_PARTS_ALL, &tf, j, floors, _mm512_cvtepi32_ps(acc), t->residual, e);
+                if (t->out != NULL) _mm512_mask_storeu_ps(t->out + e, tf.mask[j], y);
+                bits[i] |= (uint64_t)ck_transform_avx512_signs(&tf, j, y) << (16 * j);
             }
         }
         if (t->out_bits != NULL)
@@ -784,22 +755,18 @@ static inline void split(int64_t total, int parts, int i, int64_t *begin, int64_
     *end = total * (i + 1) / parts;
 }
 
-/* The float transform's sign for one channel at integer acc: transform_block's operations in its order (the
- * residual an added +0, as there). */
+/* The float transform's sign for one channel at integer acc, as transform_block computes it (every part applied,
+ * the residual an added +0). */
 static int transform_sign(int32_t acc, float pre, float scale, float bias, float floor_before, float floor_after) {
-    float v = (float)acc * pre;
-    v = v < floor_before ? floor_before : v;
-    float u = v * scale + bias + 0.0f;
-    u = u < floor_after ? floor_after : u;
-    return u < 0.0f;
+    return ck_transform(CK_PARTS_ALL, (float)acc, pre, floor_before, scale, bias, 0.0f, floor_after) < 0.0f;
 }
 
 ck_status ck_bconv_sign_rule(const ck_bconv_weights *w, const ck_output_transform *t, const float *prescale,
                              int32_t *rule) {
     const int64_t o = w->out_channels, k = w->kernel_h * w->kernel_w * w->channels;
     if (k > ((int64_t)1 << 16)) return CK_ERR_UNSUPPORTED; /* evaluating 2k + 1 values per channel is the cost */
-    const float floor_before = (t->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
-    const float floor_after = (t->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
+    const float floor_before = ck_relu_floor(t->flags, CK_RELU_BEFORE);
+    const float floor_after = ck_relu_floor(t->flags, CK_RELU_AFTER);
     for (int64_t j = 0; j < o; j++) {
         const float pre = prescale != NULL ? prescale[j] : 1.0f, scale = t->scale != NULL ? t->scale[j] : 1.0f;
         const float bias = t->bias != NULL ? t->bias[j] : 0.0f;

@@ -11,6 +11,7 @@
  * the pools, whose tests compare them with the training kernels), so a packed network computes the training
  * graph's evaluation bit for bit. */
 #include "internal.h"
+#include "transform.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -396,8 +397,25 @@ static ck_status plan(ck_program *p, int threads) {
     return CK_OK;
 }
 
-/* Float convolution of one image, output channels innermost so the multiply-adds vectorise; the transform
- * is the one of ck_output_transform, in the same order. */
+/* conv_f32's transform of one pixel's sums acc[0..nb) (outputs o0 ...): the prescale only in `parts` (a constant)
+ * when the step has one, every other part applied, a missing scale, bias or residual (`res`, at output o0) as 1, +0
+ * and +0. Floats to `out` (at output o0) unless NULL; returns their sign bits. */
+static inline __attribute__((always_inline)) uint64_t
+conv_f32_transform(const int parts, const ck_step *st, const float *acc, int64_t nb, int64_t o0, const float *res,
+                   float floor_before, float floor_after, float *out) {
+    uint64_t word = 0;
+    for (int64_t j = 0; j < nb; j++) {
+        const float y = ck_transform(parts, acc[j], parts & CK_PART_PRESCALE ? st->prescale[o0 + j] : 1.0f,
+                                     floor_before, st->scale != NULL ? st->scale[o0 + j] : 1.0f,
+                                     st->bias != NULL ? st->bias[o0 + j] : 0.0f, res != NULL ? res[j] : 0.0f,
+                                     floor_after);
+        if (out != NULL) out[j] = y;
+        word |= ck_sign_bit(y, j);
+    }
+    return word;
+}
+
+/* Float convolution of one image, output channels innermost so the multiply-adds vectorise; then the transform. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 conv_f32(const ck_step *st, const float *wt, const float *in, const float *residual, float *out, uint64_t *bits,
          int threads) {
@@ -405,8 +423,8 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
     int64_t oh, ow;
     ck_conv_output_size(s, &oh, &ow);
     const int64_t o = st->out_channels, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
-    const float floor_before = (st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
-    const float floor_after = (st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
+    const float floor_before = ck_relu_floor(st->flags, CK_RELU_BEFORE);
+    const float floor_after = ck_relu_floor(st->flags, CK_RELU_AFTER);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t p = 0; p < oh * ow; p++) {
         const int64_t oy = p / ow, ox = p % ow;
@@ -428,17 +446,13 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
                     }
                 }
             }
-            uint64_t word = 0;
-            for (int64_t j = 0; j < nb; j++) {
-                const float a = st->prescale != NULL ? acc[j] * st->prescale[o0 + j] : acc[j];
-                const float v = a < floor_before ? floor_before : a;
-                float y = v * (st->scale != NULL ? st->scale[o0 + j] : 1.0f) +
-                          (st->bias != NULL ? st->bias[o0 + j] : 0.0f) +
-                          (residual != NULL ? residual[p * o + o0 + j] : 0.0f);
-                y = y < floor_after ? floor_after : y;
-                if (out != NULL) out[p * o + o0 + j] = y;
-                word |= (uint64_t)(y < 0.0f) << j;
-            }
+            const float *res = residual != NULL ? residual + p * o + o0 : NULL;
+            float *dst = out != NULL ? out + p * o + o0 : NULL;
+            const uint64_t word =
+                st->prescale != NULL
+                    ? conv_f32_transform(CK_PARTS_ALL, st, acc, nb, o0, res, floor_before, floor_after, dst)
+                    : conv_f32_transform(CK_PARTS_ALL & ~CK_PART_PRESCALE, st, acc, nb, o0, res, floor_before,
+                                         floor_after, dst);
             if (bits != NULL) bits[p * ck_words(o) + o0 / 64] = word;
         }
     }
@@ -451,24 +465,19 @@ conv_f32(const ck_step *st, const float *wt, const float *in, const float *resid
  * register per 16 outputs of a group, the same multiply-then-add order per output as the generic loop (each output's
  * sum is its own chain of additions, so how outputs are grouped changes no value). */
 
-/* The transform of one pixel's accumulators (outputs o0 ... of its group), as conv_f32 writes it; `pre` is NULL
- * without a prescale. */
+/* The transform of one pixel's accumulators (outputs o0 ... of its group), as conv_f32 applies it: `parts` has
+ * the prescale only when the step has one. */
 static inline __attribute__((always_inline, target("avx512f"))) void
-conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const __m512 *pre, const __m512 *scale,
-                  const __m512 *bias, const __mmask16 *mask, const float *residual, float *out, uint64_t *bits,
-                  int64_t p, int64_t o0) {
+conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const int parts,
+                  const ck_transform_avx512 *tf, ck_floors_avx512 floors, const float *residual, float *out,
+                  uint64_t *bits, int64_t p, int64_t o0) {
     const int64_t o = st->out_channels;
-    const __m512 floor_before = _mm512_set1_ps((st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY);
-    const __m512 floor_after = _mm512_set1_ps((st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY);
-    const __m512 zero = _mm512_setzero_ps();
     uint64_t word = 0;
     for (int k = 0; k < chunks; k++) {
-        const __m512 v = _mm512_max_ps(floor_before, pre != NULL ? _mm512_mul_ps(acc[k], pre[k]) : acc[k]);
-        __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[k]), bias[k]);
-        y = _mm512_add_ps(y, residual != NULL ? _mm512_maskz_loadu_ps(mask[k], residual + p * o + o0 + 16 * k) : zero);
-        y = _mm512_max_ps(floor_after, y);
-        if (out != NULL) _mm512_mask_storeu_ps(out + p * o + o0 + 16 * k, mask[k], y);
-        word |= (uint64_t)_mm512_mask_cmp_ps_mask(mask[k], y, zero, _CMP_LT_OQ) << (16 * k);
+        const int64_t e = p * o + o0 + 16 * k;
+        const __m512 y = ck_transform_avx512_apply(parts, tf, k, floors, acc[k], residual, e);
+        if (out != NULL) _mm512_mask_storeu_ps(out + e, tf->mask[k], y);
+        word |= (uint64_t)ck_transform_avx512_signs(tf, k, y) << (16 * k);
     }
     if (bits != NULL) bits[p * ck_words(o) + o0 / 64] = word;
 }
@@ -489,16 +498,11 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
     ck_conv_output_size(s, &oh, &ow);
     const int64_t o = st->out_channels, c = s->channels, kh = s->kernel_h, kw = s->kernel_w;
     const int64_t sh = s->stride_h, sw = s->stride_w;
-    __mmask16 mask[4];
-    __m512 pre_v[4], scale[4], bias[4];
-    const __m512 *pre = st->prescale != NULL ? pre_v : NULL;
-    for (int k = 0; k < chunks; k++) {
-        const int64_t left = o - o0 - 16 * k, f = o0 + 16 * k;
-        mask[k] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        pre_v[k] = st->prescale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->prescale + f) : _mm512_set1_ps(1.0f);
-        scale[k] = st->scale != NULL ? _mm512_maskz_loadu_ps(mask[k], st->scale + f) : _mm512_set1_ps(1.0f);
-        bias[k] = st->bias != NULL ? _mm512_maskz_loadu_ps(mask[k], st->bias + f) : _mm512_setzero_ps();
-    }
+    ck_transform_avx512 tf;
+    ck_transform_avx512_init(&tf, chunks, st->prescale, st->scale, st->bias, o0, o - o0);
+    const ck_floors_avx512 floors = ck_floors_avx512_of(st->flags);
+    const __mmask16 *mask = tf.mask;
+    const int parts = st->prescale != NULL ? CK_PARTS_ALL : CK_PARTS_ALL & ~CK_PART_PRESCALE;
     const __m512 zero = _mm512_setzero_ps();
     /* Columns whose window lies inside the input: ox in [x_lo, x_hi). */
     const int64_t x_lo = (s->pad_w + sw - 1) / sw;
@@ -533,7 +537,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                 }
             }
             for (int q = 0; q < block; q++)
-                conv_store_chunks(chunks, st, acc[q], pre, scale, bias, mask, residual, out, bits, bp + q, o0);
+                conv_store_chunks(chunks, st, acc[q], parts, &tf, floors, residual, out, bits, bp + q, o0);
             p = bp + block;
             ox = bx + block;
         } else {
@@ -553,7 +557,7 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
                     }
                 }
             }
-            conv_store_chunks(chunks, st, acc, pre, scale, bias, mask, residual, out, bits, p, o0);
+            conv_store_chunks(chunks, st, acc, parts, &tf, floors, residual, out, bits, p, o0);
             p++;
             ox++;
         }
@@ -636,17 +640,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void global_
     }
 }
 
-/* Sign bits of n ≤ 64 floats: bit j where y[j] < 0, so 0, −0 and NaN give +1 as in every packing here. */
-static inline uint64_t sign_word(const float *y, int64_t n) {
-    uint64_t word = 0;
-    for (int64_t j = 0; j < n; j++) word |= (uint64_t)(y[j] < 0.0f) << j;
-    return word;
-}
-
 /* Bits of the n channels from channel k0 (a multiple of 64) of pixel p, from their floats y. */
 static inline void store_signs(const float *y, int64_t n, uint64_t *bits, int64_t p, int64_t c, int64_t k0) {
     const int64_t words = ck_words(c);
-    for (int64_t q = 0; q < n; q += 64) bits[p * words + (k0 + q) / 64] = sign_word(y + q, n - q < 64 ? n - q : 64);
+    for (int64_t q = 0; q < n; q += 64) bits[p * words + (k0 + q) / 64] = ck_sign_word(y + q, n - q < 64 ? n - q : 64);
 }
 
 /* Channels a pool step computes at once: all of them when it writes floats (each window walked once), else 64 on
@@ -718,25 +715,19 @@ avgpool_f32(const ck_step *st, const float *in, float *out, uint64_t *bits) {
     }
 }
 
-/* The output transform of n channels, each part present or not as a constant so that each of the 16 variants is
- * a plain loop: y = max(x·pre, floor_before)·scale + bias + res, then max(y, floor_after). An absent part is
- * skipped, not applied as 1 or 0 (x + 0 would turn −0 into +0), as the training graph's separate ops skip it. */
+/* The output transform (transform.h) of n channels, `parts` a constant so that each of the 16 variants is a plain
+ * loop. An absent part is skipped, not applied as 1 or 0 (x + 0 would turn −0 into +0), as the training graph's
+ * separate ops skip it; its array is NULL and not read. */
 static inline __attribute__((always_inline)) void
-transform_chunk(const int has_pre, const int has_scale, const int has_bias, const int has_res, int64_t n,
-                const float *x, const float *pre, const float *scale, const float *bias, const float *res,
-                float floor_before, float floor_after, float *y) {
+transform_chunk(const int parts, int64_t n, const float *x, const float *pre, const float *scale, const float *bias,
+                const float *res, float floor_before, float floor_after, float *y) {
     /* y is x itself or separate memory, never a shifted view of it: each element is read before it is written, so
      * vectors are safe (without the pragma the in-place case fails the compiler's overlap check and runs scalar). */
 #pragma clang loop vectorize(assume_safety)
-    for (int64_t j = 0; j < n; j++) {
-        float v = x[j];
-        if (has_pre) v *= pre[j];
-        v = v < floor_before ? floor_before : v;
-        if (has_scale) v *= scale[j];
-        if (has_bias) v += bias[j];
-        if (has_res) v += res[j];
-        y[j] = v < floor_after ? floor_after : v;
-    }
+    for (int64_t j = 0; j < n; j++)
+        y[j] = ck_transform(parts, x[j], parts & CK_PART_PRESCALE ? pre[j] : 1.0f, floor_before,
+                            parts & CK_PART_SCALE ? scale[j] : 1.0f, parts & CK_PART_BIAS ? bias[j] : 0.0f,
+                            parts & CK_PART_RESIDUAL ? res[j] : 0.0f, floor_after);
 }
 
 /* The transform of `pixels` pixels of c channels from x (NHWC; `out` may be x itself), floats to `out` and/or
@@ -745,9 +736,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 transform_pixels(const ck_step *st, int64_t pixels, int64_t c, const float *x, const float *residual, float *out,
                  uint64_t *bits) {
     const float *pre = st->prescale, *scale = st->scale, *bias = st->bias;
-    const float floor_before = (st->flags & CK_RELU_BEFORE) ? 0.0f : -INFINITY;
-    const float floor_after = (st->flags & CK_RELU_AFTER) ? 0.0f : -INFINITY;
-    const int variant = (pre != NULL) | (scale != NULL) << 1 | (bias != NULL) << 2 | (residual != NULL) << 3;
+    const float floor_before = ck_relu_floor(st->flags, CK_RELU_BEFORE);
+    const float floor_after = ck_relu_floor(st->flags, CK_RELU_AFTER);
+    const int variant = (pre != NULL ? CK_PART_PRESCALE : 0) | (scale != NULL ? CK_PART_SCALE : 0) |
+                        (bias != NULL ? CK_PART_BIAS : 0) | (residual != NULL ? CK_PART_RESIDUAL : 0);
     const int64_t span = out != NULL ? c : CHUNK;
     for (int64_t p = 0; p < pixels; p++) {
         for (int64_t k0 = 0; k0 < c; k0 += span) {
@@ -758,11 +750,8 @@ transform_pixels(const ck_step *st, int64_t pixels, int64_t c, const float *x, c
             const float *pr = pre != NULL ? pre + k0 : NULL, *sc = scale != NULL ? scale + k0 : NULL;
             const float *bi = bias != NULL ? bias + k0 : NULL;
             switch (variant) {
-#define TRANSFORM_CASE(v)                                                                                      \
-    case v:                                                                                                    \
-        transform_chunk((v) & 1, (v) >> 1 & 1, (v) >> 2 & 1, (v) >> 3 & 1, n, src, pr, sc, bi, res, floor_before, \
-                        floor_after, dst);                                                                     \
-        break;
+#define TRANSFORM_CASE(v)                                                                   \
+    case v: transform_chunk(v, n, src, pr, sc, bi, res, floor_before, floor_after, dst); break;
                 TRANSFORM_CASE(0) TRANSFORM_CASE(1) TRANSFORM_CASE(2) TRANSFORM_CASE(3)
                 TRANSFORM_CASE(4) TRANSFORM_CASE(5) TRANSFORM_CASE(6) TRANSFORM_CASE(7)
                 TRANSFORM_CASE(8) TRANSFORM_CASE(9) TRANSFORM_CASE(10) TRANSFORM_CASE(11)

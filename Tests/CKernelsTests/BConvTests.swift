@@ -155,11 +155,6 @@ let transformCases = [
     TransformCase(name: "bias only", scale: false, bias: true, residual: false, reluBefore: false, reluAfter: false),
 ]
 
-/// Whether two floats agree to a few ulps of the larger (the kernel may fuse multiply and add).
-func closeEnough(_ a: Float, _ b: Float) -> Bool {
-    abs(a - b) <= 1e-5 * max(1, abs(a), abs(b))
-}
-
 extension EveryPath {
     @Test("bconv2d equals the naive zero-padded ±1 convolution, with every output transform", arguments: convCases)
     func bconvMatchesReference(_ c: ConvCase) throws {
@@ -252,16 +247,11 @@ extension EveryPath {
                     let want = referenceTransform(
                         expected, channels: c.outputChannels, scale: transform.scale, bias: transform.bias,
                         residual: transform.residual, reluBefore: t.reluBefore, reluAfter: t.reluAfter)
+                    // The same float operations in the same order (no fused multiply-add): the same bits.
                     let got = result.floats ?? []
-                    let wrong = got.count == want.count ? zip(got, want).filter { !closeEnough($0, $1) }.count : -1
-                    let firstWrong = got.count == want.count ? got.indices.first { !closeEnough(got[$0], want[$0]) } : nil
-                    #expect(
-                        wrong == 0,
-                        """
-                        out with \(t.name), \(context): \(wrong) of \(want.count) wrong; first at \
-                        \(firstWrong.map(c.locateElement) ?? "-"): got \(firstWrong.map { got[$0] } ?? 0), \
-                        expected \(firstWrong.map { want[$0] } ?? 0)
-                        """)
+                    expectEqualElements(
+                        got.map(\.bitPattern), want.map(\.bitPattern), "out with \(t.name), \(context)",
+                        locate: c.locateElement)
                     // The bits are the sign of the float output the kernel wrote (sign(0) = +1).
                     let wantBits = packRows(got.map(referenceSign), rows: c.outputPixels, columns: c.outputChannels)
                     expectEqualElements(result.bits?.words, wantBits, "out_bits with \(t.name), \(context)", locate: c.locateWord)

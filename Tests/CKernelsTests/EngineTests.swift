@@ -979,6 +979,154 @@ extension EveryPath {
     }
 }
 
+/// The transform as BCONV and CONV_F32 of few channels apply it: the prescale skipped when absent, every other part
+/// applied, a missing scale, bias or residual as 1, +0 and +0 (so a −0 becomes +0, where the skipping reference keeps
+/// it).
+private func referenceNeutralTransform(
+    _ x: Float, pre: Float?, scale: Float?, bias: Float?, residual: Float?, reluBefore: Bool, reluAfter: Bool
+) -> Float {
+    var v = x
+    if let pre { v = v * pre }
+    if reluBefore && v < 0 { v = 0 }
+    v = v * (scale ?? 1)
+    v = v + (bias ?? 0)
+    v = v + (residual ?? 0)
+    if reluAfter && v < 0 { v = 0 }
+    return v
+}
+
+/// A step that applies the transform with neutral values: BCONV or CONV_F32 of at most 4 input channels.
+struct NeutralTransformCase: CustomStringConvertible, Sendable {
+    let binary: Bool
+    let window: WindowCase
+    var description: String { (binary ? "bconv " : "few-channel conv ") + window.description }
+}
+
+/// A binary convolution fused on AVX-512 (3×3 patches of 16 channels), one whose patches are too long to fuse
+/// (141 words: popcounts, then the transform of a dot-product tile), and a float stem of two groups of outputs (the
+/// second partial); each with outputs across two 64-channel blocks.
+let neutralTransformCases = [
+    NeutralTransformCase(
+        binary: true, window: WindowCase(height: 7, width: 9, channels: 16, kernel: 3, stride: 1, pad: 1, out: 70)),
+    NeutralTransformCase(
+        binary: true, window: WindowCase(height: 3, width: 4, channels: 1000, kernel: 3, stride: 1, pad: 1, out: 70)),
+    NeutralTransformCase(
+        binary: false, window: WindowCase(height: 9, width: 14, channels: 3, kernel: 3, stride: 2, pad: 1, out: 80)),
+]
+
+extension EveryPath {
+    @Test("BCONV and CONV_F32 of few channels: every combination of prescale, scale, bias, residual and the two ReLUs, bit for bit",
+          arguments: neutralTransformCases)
+    func neutralTransformSteps(_ n: NeutralTransformCase) throws {
+        let g = n.window
+        var rng = SeededGenerator(seed: UInt64(g.channels * 53 + g.out * 7 + (n.binary ? 1 : 0)))
+        let constants = Constants()
+        let images = 2, size = g.height * g.width * g.channels
+        let outSize = g.outHeight * g.outWidth * g.out
+        let input = floatsWithNaN(images * size, &rng)
+        // Buffer 1: the signs of the input (what BCONV reads). Buffer 2, the residual: a 1×1 convolution of the input
+        // with the step's stride, so of the output's shape.
+        var prefix = [makeStep(CK_STEP_AFFINE, convShape(g.height, g.width, g.channels), input: 0, bits: 1)]
+        let one = WindowCase(height: g.height, width: g.width, channels: g.channels, kernel: 1, stride: g.stride, pad: 0,
+                             out: g.out)
+        #expect(one.outHeight == g.outHeight && one.outWidth == g.outWidth)
+        let residualWeights = randomFloats(g.out * g.channels, &rng)
+        var residualStep = makeStep(CK_STEP_CONV_F32, windowShape(one), out: g.out, input: 0, output: 2)
+        residualStep.weights = constants.pointer(residualWeights)
+        prefix.append(residualStep)
+        var batchShape = windowShape(one)
+        batchShape.batch = Int64(images)
+        var residual = [Float](repeating: .nan, count: images * outSize)
+        if g.channels <= Int(CK_CONV_F32_DIRECT_CHANNELS) {
+            #expect(ck_conv2d_direct_f32(input, &batchShape, residualWeights, Int64(g.out), &residual) == CK_OK)
+        } else {
+            residual = trainingConv(input, images: images, one, weights: residualWeights)
+        }
+
+        // x: the step's value before the transform (the exact integer of a binary convolution of the signs, or the
+        // float convolution), and the step without its transform.
+        let taps = g.kernel * g.kernel * g.channels
+        var x = [Float](repeating: 0, count: images * outSize)
+        var step: ck_step
+        if n.binary {
+            let signs = randomSigns(g.out * taps, &rng)
+            var weights: OpaquePointer?
+            #expect(ck_bconv_weights_create_from_bits(
+                packRows(signs, rows: g.out * g.kernel * g.kernel, columns: g.channels), Int64(g.out),
+                Int64(g.channels), Int64(g.kernel), Int64(g.kernel), &weights) == CK_OK)
+            constants.weights.append(weights)
+            step = makeStep(CK_STEP_BCONV, windowShape(g), out: g.out, input: 1)
+            step.binary_weights = weights
+            input.withUnsafeBufferPointer { input in
+                signs.withUnsafeBufferPointer { w in
+                    for image in 0..<images {
+                        for oy in 0..<g.outHeight {
+                            for ox in 0..<g.outWidth {
+                                for o in 0..<g.out {
+                                    var acc = 0
+                                    for a in 0..<g.kernel {
+                                        let iy = oy * g.stride - g.pad + a
+                                        if iy < 0 || iy >= g.height { continue }
+                                        for b in 0..<g.kernel {
+                                            let ix = ox * g.stride - g.pad + b
+                                            if ix < 0 || ix >= g.width { continue }
+                                            let xp = image * size + (iy * g.width + ix) * g.channels
+                                            let wp = ((o * g.kernel + a) * g.kernel + b) * g.channels
+                                            for c in 0..<g.channels {
+                                                acc += (input[xp + c] < 0 ? -1 : 1) * Int(w[wp + c])
+                                            }
+                                        }
+                                    }
+                                    x[image * outSize + (oy * g.outWidth + ox) * g.out + o] = Float(acc)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            let weights = randomFloats(g.out * taps, &rng)
+            var shape = windowShape(g)
+            shape.batch = Int64(images)
+            #expect(ck_conv2d_direct_f32(input, &shape, weights, Int64(g.out), &x) == CK_OK)
+            step = makeStep(CK_STEP_CONV_F32, windowShape(g), out: g.out, input: 0)
+            step.weights = constants.pointer(weights)
+        }
+
+        // Prescales of both signs with zeros (a −0 from x = 0), scales of both signs with zeros, biases on the scale
+        // of the transformed values.
+        let magnitude = n.binary ? Float(taps).squareRoot() : 1
+        let pre = (0..<g.out).map { o -> Float in o % 7 == 3 ? 0 : Float.random(in: -2...2, using: &rng) / magnitude }
+        let scale = (0..<g.out).map { o -> Float in o % 5 == 4 ? 0 : Float.random(in: -1.5...1.5, using: &rng) }
+        let bias = (0..<g.out).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+        for parts in 0..<16 {
+            for flags in 0..<4 {
+                let t = TransformParts(
+                    pre: parts & 1 != 0 ? pre : nil, scale: parts & 2 != 0 ? scale : nil,
+                    bias: parts & 4 != 0 ? bias : nil, reluBefore: flags & 1 != 0, reluAfter: flags & 2 != 0)
+                let withResidual = parts & 8 != 0
+                let expected = x.indices.map { i in
+                    referenceNeutralTransform(
+                        x[i], pre: t.pre?[i % g.out], scale: t.scale?[i % g.out], bias: t.bias?[i % g.out],
+                        residual: withResidual ? residual[i] : nil, reluBefore: t.reluBefore, reluAfter: t.reluAfter)
+                }
+                try expectStepOutputs(
+                    prefix: prefix, firstFree: 3,
+                    make: { output, bits in
+                        var st = step
+                        st.residual = withResidual ? 2 : -1
+                        st.output = Int32(output)
+                        st.output_bits = Int32(bits)
+                        t.set(&st, constants)
+                        return st
+                    },
+                    constants: constants, outHeight: g.outHeight, outWidth: g.outWidth, outChannels: g.out,
+                    input: input, images: images, expected: expected, "\(n), parts \(parts), flags \(flags)")
+            }
+        }
+    }
+}
+
 /// Steps the engine must refuse at creation, with the status and the index of the step at fault.
 @Test("invalid new steps are refused with a status, at the step at fault")
 func invalidEngineSteps() {
