@@ -40,7 +40,7 @@ struct EvalCommand: ParsableCommand {
         try threadOptions.apply()
         let weightsURL = URL(fileURLWithPath: weights)
         let (test, description) = try dataOptions.evaluationData()
-        let (network, name, definition, variant) = try loadNetwork(
+        let (network, name, definition, variant, _) = try loadNetwork(
             weightsURL, options: modelOptions, classes: test.classCount, inputShape: test.imageShape)
         // Evaluation clamps the batch to the split; what is left must fit in memory.
         try MemoryEstimate.requireFits(
@@ -61,11 +61,11 @@ struct EvalCommand: ParsableCommand {
 }
 
 /// Reads a weights file and builds the network it holds (the options, else the checkpoint's record, else resnet20
-/// 1W1A) with those weights, for `classes` classes and images of `inputShape` (nil: the network's own); returns it
-/// with its report name ("resnet20-1w1a"). Fails naming the first key that does not fit the network, or the first
-/// NaN or infinite weight.
-func loadNetwork(_ url: URL, options: ModelOptions, classes: Int = 10, inputShape: [Int]? = nil)
-    throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant)
+/// 1W1A) with those weights, for `classes` classes and images of `inputShape` (nil: what the checkpoint records,
+/// else the network's own); returns it with its report name ("resnet20-1w1a") and the input shape it was built for.
+/// Fails naming the first key that does not fit the network, or the first NaN or infinite weight.
+func loadNetwork(_ url: URL, options: ModelOptions, classes: Int? = nil, inputShape: [Int]? = nil)
+    throws -> (network: Module, name: String, definition: NetworkDefinition, variant: NetworkVariant, inputShape: [Int])
 {
     let file: SafeTensorsFile
     do {
@@ -75,8 +75,16 @@ func loadNetwork(_ url: URL, options: ModelOptions, classes: Int = 10, inputShap
         throw CommandError("--weights: \(error)")
     }
     let (definition, variant) = try options.resolve(recorded: try recordedNetwork(file, path: url.path), file: url.path)
+    let recorded: (classes: Int?, inputShape: [Int]?)
+    do {
+        recorded = try Checkpoint.recordedData(file.metadata, path: url.path)
+    } catch {
+        throw CommandError("\(error)")
+    }
+    let shape = inputShape ?? recorded.inputShape ?? definition.inputShape
     // The estimator only matters for gradients; evaluation and packing never compute any.
-    let network = try definition(NetworkOptions(variant: variant, estimator: ReSTE(), classes: classes, inputShape: inputShape))
+    let network = try definition(NetworkOptions(
+        variant: variant, estimator: ReSTE(), classes: classes ?? recorded.classes, inputShape: shape))
     let tensors = ModelWeights.tensors(of: file)
     do {
         try network.loadStateDict(tensors)
@@ -89,5 +97,5 @@ func loadNetwork(_ url: URL, options: ModelOptions, classes: Int = 10, inputShap
             "\(url.path): \(bad). Evaluated or exported, such weights give results that mean nothing, so they are "
                 + "refused (did the run diverge? `bnn train` never saves them).")
     }
-    return (network, TrainingBenchmark.modelName(definition.name, variant), definition, variant)
+    return (network, TrainingBenchmark.modelName(definition.name, variant), definition, variant, shape)
 }

@@ -63,11 +63,10 @@ struct ExportCommand: ParsableCommand {
 
     /// Builds the network the file holds, refuses a 1W32A or full-precision one, and packs it.
     static func pack(_ url: URL, options: ModelOptions) throws -> PackedModel {
-        let (network, _, definition, variant) = try loadNetwork(url, options: options)
+        let (network, _, definition, variant, inputShape) = try loadNetwork(url, options: options)
         if let refusal = refusal(variant, source: url.path) { throw CommandError(refusal) }
         do {
-            return try PackedModel.pack(
-                network, inputShape: definition.inputShape, name: definition.name, variant: variant.shortName)
+            return try PackedModel.pack(network, inputShape: inputShape, name: definition.name, variant: variant.shortName)
         } catch {
             throw CommandError("\(url.path): \(error)")
         }

@@ -126,6 +126,7 @@ struct TrainingTrainerTests {
         #expect(modelKeys == Set(trainer.model.stateDictKeys()))
         #expect(file.metadata["epoch"] == "1" && file.metadata["seed"] == "7" && file.metadata["step"] == "0")
         #expect(file.metadata["format_version"] == "1")
+        #expect(file.metadata["classes"] == "10" && file.metadata["input_shape"] == "[32, 32, 3]")
         let config = try #require(
             try JSONSerialization.jsonObject(with: Data(file.metadata["config"]!.utf8)) as? [String: Any])
         for key in ["model", "estimator", "o_end", "epochs", "batch_size", "lr", "warmup", "a32", "seed", "relu_grad_at_zero"] {

@@ -318,3 +318,29 @@ struct TrainingConfigurationTests {
         #expect(throws: TrainingError.self) { try configuration.validate() }
     }
 }
+
+@Suite("Checkpoint: what the network was trained on")
+struct CheckpointRecordTests {
+    @Test("classes and input shape are written to the metadata and read back; bad values are named; absent is nil")
+    func recordedData() throws {
+        let checkpoint = Checkpoint(
+            model: [:], optimizer: [:], completedEpochs: 0, partialEpoch: nil, configuration: TrainingConfiguration(),
+            classes: 1000, inputShape: [224, 224, 3])
+        let metadata = checkpoint.metadata
+        #expect(metadata["classes"] == "1000" && metadata["input_shape"] == "[224, 224, 3]")
+        let back = try Checkpoint.recordedData(metadata, path: "c")
+        #expect(back.classes == 1000 && back.inputShape == [224, 224, 3])
+        let none = try Checkpoint.recordedData(["format": "x"], path: "c")
+        #expect(none.classes == nil && none.inputShape == nil)
+        for (key, value, fragment) in [
+            ("classes", "0", "metadata classes \"0\" is not a positive count"),
+            ("classes", "ten", "is not a positive count"),
+            ("input_shape", "[224, 224]", "is not [height, width, channels]"),
+            ("input_shape", "[224, -1, 3]", "is not [height, width, channels]"),
+            ("input_shape", "224x224", "is not [height, width, channels]"),
+        ] {
+            #expect(throws: TrainingError.self) { try Checkpoint.recordedData([key: value], path: "c") }
+            #expect { try Checkpoint.recordedData([key: value], path: "c") } throws: { "\($0)".contains(fragment) }
+        }
+    }
+}

@@ -6,8 +6,9 @@ import Foundation
 /// `num_batches_tracked` I64 scalars), and the optimizer's state under `optimizer.<parameter>.<field>` (e.g.
 /// `optimizer.layer1.0.conv1.weight.momentum_buffer`). Metadata (strings): `format`, `format_version`,
 /// `epoch` (completed epochs), `step` (steps done in the next epoch, non-zero only after Ctrl-C),
-/// `partial_epoch` (the running sums of that epoch, JSON), `seed` and `config` (JSON of
-/// `TrainingConfiguration`).
+/// `partial_epoch` (the running sums of that epoch, JSON), `seed`, `config` (JSON of `TrainingConfiguration`),
+/// and what the network was trained on: `classes` (e.g. "10") and `input_shape` (one image, JSON, e.g. "[32, 32, 3]"),
+/// which `bnn eval` and `bnn export` use to build it (absent in checkpoints from before they were recorded).
 ///
 /// In PyTorch: `sd = safetensors.torch.load_file(path)`, drop the keys starting with "optimizer.", then
 /// `model.load_state_dict(sd)` on the paper's ResNet-20.
@@ -31,12 +32,18 @@ public struct Checkpoint: Sendable, Equatable {
     public var partialEpoch: PartialEpoch?
     /// The run's configuration (its seed included).
     public var configuration: TrainingConfiguration
+    /// Logits per image of the network (nil: not recorded).
+    public var classes: Int?
+    /// One training image, `[H, W, C]` (nil: not recorded).
+    public var inputShape: [Int]?
 
     /// A checkpoint of the given state.
     public init(
         model: [String: SafeTensors.TensorData], optimizer: [String: SafeTensors.TensorData], completedEpochs: Int,
-        partialEpoch: PartialEpoch?, configuration: TrainingConfiguration
+        partialEpoch: PartialEpoch?, configuration: TrainingConfiguration, classes: Int? = nil, inputShape: [Int]? = nil
     ) {
+        self.classes = classes
+        self.inputShape = inputShape
         self.model = model
         self.optimizer = optimizer
         self.completedEpochs = completedEpochs
@@ -55,7 +62,33 @@ public struct Checkpoint: Sendable, Equatable {
             "config": configuration.json,
         ]
         if let partialEpoch { metadata["partial_epoch"] = partialEpoch.json }
+        if let classes { metadata["classes"] = String(classes) }
+        if let inputShape { metadata["input_shape"] = JSONValue.array(inputShape.map { .integer($0) }).serialized(spaced: true) }
         return metadata
+    }
+
+    /// The `classes` and `input_shape` a file's metadata records (nil where absent); throws naming the entry when
+    /// one is present but is not a positive count or a list of three positive sizes.
+    public static func recordedData(_ metadata: [String: String], path: String) throws(TrainingError)
+        -> (classes: Int?, inputShape: [Int]?)
+    {
+        var classes: Int?
+        if let text = metadata["classes"] {
+            guard let count = Int(text), count >= 1 else {
+                throw .badCheckpoint(path: path, reason: "metadata classes \"\(text)\" is not a positive count")
+            }
+            classes = count
+        }
+        var inputShape: [Int]?
+        if let text = metadata["input_shape"] {
+            let sizes = try? JSONDecoder().decode([Int].self, from: Data(text.utf8))
+            guard let sizes, sizes.count == 3, sizes.allSatisfy({ $0 >= 1 && $0 <= ImageFolder.maximumSide }) else {
+                throw .badCheckpoint(
+                    path: path, reason: "metadata input_shape \"\(text)\" is not [height, width, channels] of sizes 1...\(ImageFolder.maximumSide)")
+            }
+            inputShape = sizes
+        }
+        return (classes, inputShape)
     }
 
     /// Writes the file atomically (temporary file, flush, rename): a crash leaves the previous checkpoint.
@@ -127,9 +160,10 @@ public struct Checkpoint: Sendable, Equatable {
             throw .badCheckpoint(path: path, reason: "metadata step \"\(metadata["step"] ?? "")\" is not a count")
         }
         let split = splitOptimizer(file.tensors)
+        let recorded = try recordedData(metadata, path: path)
         return Checkpoint(
             model: split.model, optimizer: split.optimizer, completedEpochs: epoch, partialEpoch: partial,
-            configuration: configuration)
+            configuration: configuration, classes: recorded.classes, inputShape: recorded.inputShape)
     }
 
     /// Separates the optimizer's entries (prefix removed) from the model's.

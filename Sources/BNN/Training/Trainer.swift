@@ -42,6 +42,10 @@ public final class Trainer {
     public let trainingBatches: any BatchPlan
     /// Images evaluated after each epoch; nil to skip evaluation.
     public let validation: (any ImageSplit)?
+    /// Classes of the training split (the network's logits per image), recorded in the checkpoint.
+    public let classes: Int
+    /// One training image, `[H, W, C]`, recorded in the checkpoint.
+    public let inputShape: [Int]
     /// Batch size of the evaluation (results do not depend on it).
     public var evaluationBatchSize = Evaluation.defaultBatchSize
     /// Where progress is shown.
@@ -96,6 +100,8 @@ public final class Trainer {
     ) throws {
         try configuration.validate()
         guard training.count > 0 else { throw TrainingError.invalidConfiguration("the training split holds no image") }
+        classes = training.classCount
+        inputShape = training.imageShape
         if let validation, validation.imageShape != training.imageShape || validation.classCount != training.classCount {
             throw TrainingError.invalidConfiguration(
                 "the validation split has \(validation.classCount) classes of \(validation.imageShape) images, the training "
@@ -208,7 +214,7 @@ public final class Trainer {
     public func checkpoint() -> Checkpoint {
         Checkpoint(
             model: model.stateDict(), optimizer: optimizer.stateDict(), completedEpochs: completedEpochs,
-            partialEpoch: partialEpoch, configuration: configuration)
+            partialEpoch: partialEpoch, configuration: configuration, classes: classes, inputShape: inputShape)
     }
 
     /// Trains until every epoch is done, `shouldStop` says to stop, or (if given) `untilEpoch` epochs are
