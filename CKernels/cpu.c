@@ -1,9 +1,51 @@
 /* cpu.c — CPU feature detection, choice of kernel path, thread count, status messages. */
 #include "internal.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static char cpu_name[256] = "unknown CPU";
+static pthread_once_t cpu_name_once = PTHREAD_ONCE_INIT;
+
+/* The value of a "key : value" line of /proc/cpuinfo when the line's key is `key`, else NULL. */
+static const char *cpuinfo_value(const char *line, const char *key) {
+    const size_t n = strlen(key);
+    if (strncmp(line, key, n) != 0) return NULL;
+    const char *p = line + n;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p != ':') return NULL;
+    p++;
+    while (*p == ' ') p++;
+    return p;
+}
+
+static void read_cpu_name(void) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL) return;
+    char line[512], name[160] = "", family[32] = "", model[32] = "";
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (line[0] == '\n' && name[0] != '\0') break; /* the first processor's block only */
+        line[strcspn(line, "\n")] = '\0';
+        const char *v;
+        if (name[0] == '\0' && (v = cpuinfo_value(line, "model name")) != NULL) snprintf(name, sizeof name, "%s", v);
+        else if (family[0] == '\0' && (v = cpuinfo_value(line, "cpu family")) != NULL) snprintf(family, sizeof family, "%s", v);
+        else if (model[0] == '\0' && (v = cpuinfo_value(line, "model")) != NULL) snprintf(model, sizeof model, "%s", v);
+    }
+    fclose(f);
+    if (name[0] == '\0') return;
+    if (family[0] != '\0' && model[0] != '\0')
+        snprintf(cpu_name, sizeof cpu_name, "%s (family %s, model %s)", name, family, model);
+    else
+        snprintf(cpu_name, sizeof cpu_name, "%s", name);
+}
+
+const char *ck_cpu_name(void) {
+    pthread_once(&cpu_name_once, read_cpu_name);
+    return cpu_name;
+}
 
 const char *ck_status_message(ck_status status) {
     switch (status) {

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Everything one run of the kernel benchmark measured; encodes to the JSON that `--json` prints.
@@ -115,6 +116,7 @@ public enum KernelBenchmarkTable {
         -> String
     {
         """
+        CPU            \(String(cString: ck_cpu_name()))
         ISA path       \(isa)
         threads        \(threads) (binary kernels and OpenBLAS)
         OpenBLAS core  \(openBLASCore)

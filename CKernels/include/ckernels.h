@@ -70,6 +70,13 @@ ck_status ck_isa_force(ck_isa isa);
 /** Lower-case name of a path ("scalar", "avx2", "avx512"). */
 const char *ck_isa_name(ck_isa isa);
 
+/**
+ * The processor, as benchmarks print it beside their figures: the first processor's model name with its family and
+ * model numbers from /proc/cpuinfo, e.g. "AMD EPYC (family 25, model 17)"; "unknown CPU" where that file cannot be
+ * read. Read once; the string lives as long as the process.
+ */
+const char *ck_cpu_name(void);
+
 /** Sets the number of OpenMP threads the kernels use (n ≥ 1). */
 ck_status ck_set_num_threads(int n);
 

@@ -54,7 +54,8 @@ struct BenchDataCommand: ParsableCommand {
         print("""
             \(description)
             \(evaluation ? "evaluation" : "training") batches of \(split.imageShape): \(images) images in \
-            \(String(format: "%.2f", seconds)) s, \(String(format: "%.1f", Double(images) / seconds)) images/s
+            \(String(format: "%.2f", seconds)) s, \(String(format: "%.1f", Double(images) / seconds)) images/s; \
+            CPU \(Kernels.cpuDescription)
             """)
     }
 }

@@ -9,12 +9,14 @@ struct BenchInferCommand: ParsableCommand {
         commandName: "infer",
         abstract: "Measure 1W1A inference: packed engine vs the training graph's evaluation, same weights.",
         discussion: """
-            The weights are a freshly initialised 1W1A network (--model, default resnet20) whose batch-norm statistics were moved by two \
+            The weights are a freshly initialised 1W1A network (--model, default resnet20; its own image size and \
+            classes, e.g. 224×224 and 1,000 for resnet18-imagenet) whose batch-norm statistics were moved by two \
             training-mode forward passes (speed does not depend on the values); the packed model is its export. \
-            The training graph runs in evaluation mode without recording gradients. Images: synthetic pixels, \
-            normalised as CIFAR-10. Each row: warm-up calls, then the median of --samples timed samples of \
-            enough calls to last about 50 ms each. Figures move by 10–20 % from run to run on a shared machine; \
-            compare rows of the same run.
+            The training graph runs in evaluation mode without recording gradients. Images: synthetic values in \
+            [-2, 2), the range of normalised pixels. Each row: warm-up calls, then the median of --samples timed \
+            samples of enough calls to last about 50 ms each. Figures move by 10–20 % from run to run on a shared \
+            machine; compare rows of the same run. --profile adds the packed engine's time per step and per kind \
+            of step (float convolutions, binary convolutions, pools, ...) for each batch size.
             """
     )
 
@@ -26,14 +28,17 @@ struct BenchInferCommand: ParsableCommand {
     @Flag(help: "Print a JSON array of rows {engine, batch, images_per_second, ms_per_batch, threads}.")
     var json = false
 
-    @Option(name: .customLong("batch-sizes"), parsing: .upToNextOption, help: "Batch sizes to measure.")
-    var batchSizes: [Int] = [1, 256]
+    @Option(name: .customLong("batch-sizes"), parsing: .upToNextOption,
+            help: "Batch sizes to measure (default: 1 and 256; 1 and 16 for images larger than 64×64).")
+    var batchSizes: [Int] = []
+
+    @Flag(help: "Print the packed engine's time per step and per kind of step after each batch size (stderr).")
+    var profile = false
 
     @Option(parsing: .unconditional, help: "Timed samples per row (the median is reported).")
     var samples: Int = 7
 
     func validate() throws {
-        guard !batchSizes.isEmpty else { throw ValidationError("--batch-sizes needs at least one size.") }
         for size in batchSizes { try checkOption("--batch-sizes", size, 1...4096) }
         try checkOption("--samples", samples, 1...Limits.benchmarkSamples)
         guard NetworkRegistry.names.contains(model) else {
@@ -54,22 +59,29 @@ struct BenchInferCommand: ParsableCommand {
 
     func run() throws {
         try threadOptions.apply()
-        let largest = batchSizes.max()!
-        let images = try CIFAR10Batches.evaluation(TrainingBenchmark.syntheticData(images: max(largest, 128)), batchSize: max(largest, 128))
-            .batches(epoch: 0).batch(at: 0).images
-        let imageSize = CIFAR10.imageSize
-
         let definition = try NetworkRegistry.named(self.model)
+        let shape = definition.inputShape
+        let imageSize = shape.reduce(1, *)
+        let large = shape[0] * shape[1] > 64 * 64
+        let batchSizes = self.batchSizes.isEmpty ? (large ? [1, 16] : [1, 256]) : self.batchSizes
+        let largest = batchSizes.max()!
+        // Two training-mode passes of `warmup` images move the batch-norm statistics.
+        let warmup = large ? 8 : 64
+        var generator = Xoshiro256StarStar(seed: 1)
+        let images = (0..<(max(largest, 2 * warmup) * imageSize)).map { _ in Float(generator.next(below: 4096)) / 1024 - 2 }
+
         let model = try definition(NetworkOptions(variant: .binary, seed: 1))
         model.train()
         try withNoGrad {
-            for start in [0, 64] {
-                _ = try model(Tensor(shape: [64, 32, 32, 3], data: Array(images[(start * imageSize)..<((start + 64) * imageSize)])))
+            for start in [0, warmup] {
+                _ = try model(Tensor(shape: [warmup] + shape, data: Array(images[(start * imageSize)..<((start + warmup) * imageSize)])))
             }
         }
         model.eval()
-        let engine = try PackedEngine(
-            model: PackedModel.pack(model, inputShape: definition.inputShape, name: definition.name))
+        // The engine reads CK_PROFILE_STEPS when it is built and prints a profile whenever the batch size changes.
+        if profile { setenv("CK_PROFILE_STEPS", "1", 1) }
+        let engine = try PackedEngine(model: PackedModel.pack(model, inputShape: shape, name: definition.name))
+        if profile { unsetenv("CK_PROFILE_STEPS") }
 
         // The packed engine first: OpenBLAS's threads keep spinning for a while after the training graph's
         // convolutions and would take the cores from the engine's OpenMP threads.
@@ -80,23 +92,26 @@ struct BenchInferCommand: ParsableCommand {
                 _ = try engine.logits(images: input, count: batch)
             }))
         }
+        // The last batch size's profile is printed now rather than when the engine goes away.
+        if profile { _ = try engine.logits(images: Array(images[0..<imageSize]), count: 1) }
         for batch in batchSizes {
-            let tensor = try Tensor(shape: [batch, 32, 32, 3], data: Array(images[0..<(batch * imageSize)]))
+            let tensor = try Tensor(shape: [batch] + shape, data: Array(images[0..<(batch * imageSize)]))
             rows.append(Row(engine: "training-graph", batch: batch, secondsPerBatch: try Stopwatch.median(samples: samples) {
                 _ = try withNoGrad { try model(tensor) }
             }))
         }
         // Both engines on the largest batch: the comparison is only meaningful if they compute the same network.
-        let all = try Tensor(shape: [largest, 32, 32, 3], data: Array(images[0..<(largest * imageSize)]))
+        let all = try Tensor(shape: [largest] + shape, data: Array(images[0..<(largest * imageSize)]))
         let reference = try withNoGrad { try model(all).scalars }
         let packedLogits = try engine.logits(images: Array(images[0..<(largest * imageSize)]), count: largest)
-        let agreeing = zip(PackedEngine.predictions(logits: reference, classes: 10),
-                           PackedEngine.predictions(logits: packedLogits, classes: 10)).filter { $0 == $1 }.count
+        let agreeing = zip(PackedEngine.predictions(logits: reference, classes: engine.classes),
+                           PackedEngine.predictions(logits: packedLogits, classes: engine.classes)).filter { $0 == $1 }.count
 
         if !json {
             print("""
-                \(definition.name) 1W1A inference, \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), OpenBLAS core \
-                \(Kernels.blasCore); median of \(samples) samples per row
+                \(definition.name) 1W1A inference on \(shape.map(String.init).joined(separator: "×")) images, \
+                \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore), \
+                CPU \(Kernels.cpuDescription); median of \(samples) samples per row
                 the two engines agree on \(agreeing) of \(largest) predictions
                 """)
             for batch in batchSizes {

@@ -93,7 +93,7 @@ struct BenchTrainCommand: ParsableCommand {
         if !json {
             print("""
                 Training step, batch \(batchSize), \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), \
-                OpenBLAS core \(Kernels.blasCore)
+                OpenBLAS core \(Kernels.blasCore), CPU \(Kernels.cpuDescription)
                 \(warmupSteps) warm-up + \(steps) timed steps per model on \(source); shares are of the wall time per step
                 """)
         }

@@ -53,6 +53,16 @@ extension EveryPath {
         }
     }
 
+    @Test("the CPU name is read once: non-empty, the same on every call, with family and model on Linux x86")
+    func cpuName() {
+        let first = String(cString: ck_cpu_name())
+        #expect(!first.isEmpty && first == Kernels.cpuDescription)
+        #expect(ck_cpu_name() == ck_cpu_name(), "one string for the process")
+        #if os(Linux) && arch(x86_64)
+        #expect(first.contains("(family ") && first.contains(", model "), "\(first)")
+        #endif
+    }
+
     @Test("popcount peak with far more threads than processors is a positive finite rate")
     func popcountPeakOversubscribed() throws {
         // Each thread's share is scaled by processors / threads (ck_popcount_peak), so that 1,024 threads on two

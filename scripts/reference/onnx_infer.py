@@ -2,7 +2,8 @@
 """Times ONNX Runtime (CPU, fp32) on the full-precision twin of a registered network: the peer of `bnn bench infer`.
 
 usage: onnx_infer.py MODEL [--threads N] [--batch-sizes 1 64] [--samples 7] [--json]
-  MODEL  resnet20, resnet20-bireal, resnet18 or vgg-small (CIFAR-10, 32×32 inputs)
+  MODEL  resnet20, resnet20-bireal, resnet18 or vgg-small (CIFAR-10, 32×32 inputs, 10 classes), or
+         resnet18-imagenet or resnet34-imagenet (224×224 inputs, 1,000 classes)
 Needs torch (to build and export the network), onnx and onnxruntime.
 
 The twin has the topology of swift-bnn's network with every convolution real-valued (conv → ReLU → batch norm, the
@@ -85,12 +86,37 @@ class VGGSmall(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class ImageNetResNet(nn.Module):
+    """7×7 stride-2 stem → ReLU → batch norm → 3×3 stride-2 max-pool, Bi-Real blocks with 1×1 downsamples, global
+    average pool → batch norm → 1,000 logits (swift-bnn's resnet18-imagenet and resnet34-imagenet)."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for stage, (width, count) in enumerate(zip([64, 128, 256, 512], blocks)):
+            for index in range(count):
+                layers.append(Block(cin, width, 2 if stage > 0 and index == 0 else 1, "conv", bireal=True))
+                cin = width
+        self.layers = nn.Sequential(*layers)
+        self.bn2 = nn.BatchNorm1d(512)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        out = F.max_pool2d(self.bn1(F.relu(self.conv1(x))), 3, 2, 1)
+        return self.fc(self.bn2(F.adaptive_avg_pool2d(self.layers(out), 1).flatten(1)))
+
+
 NETWORKS = {
     "resnet20": lambda: ResNet([16, 32, 64], 3, "option-a"),
     "resnet20-bireal": lambda: ResNet([16, 32, 64], 3, "option-a", bireal=True),
     "resnet18": lambda: ResNet([64, 128, 256, 512], 2, "conv"),
     "vgg-small": VGGSmall,
+    "resnet18-imagenet": lambda: ImageNetResNet([2, 2, 2, 2]),
+    "resnet34-imagenet": lambda: ImageNetResNet([3, 4, 6, 3]),
 }
+SIDE = {"resnet18-imagenet": 224, "resnet34-imagenet": 224}
 
 
 def median_seconds(run, samples):
@@ -121,8 +147,9 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(1)
     model = NETWORKS[args.model]().eval()
+    side = SIDE.get(args.model, 32)
     path = os.path.join(tempfile.mkdtemp(), f"{args.model}.onnx")
-    torch.onnx.export(model, torch.randn(1, 3, 32, 32), path, input_names=["x"], output_names=["y"],
+    torch.onnx.export(model, torch.randn(1, 3, side, side), path, input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "batch"}}, dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -130,7 +157,7 @@ def main():
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     rows = []
     for batch in args.batch_sizes:
-        x = np.random.default_rng(1).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        x = np.random.default_rng(1).standard_normal((batch, 3, side, side)).astype(np.float32)
         seconds = median_seconds(lambda: session.run(None, {"x": x}), args.samples)
         rows.append({"engine": "onnxruntime-fp32", "model": args.model, "batch": batch, "threads": args.threads,
                      "images_per_second": batch / seconds, "ms_per_batch": 1000 * seconds})

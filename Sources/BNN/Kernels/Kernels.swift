@@ -129,3 +129,9 @@ public enum Kernels {
         return rate
     }
 }
+
+extension Kernels {
+    /// The processor this process runs on, as benchmarks print it beside their figures (`ck_cpu_name`): the model
+    /// name with its family and model numbers, e.g. "AMD EPYC (family 25, model 17)".
+    public static var cpuDescription: String { String(cString: ck_cpu_name()) }
+}
