@@ -279,3 +279,67 @@ int cimage_decode(const uint8_t *data, size_t size, int scale_eighths, cimage_re
 }
 
 void cimage_free(uint8_t *pixels) { free(pixels); }
+
+/* The encoder's error manager: the same longjmp as the decoder's, with its own message buffer. */
+typedef struct {
+    struct jpeg_error_mgr manager;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+} encode_failure;
+
+static void encode_fail(j_common_ptr info) {
+    encode_failure *failure = (encode_failure *)info->err;
+    (*info->err->format_message)(info, failure->message);
+    longjmp(failure->jump, 1);
+}
+
+int cimage_encode_jpeg(const uint8_t *rgb, int width, int height, int quality, uint8_t **bytes, size_t *size,
+                       char *message) {
+    if (message != NULL) message[0] = '\0';
+    if (rgb == NULL || bytes == NULL || size == NULL || quality < 1 || quality > 100) {
+        if (message != NULL) snprintf(message, 200, "a null pointer or a quality outside 1...100");
+        return CIMAGE_BAD_ARGUMENT;
+    }
+    *bytes = NULL;
+    *size = 0;
+    if (width <= 0 || height <= 0 || (uint64_t)width * (uint64_t)height > CIMAGE_MAX_PIXELS) {
+        if (message != NULL) snprintf(message, 200, "%d×%d pixels is outside the accepted size", width, height);
+        return CIMAGE_BAD_SIZE;
+    }
+    /* The buffer jpeg_mem_dest grows lives in heap memory, so that it is still known after a longjmp. */
+    struct { unsigned char *buffer; unsigned long length; } *out = calloc(1, sizeof *out);
+    if (out == NULL) {
+        if (message != NULL) snprintf(message, 200, "out of memory");
+        return CIMAGE_NO_MEMORY;
+    }
+    struct jpeg_compress_struct info;
+    encode_failure failure;
+    info.err = jpeg_std_error(&failure.manager);
+    failure.manager.error_exit = encode_fail;
+    if (setjmp(failure.jump)) {
+        jpeg_destroy_compress(&info);
+        free(out->buffer);
+        free(out);
+        if (message != NULL) snprintf(message, 200, "%s", failure.message);
+        return CIMAGE_CORRUPT;
+    }
+    jpeg_create_compress(&info);
+    jpeg_mem_dest(&info, &out->buffer, &out->length);
+    info.image_width = (JDIMENSION)width;
+    info.image_height = (JDIMENSION)height;
+    info.input_components = 3;
+    info.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&info);
+    jpeg_set_quality(&info, quality, TRUE);
+    jpeg_start_compress(&info, TRUE);
+    while (info.next_scanline < info.image_height) {
+        JSAMPROW row = (JSAMPROW)(rgb + (size_t)info.next_scanline * (size_t)width * 3);
+        jpeg_write_scanlines(&info, &row, 1);
+    }
+    jpeg_finish_compress(&info);
+    jpeg_destroy_compress(&info);
+    *bytes = out->buffer;
+    *size = (size_t)out->length;
+    free(out);
+    return CIMAGE_OK;
+}

@@ -12,9 +12,12 @@ struct BenchTrainCommand: ParsableCommand {
             Runs the trainer's own step (forward, cross-entropy, backward, SGD, indicators) on batches from the \
             background loader: warm-up steps first, then --steps timed steps. Phases are timed around the step's \
             parts; the estimators' time is measured inside the backward, and the convolutions' input and weight \
-            gradients are replayed alone on the step's exact shapes to show their share. Data: synthetic images (random \
-            pixels; the pipeline costs the same) unless --data is given. Figures move by 10–20 % from run to run \
-            on a shared machine.
+            gradients are replayed alone on the step's exact shapes to show their share. Data: synthetic images of the \
+            network's own size (random pixels; the network costs the same) unless --data is given: CIFAR-10 binaries \
+            or an image folder (with the options of `bnn train`; `bnn bench data --synthetic DIR` writes a folder of \
+            photo-sized JPEGs), whose decoding then shows in the data phase. The steps wrap to further epochs of the \
+            data; the resident memory at the end of each epoch and the peak are printed. Figures move by 10–20 % \
+            from run to run on a shared machine.
             """
     )
 
@@ -32,8 +35,7 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Images per step.")
     var batchSize: Int = 256
 
-    @Option(help: "CIFAR-10 directory to take the batches from instead of synthetic images.")
-    var data: String?
+    @OptionGroup var dataOptions: DataOptions
 
     @Option(help: "Network whose 1W1A and full-precision twin are measured (\(NetworkRegistry.names.joined(separator: ", "))).")
     var model: String?
@@ -81,14 +83,11 @@ struct BenchTrainCommand: ParsableCommand {
                 try definition(NetworkOptions(variant: variant)), inputShape: definition.inputShape, batchSize: batchSize,
                 training: true, what: "\(TrainingBenchmark.modelName(network, variant)) training")
         }
-        let split: CIFAR10Split
-        let source: String
-        if let data {
-            split = try CIFAR10(directory: URL(fileURLWithPath: data)).train
-            source = "CIFAR-10 training images from \(data)"
-        } else {
-            split = TrainingBenchmark.syntheticData(images: 4 * batchSize)
-            source = "synthetic images"
+        var split: (any ImageSplit)?
+        var source = "synthetic images"
+        if dataOptions.data != nil {
+            let data = try dataOptions.trainingData()
+            (split, source) = (data.train, data.description)
         }
         if !json {
             print("""
@@ -100,9 +99,14 @@ struct BenchTrainCommand: ParsableCommand {
         var rows: [TrainingBenchmark.Row] = []
         for name in measured {
             let (network, variant) = Self.network(name)!
+            let definition = try NetworkRegistry.named(network)
+            // Synthetic images of the network's size: CIFAR-10's pipeline for 32×32 networks, plain tensors otherwise.
+            let data = try split ?? (definition.inputShape == [32, 32, 3]
+                ? TrainingBenchmark.syntheticData(images: 4 * batchSize)
+                : TrainingBenchmark.syntheticImages(count: 4 * batchSize, shape: definition.inputShape, classes: definition.classes))
             let row = try TrainingBenchmark.measure(
                 network: network, variant: variant, estimator: "reste", batchSize: batchSize, steps: steps,
-                warmupSteps: warmupSteps, data: split)
+                warmupSteps: warmupSteps, data: data)
             rows.append(row)
             if !json { print(Self.describe(row)) }
         }
@@ -132,8 +136,12 @@ struct BenchTrainCommand: ParsableCommand {
             (\(String(format: "%.1f", row.backwardConvolutionMultiplyAdds / 1e9)) G multiply-adds, \
             \(String(format: "%.0f", convolutionRate)) G MAC/s), estimator \(String(format: "%.3f", row.estimatorSeconds)) s = \
             \(String(format: "%.1f", 100 * row.estimatorSeconds / max(backward, 1e-12))) % of backward
+              memory: resident \(row.residentBytes.map(mebibytes).joined(separator: ", ")) MiB at the end of each \
+            epoch of the data (the last: at the end), peak \(mebibytes(row.peakResidentBytes)) MiB
             """
     }
+
+    static func mebibytes(_ bytes: Int) -> String { String(format: "%.0f", Double(bytes) / 1_048_576) }
 
     /// One JSON object; shares are fractions of the wall time per step.
     static func json(_ row: TrainingBenchmark.Row) -> String {
@@ -151,6 +159,9 @@ struct BenchTrainCommand: ParsableCommand {
         fields.append(("backward_conv_share", number(row.backwardConvolutionSeconds / row.secondsPerStep)))
         fields.append(("estimator_share", number(row.estimatorSeconds / row.secondsPerStep)))
         fields.append(("backward_conv_multiply_adds", number(row.backwardConvolutionMultiplyAdds)))
+        fields.append(("resident_bytes_per_epoch", "[" + row.residentBytes.map(String.init).joined(separator: ", ") + "]"))
+        fields.append(("peak_resident_bytes", String(row.peakResidentBytes)))
+        fields.append(("cpu", "\"\(Kernels.cpuDescription)\""))
         fields.append(("isa", "\"\(Kernels.isa.name)\""))
         fields.append(("openblas_core", "\"\(Kernels.blasCore)\""))
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"

@@ -1,4 +1,8 @@
 import CKernels
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Measures training throughput of a registered network (`bnn bench train`): the trainer's own step (forward,
 /// cross-entropy, backward, SGD, indicators) on real batches from the background loader, with the time of each
@@ -31,6 +35,10 @@ public enum TrainingBenchmark {
         public var backwardConvolutionSeconds: Double
         /// Multiply-adds of those gradients per step.
         public var backwardConvolutionMultiplyAdds: Double
+        /// Resident memory of the process (bytes) at the end of each epoch the steps went through, and at the end.
+        public var residentBytes: [Int] = []
+        /// The most resident memory the process has used so far (bytes).
+        public var peakResidentBytes: Int = 0
 
         /// Seconds per step of a phase by name (0 if unknown).
         public func seconds(_ phase: String) -> Double { phases.first { $0.name == phase }?.seconds ?? 0 }
@@ -42,11 +50,13 @@ public enum TrainingBenchmark {
     }
 
     /// Trains `warmupSteps + steps` steps of a fresh registered network `network` (`variant`, `estimator` set to the
-    /// middle of a 10-epoch schedule so ReSTE runs its general o > 1 path) on batches of `batchSize` from `data`,
-    /// timing the last `steps`. The kernels' current thread setting is used and reported.
+    /// middle of a 10-epoch schedule so ReSTE runs its general o > 1 path; built for the split's image shape and
+    /// classes) on batches of `batchSize` from `data`, timing the last `steps`; the steps wrap to further epochs of
+    /// the split, and the resident memory at the end of each is recorded. The kernels' current thread setting is used
+    /// and reported.
     public static func measure(
         network: String = "resnet20", variant: NetworkVariant, estimator estimatorName: String, batchSize: Int,
-        steps: Int, warmupSteps: Int = 2, data: CIFAR10Split, seed: UInt64 = 1
+        steps: Int, warmupSteps: Int = 2, data: any ImageSplit, seed: UInt64 = 1
     ) throws -> Row {
         for (name, value, range) in [
             ("batch size", batchSize, 1...Limits.batchSize), ("steps", steps, 1...Limits.benchmarkSteps),
@@ -59,25 +69,27 @@ public enum TrainingBenchmark {
         let clock = EstimatorClock()
         let estimator = TimedEstimator(try makeEstimator(named: estimatorName), clock: clock)
         let definition = try NetworkRegistry.named(network)
-        let model = try definition(NetworkOptions(variant: variant, estimator: estimator, seed: seed))
+        let inputShape = data.imageShape
+        let model = try definition(NetworkOptions(
+            variant: variant, estimator: estimator, classes: data.classCount, seed: seed, inputShape: inputShape))
         try MemoryEstimate.requireFits(
-            model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels],
-            batchSize: min(batchSize, data.count), training: true, what: "\(modelName(network, variant)) training")
+            model, inputShape: inputShape, batchSize: min(batchSize, data.count), training: true,
+            what: "\(modelName(network, variant)) training")
         model.setEstimatorEpoch(5, of: 10)
         model.train()
         let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.01)
         let step = TrainingStep(
             model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight),
             indicatorPower: 3)
-        let batches = try CIFAR10Batches.training(data, batchSize: batchSize, seed: seed)
+        let plan = try data.batchPlan(batchSize: min(batchSize, data.count), seed: seed, training: true)
 
         // The replay runs between the timed steps (outside their time), so that both see the same load on a
         // shared machine.
-        let replay = try BackwardConvolutionReplay(
-            model: model, inputShape: [CIFAR10.height, CIFAR10.width, CIFAR10.channels], batch: min(batchSize, data.count))
+        let replay = try BackwardConvolutionReplay(model: model, inputShape: inputShape, batch: min(batchSize, data.count))
         let times = StepPhaseTimes()
         var epoch = 0
-        var iterator = PrefetchingSequence(batches.batches(epoch: epoch), prefetch: 2).makeIterator()
+        var iterator = PrefetchingSequence(ThrowingEpochSlice(plan.epochBatches(epoch)), prefetch: 2).makeIterator()
+        var residentBytes: [Int] = []
         var elapsed = 0.0
         var estimatorSeconds = 0.0
         var replaySeconds = 0.0
@@ -88,11 +100,12 @@ public enum TrainingBenchmark {
             let estimatorStart = clock.seconds
             var next = iterator.next()
             if next == nil {
+                residentBytes.append(MemoryUse.residentBytes)
                 epoch += 1
-                iterator = PrefetchingSequence(batches.batches(epoch: epoch), prefetch: 2).makeIterator()
+                iterator = PrefetchingSequence(ThrowingEpochSlice(plan.epochBatches(epoch)), prefetch: 2).makeIterator()
                 next = iterator.next()
             }
-            guard let batch = next else { throw TrainingError.invalidConfiguration("bench: the data holds no image") }
+            guard let batch = try next?.get() else { throw TrainingError.invalidConfiguration("bench: the data holds no image") }
             if timed { times.data += TrainingProgress.monotonicSeconds() - start }
             _ = try step.run(batch, timing: timed ? times : nil) { loss in
                 guard loss.isFinite else {
@@ -118,7 +131,14 @@ public enum TrainingBenchmark {
                 ("indicators", times.indicators * perStep),
             ],
             estimatorSeconds: estimatorSeconds * perStep, backwardConvolutionSeconds: replaySeconds * perStep,
-            backwardConvolutionMultiplyAdds: replay.multiplyAdds)
+            backwardConvolutionMultiplyAdds: replay.multiplyAdds, residentBytes: residentBytes + [MemoryUse.residentBytes],
+            peakResidentBytes: MemoryUse.peakResidentBytes)
+    }
+
+    /// Synthetic images of any shape (values in [-2, 2), the range of normalised pixels) with random labels among
+    /// `classes`: the networks cost the same on them as on real images.
+    public static func syntheticImages(count: Int, shape: [Int], classes: Int, seed: UInt64 = 1) throws -> any ImageSplit {
+        try SyntheticSplit(count: count, shape: shape, classes: classes, seed: seed)
     }
 
     /// Synthetic CIFAR-shaped data (random pixels and labels): the pipeline costs the same as on real images.
@@ -216,5 +236,77 @@ struct BackwardConvolutionReplay {
                 inputGradient: layer.inputGradient?.pointer, accumulateInput: false)
         }
         return TrainingProgress.monotonicSeconds() - start
+    }
+}
+
+/// The process's memory as the kernel counts it.
+enum MemoryUse {
+    /// Resident bytes now (/proc/self/statm), 0 where unknown.
+    static var residentBytes: Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// The most resident bytes so far (getrusage's maximum resident set size).
+    static var peakResidentBytes: Int {
+        var usage = rusage()
+        guard getrusage(Int32(RUSAGE_SELF.rawValue), &usage) == 0 else { return 0 }
+        return usage.ru_maxrss * 1024
+    }
+}
+
+/// `TrainingBenchmark.syntheticImages`: fixed random images, batches in a shuffled order per epoch, no augmentation.
+struct SyntheticSplit: ImageSplit, BatchPlan {
+    let count: Int
+    let imageShape: [Int]
+    let classCount: Int
+    let images: [Float]
+    let labels: [Int]
+    var batchSize = 1
+
+    init(count: Int, shape: [Int], classes: Int, seed: UInt64) throws {
+        guard count >= 1, shape.count == 3, shape.allSatisfy({ $0 >= 1 }), classes >= 1 else {
+            throw TrainingError.invalidConfiguration(
+                "synthetic images: need a count ≥ 1, a shape [H, W, C] of sizes ≥ 1 and classes ≥ 1; got \(count), \(shape), \(classes)")
+        }
+        var generator = Xoshiro256StarStar(seed: seed)
+        self.count = count
+        imageShape = shape
+        classCount = classes
+        images = (0..<(count * shape.reduce(1, *))).map { _ in Float(generator.next(below: 4096)) / 1024 - 2 }
+        labels = (0..<count).map { _ in Int(generator.next(below: UInt64(classes))) }
+    }
+
+    func batchPlan(batchSize: Int, seed: UInt64, training: Bool) throws -> any BatchPlan {
+        var plan = self
+        plan.batchSize = min(max(batchSize, 1), count)
+        return plan
+    }
+
+    var imageCount: Int { count }
+    var batchesPerEpoch: Int { (count + batchSize - 1) / batchSize }
+
+    func epochBatches(_ epoch: Int) -> any EpochBatches { SyntheticEpoch(split: self, epoch: epoch) }
+
+    struct SyntheticEpoch: EpochBatches {
+        let split: SyntheticSplit
+        let epoch: Int
+        var count: Int { split.batchesPerEpoch }
+
+        func batch(at index: Int) throws -> ImageBatch {
+            let size = split.imageShape.reduce(1, *)
+            let first = index * split.batchSize
+            let indices = Array(first..<min(first + split.batchSize, split.count))
+            // A rotation per epoch: every epoch sees the images in another order, the cost is the same.
+            let order = indices.map { (($0 + epoch * 7) % split.count) }
+            var images = [Float]()
+            images.reserveCapacity(order.count * size)
+            for i in order { images.append(contentsOf: split.images[(i * size)..<((i + 1) * size)]) }
+            return ImageBatch(
+                images: images, labels: order.map { split.labels[$0] }, indices: order, height: split.imageShape[0],
+                width: split.imageShape[1], channels: split.imageShape[2])
+        }
     }
 }

@@ -135,14 +135,16 @@ public struct TrainingConfiguration: Sendable, Equatable {
         let fields: Fields
         do {
             fields = try JSONDecoder().decode(Fields.self, from: Data(json.utf8))
-        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context)
-            where !context.codingPath.isEmpty {
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value")
-        } catch DecodingError.typeMismatch, DecodingError.valueNotFound {
-            throw .badCheckpoint(path: place, reason: "metadata `config` is not a JSON object")
-        } catch DecodingError.dataCorrupted(let context) where !context.codingPath.isEmpty {
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+        } catch let error as DecodingError {
+            let context: DecodingError.Context?
+            switch error {
+            case .typeMismatch(_, let found), .valueNotFound(_, let found), .dataCorrupted(let found): context = found
+            default: context = nil
+            }
+            guard let path = context?.codingPath, !path.isEmpty else {
+                throw .badCheckpoint(path: place, reason: "metadata `config` is not a JSON object of the settings: \(error.localizedDescription)")
+            }
+            let key = path.map(\.stringValue).joined(separator: ".")
             throw .badCheckpoint(path: place, reason: "metadata `config` key \"\(key)\" has an unusable value")
         } catch {
             throw .badCheckpoint(path: place, reason: "metadata `config` is not valid JSON: \(error.localizedDescription)")

@@ -60,8 +60,15 @@ int cimage_probe(const uint8_t *data, size_t size, cimage_result *result);
 /// (8: full size); a PNG is always decoded at full size. A truncated JPEG is an error, not a grey-filled image.
 int cimage_decode(const uint8_t *data, size_t size, int scale_eighths, cimage_result *result);
 
-/// Releases `pixels` of a decode (NULL is allowed).
+/// Releases `pixels` of a decode, or the bytes of an encode (NULL is allowed).
 void cimage_free(uint8_t *pixels);
+
+/// Encodes `width × height` RGB pixels (rows top to bottom) as a baseline JPEG of `quality` 1...100 with libjpeg's
+/// default 4:2:0 chroma subsampling, as cameras and photo collections store them (for generated benchmark data).
+/// On success `*bytes` holds `*size` bytes to release with `cimage_free`; on failure the status says why and
+/// `message` (200 bytes, may be NULL) one line of what the encoder said.
+int cimage_encode_jpeg(const uint8_t *rgb, int width, int height, int quality, uint8_t **bytes, size_t *size,
+                       char *message);
 
 #ifdef __cplusplus
 }
