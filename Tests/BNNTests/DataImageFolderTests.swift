@@ -509,3 +509,30 @@ struct DataImageFolderTests {
         }
     }
 }
+
+@Suite("Synthetic image folders")
+struct SyntheticImageFolderTests {
+    @Test("a generated folder reads back as an image folder: layout, sizes, JPEGs, the same bytes for the same seed")
+    func writesAndReadsBack() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("bnn-synthetic-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let layout = SyntheticImageFolder.Layout(
+            classes: 3, trainingImagesPerClass: 2, validationImagesPerClass: 1, width: 50, height: 37, quality: 80)
+        #expect(try SyntheticImageFolder.write(layout, to: root, seed: 4) == 9)
+        let file = root.appendingPathComponent("train/class02/0001.jpg")
+        let bytes = try Data(contentsOf: file)
+        #expect(bytes.starts(with: [0xFF, 0xD8, 0xFF]))
+        let image = try ImageDecoder.decode(bytes, path: file.path)
+        #expect(image.width == 50 && image.height == 37)
+        // Written again with the same seed: the same file; with another seed: another one.
+        let again = root.appendingPathComponent("again")
+        try SyntheticImageFolder.write(layout, to: again, seed: 4)
+        #expect(try Data(contentsOf: again.appendingPathComponent("train/class02/0001.jpg")) == bytes)
+        let other = root.appendingPathComponent("other")
+        try SyntheticImageFolder.write(layout, to: other, seed: 5)
+        #expect(try Data(contentsOf: other.appendingPathComponent("train/class02/0001.jpg")) != bytes)
+        #expect(throws: ImageFolderError.self) {
+            try SyntheticImageFolder.write(SyntheticImageFolder.Layout(quality: 0), to: root)
+        }
+    }
+}

@@ -393,6 +393,22 @@ struct TrainingBenchmarkTests {
         #expect(row.imagesPerSecond > 0 && row.secondsPerStep > 0)
         #expect(row.phases.map(\.seconds).reduce(0, +) <= row.secondsPerStep * 1.0001)
         #expect(row.estimatorSeconds > 0 && row.estimatorSeconds <= row.seconds("backward"))
+        // 16 images in batches of 8: the 3 steps end epoch 0 once, so two memory figures, none above the peak.
+        #expect(row.residentBytes.count == 2 && row.residentBytes.allSatisfy { $0 > 0 && $0 <= row.peakResidentBytes }, "\(row.residentBytes), peak \(row.peakResidentBytes)")
+    }
+
+    @Test("a network of another input size and class count measures on synthetic images of its own size")
+    func otherSizes() throws {
+        let data = try TrainingBenchmark.syntheticImages(count: 6, shape: [24, 20, 3], classes: 7, seed: 2)
+        #expect(data.count == 6 && data.imageShape == [24, 20, 3] && data.classCount == 7)
+        let batch = try data.batchPlan(batchSize: 4, seed: 1, training: true).epochBatches(1).batch(at: 1)
+        #expect(batch.count == 2 && batch.images.count == 2 * 24 * 20 * 3 && batch.labels.allSatisfy { (0..<7).contains($0) })
+        #expect(batch.images.allSatisfy { $0 >= -2 && $0 < 2 })
+        let row = try TrainingBenchmark.measure(
+            network: "resnet18-imagenet", variant: .binary, estimator: "ste", batchSize: 3, steps: 2, warmupSteps: 1,
+            data: TrainingBenchmark.syntheticImages(count: 6, shape: [40, 40, 3], classes: 5))
+        #expect(row.model == "resnet18-imagenet-1w1a" && row.batch == 3 && row.imagesPerSecond > 0)
+        #expect(throws: TrainingError.self) { try TrainingBenchmark.syntheticImages(count: 0, shape: [8, 8, 3], classes: 2) }
     }
 }
 
