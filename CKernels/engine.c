@@ -483,15 +483,16 @@ conv_store_chunks(const int chunks, const ck_step *st, const __m512 *acc, const 
 }
 
 /* Pixels per block of the interior: that many independent chains of additions hide the latency of each (a
- * single pixel's sum is one chain of kernel_h·kernel_w·C dependent adds), while blocks × chunks accumulators
- * stay in registers. */
-#define CONV_BLOCK(chunks) ((chunks) == 1 ? 8 : (chunks) == 2 ? 4 : 2)
+ * single pixel's sum is one chain of kernel_h·kernel_w·C dependent adds), and each weight vector loaded serves
+ * that many pixels, while blocks × chunks accumulators, the chunks' weights and a broadcast stay within the 32
+ * registers. */
+#define CONV_BLOCK(chunks) ((chunks) == 1 ? 12 : (chunks) == 2 ? 8 : (chunks) == 3 ? 6 : 4)
 
 /* Pixels [p0, p1), outputs [o0, o0 + 16·chunks) ∩ [o0, out_channels) (o0 a multiple of 64). */
 static inline __attribute__((always_inline, target("avx512f"))) void
 conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const float *in, const float *residual,
                    float *out, uint64_t *bits, int64_t p0, int64_t p1, int64_t o0) {
-    enum { MAX_BLOCK = 8 };
+    enum { MAX_BLOCK = 12 };
     const int block = CONV_BLOCK(chunks);
     const ck_conv_shape *s = &st->shape;
     int64_t oh, ow;
@@ -518,21 +519,28 @@ conv_pixels_chunks(const int chunks, const ck_step *st, const float *wt, const f
             /* `block` pixels of one output row together: one bounds check per kernel row, each pixel's sum in
              * the same order as alone. */
             __m512 acc[MAX_BLOCK][4];
+#pragma clang loop unroll(full)
             for (int q = 0; q < block; q++)
+#pragma clang loop unroll(full)
                 for (int k = 0; k < chunks; k++) acc[q][k] = zero;
+            /* A kernel row's taps (column b, channel ch) are kw·C consecutive floats of the input row and
+             * consecutive weight rows, j = b·C + ch: one loop in the order (b, ch), long even for a stem's 3
+             * channels. */
+            const int64_t run = kw * c, px = sw * c;
             for (int64_t a = 0; a < kh; a++) {
                 if (y0 + a < 0 || y0 + a >= s->height) continue;
-                for (int64_t b = 0; b < kw; b++) {
-                    const float *x = in + ((y0 + a) * s->width + bx * sw - s->pad_w + b) * c;
-                    const float *w = wt + ((a * kw + b) * c) * o + o0;
-                    for (int64_t ch = 0; ch < c; ch++) {
-                        __m512 wv[4];
-                        for (int k = 0; k < chunks; k++) wv[k] = _mm512_maskz_loadu_ps(mask[k], w + ch * o + 16 * k);
-                        for (int q = 0; q < block; q++) {
-                            const __m512 xv = _mm512_set1_ps(x[q * sw * c + ch]);
-                            for (int k = 0; k < chunks; k++)
-                                acc[q][k] = _mm512_add_ps(acc[q][k], _mm512_mul_ps(xv, wv[k]));
-                        }
+                const float *x = in + ((y0 + a) * s->width + bx * sw - s->pad_w) * c;
+                const float *w = wt + (a * run) * o + o0;
+                for (int64_t j = 0; j < run; j++) {
+                    __m512 wv[4];
+#pragma clang loop unroll(full)
+                    for (int k = 0; k < chunks; k++) wv[k] = _mm512_maskz_loadu_ps(mask[k], w + j * o + 16 * k);
+#pragma clang loop unroll(full)
+                    for (int q = 0; q < block; q++) {
+                        const __m512 xv = _mm512_set1_ps(x[q * px + j]);
+#pragma clang loop unroll(full)
+                        for (int k = 0; k < chunks; k++)
+                            acc[q][k] = _mm512_add_ps(acc[q][k], _mm512_mul_ps(xv, wv[k]));
                     }
                 }
             }
@@ -653,12 +661,12 @@ static inline int64_t pool_span(int64_t c, const float *out) { return out != NUL
 /* ck_maxpool2d_forward_f32's loop without argmax: −∞ to start, the padding skipped, strictly greater keeps the
  * first maximum and v != v lets NaN through. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
-maxpool_f32(const ck_step *st, const float *in, float *out, uint64_t *bits) {
+maxpool_f32_range(const ck_step *st, const float *in, float *out, uint64_t *bits, int64_t p0, int64_t p1) {
     const ck_conv_shape *s = &st->shape;
     int64_t oh, ow;
     ck_conv_output_size(s, &oh, &ow);
     const int64_t c = s->channels, span = pool_span(c, out);
-    for (int64_t p = 0; p < oh * ow; p++) {
+    for (int64_t p = p0; p < p1; p++) {
         const int64_t y0 = (p / ow) * s->stride_h - s->pad_h, x0 = (p % ow) * s->stride_w - s->pad_w;
         for (int64_t k0 = 0; k0 < c; k0 += span) {
             const int64_t n = c - k0 < span ? c - k0 : span;
@@ -680,6 +688,21 @@ maxpool_f32(const ck_step *st, const float *in, float *out, uint64_t *bits) {
             }
             if (bits != NULL) store_signs(dst, n, bits, p, c, k0);
         }
+    }
+}
+
+/* Output pixels split among `threads` threads (each pixel's value does not depend on the split). */
+static void maxpool_f32(const ck_step *st, const float *in, float *out, uint64_t *bits, int threads) {
+    int64_t oh, ow;
+    ck_conv_output_size(&st->shape, &oh, &ow);
+    if (threads == 1) {
+        maxpool_f32_range(st, in, out, bits, 0, oh * ow);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+        maxpool_f32_range(st, in, out, bits, oh * ow * me / team, oh * ow * (me + 1) / team);
     }
 }
 
@@ -766,11 +789,10 @@ transform_pixels(const ck_step *st, int64_t pixels, int64_t c, const float *x, c
 /* LINEAR: out[f] = (Σ_i w[f][i]·x[i], from 0, added in order i) + bias[f] (+0 without a bias). The weights are
  * transposed (`wt` [n][o]) so that CHUNK outputs advance together, each still its own chain of additions in order
  * i: the floats of the one-output-at-a-time loop, without its single chain's latency per output. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void linear_portable(const ck_step *st,
-                                                                                        const float *wt,
-                                                                                        const float *in, float *out) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+linear_portable(const ck_step *st, const float *wt, const float *in, float *out, int64_t b0, int64_t b1) {
     const int64_t n = st->shape.channels, o = st->out_channels;
-    for (int64_t f0 = 0; f0 < o; f0 += CHUNK) {
+    for (int64_t f0 = b0 * CHUNK; f0 < o && f0 < b1 * CHUNK; f0 += CHUNK) {
         const int64_t nb = o - f0 < CHUNK ? o - f0 : CHUNK;
         float acc[CHUNK];
         for (int64_t j = 0; j < nb; j++) acc[j] = 0.0f;
@@ -808,8 +830,8 @@ linear_chunks(const int chunks, const ck_step *st, const float *wt, const float 
 }
 
 __attribute__((target("avx512f"))) static void linear_avx512(const ck_step *st, const float *wt, const float *in,
-                                                             float *out) {
-    for (int64_t f0 = 0; f0 < st->out_channels; f0 += 64) {
+                                                             float *out, int64_t b0, int64_t b1) {
+    for (int64_t f0 = b0 * 64; f0 < st->out_channels && f0 < b1 * 64; f0 += 64) {
         switch ((st->out_channels - f0 >= 64 ? 64 : st->out_channels - f0 + 15) / 16) {
         case 1: linear_chunks(1, st, wt, in, out, f0); break;
         case 2: linear_chunks(2, st, wt, in, out, f0); break;
@@ -820,14 +842,30 @@ __attribute__((target("avx512f"))) static void linear_avx512(const ck_step *st, 
 }
 #endif
 
-static void linear(const ck_step *st, const float *wt, const float *in, float *out) {
+/* Blocks [b0, b1) of CHUNK outputs. */
+static void linear_blocks(const ck_step *st, const float *wt, const float *in, float *out, int64_t b0, int64_t b1) {
 #if defined(__x86_64__)
     if (ck_isa_active() == CK_ISA_AVX512) {
-        linear_avx512(st, wt, in, out);
+        linear_avx512(st, wt, in, out, b0, b1);
         return;
     }
 #endif
-    linear_portable(st, wt, in, out);
+    linear_portable(st, wt, in, out, b0, b1);
+}
+
+/* Blocks of CHUNK outputs split among `threads` threads: each reads its share of the weights, which is what
+ * the step's time goes to (each weight is used once per image). */
+static void linear(const ck_step *st, const float *wt, const float *in, float *out, int threads) {
+    const int64_t blocks = (st->out_channels + CHUNK - 1) / CHUNK;
+    if (threads == 1) {
+        linear_blocks(st, wt, in, out, 0, blocks);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+        linear_blocks(st, wt, in, out, blocks * me / team, blocks * (me + 1) / team);
+    }
 }
 
 /* One image of a float conv step, on the AVX-512 path when it applies: both paths add the products in the
@@ -982,8 +1020,8 @@ static void profile_flush(ck_program *p) {
  * against 8 output channels is a XOR, a popcount and an add on 512 bits (2 such vector operations per cycle: 3/16
  * cycle per word and channel); a float multiply-add takes 1/16 cycle. Handing a layer to the team costs a fork and a
  * join of the spinning workers (about a microsecond), so steps above ~16 k cycles (~5 µs) are split: every 3×3
- * binary layer of 32 or more channels on 16×16 pixels. Pools, the transform and the rest are a pass over memory,
- * one thread. */
+ * binary layer of 32 or more channels on 16×16 pixels. A large float max-pool (an ImageNet stem's) and a large
+ * linear step are split too; the other pools, the transform and the rest are a short pass over memory, one thread. */
 static int step_threads(const ck_step *st, int threads) {
     if (threads == 1) return 1;
     int64_t oh = 1, ow = 1;
@@ -992,6 +1030,9 @@ static int step_threads(const ck_step *st, int threads) {
     int64_t cycles = 0;
     if (st->kind == CK_STEP_BCONV) cycles = oh * ow * st->out_channels * taps * ck_words(st->shape.channels) * 3 / 16;
     if (st->kind == CK_STEP_CONV_F32) cycles = oh * ow * st->out_channels * taps * st->shape.channels / 16;
+    /* A max-pool compares 16 floats per operation; a linear step streams its weights, ~4 floats per cycle. */
+    if (st->kind == CK_STEP_MAXPOOL_F32) cycles = oh * ow * st->shape.channels * taps / 16;
+    if (st->kind == CK_STEP_LINEAR) cycles = st->shape.channels * st->out_channels / 4;
     return cycles >= 16384 ? threads : 1;
 }
 
@@ -1073,8 +1114,8 @@ static ck_status run_image(const ck_program *p, const float *image, float *resul
         case CK_STEP_SHORTCUT: shortcut(st, buf[st->input], out); break;
         case CK_STEP_BMAXPOOL: ck_bmaxpool2d_run(buf[st->input], &st->shape, bits, threads); break;
         case CK_STEP_GLOBAL_AVGPOOL: global_avgpool(st, buf[st->input], out); break;
-        case CK_STEP_LINEAR: linear(st, p->transposed[i], buf[st->input], out); break;
-        case CK_STEP_MAXPOOL_F32: maxpool_f32(st, buf[st->input], out, bits); break;
+        case CK_STEP_LINEAR: linear(st, p->transposed[i], buf[st->input], out, threads); break;
+        case CK_STEP_MAXPOOL_F32: maxpool_f32(st, buf[st->input], out, bits, threads); break;
         case CK_STEP_AVGPOOL_F32: avgpool_f32(st, buf[st->input], out, bits); break;
         case CK_STEP_AFFINE:
             transform_pixels(st, st->shape.height * st->shape.width, st->shape.channels, buf[st->input], residual, out,

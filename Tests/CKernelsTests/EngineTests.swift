@@ -528,6 +528,9 @@ let maxPoolCases = [
     WindowCase(height: 7, width: 9, channels: 70, kernel: 2, stride: 2, pad: 0),
     WindowCase(height: 8, width: 6, channels: 5, kernel: 3, stride: 1, pad: 1),
     WindowCase(height: 5, width: 11, channels: 130, kernel: 3, stride: 3, pad: 1),
+    // An ImageNet stem's pool (3×3 stride 2 pad 1, even input, many channels), large enough to be split.
+    WindowCase(height: 44, width: 44, channels: 64, kernel: 3, stride: 2, pad: 1),
+    WindowCase(height: 32, width: 32, channels: 130, kernel: 3, stride: 2, pad: 1),
 ]
 
 let avgPoolCases = [
@@ -549,6 +552,10 @@ let directStemCases = [
     WindowCase(height: 10, width: 19, channels: 3, kernel: 3, stride: 1, pad: 1, out: 128),
     WindowCase(height: 9, width: 14, channels: 3, kernel: 3, stride: 2, pad: 1, out: 80),
     WindowCase(height: 7, width: 11, channels: 1, kernel: 3, stride: 1, pad: 1, out: 150),
+    // ImageNet stems (7×7 stride 2 pad 3), with blocks of pixels of every width (64, 48 and 16 outputs).
+    WindowCase(height: 30, width: 34, channels: 3, kernel: 7, stride: 2, pad: 3, out: 64),
+    WindowCase(height: 24, width: 34, channels: 3, kernel: 7, stride: 2, pad: 3, out: 48),
+    WindowCase(height: 20, width: 34, channels: 3, kernel: 7, stride: 2, pad: 3, out: 16),
 ]
 
 let convManyCases = [
@@ -557,6 +564,8 @@ let convManyCases = [
     WindowCase(height: 9, width: 7, channels: 5, kernel: 3, stride: 2, pad: 1, out: 33),
     WindowCase(height: 16, width: 16, channels: 64, kernel: 3, stride: 1, pad: 1, out: 128),
     WindowCase(height: 6, width: 5, channels: 70, kernel: 5, stride: 1, pad: 2, out: 130),
+    // ResNet-18's first downsample (1×1 stride 2, 64 → 128) on an even input, rows split among threads.
+    WindowCase(height: 28, width: 28, channels: 64, kernel: 1, stride: 2, pad: 0, out: 128),
 ]
 
 /// ck_conv2d_forward_f32 of a batch (OHWI weight rows), the training graph's float convolution.
@@ -806,6 +815,7 @@ extension EveryPath {
               WindowCase(height: 9, width: 21, channels: 4, kernel: 3, stride: 1, pad: 1, out: 70),
               WindowCase(height: 10, width: 19, channels: 3, kernel: 3, stride: 1, pad: 1, out: 128),
               WindowCase(height: 9, width: 14, channels: 3, kernel: 3, stride: 2, pad: 1, out: 80),
+              WindowCase(height: 30, width: 34, channels: 3, kernel: 7, stride: 2, pad: 3, out: 64),
           ])
     func convF32FewChannelsStep(_ g: WindowCase) throws {
         var rng = SeededGenerator(seed: UInt64(g.channels * 41 + g.out))
@@ -901,7 +911,7 @@ extension EveryPath {
     @Test("CK_STEP_LINEAR of many outputs (several registers, several groups of 64): each output's sum in order")
     func linearManyOutputs() throws {
         let constants = Constants()
-        for (n, out, withBias) in [(300, 70, true), (64, 130, false), (2048, 10, true), (5, 1, true)] {
+        for (n, out, withBias) in [(300, 70, true), (64, 130, false), (2048, 10, true), (5, 1, true), (512, 1000, true)] {
             var rng = SeededGenerator(seed: UInt64(n * 7 + out))
             let images = 3
             let input = randomFloats(images * n, &rng)
