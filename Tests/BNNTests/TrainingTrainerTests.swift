@@ -431,3 +431,38 @@ struct TrainingStopBetweenEpochsTests {
         #expect(try TrainingLog.read(url: trainer.logURL).count == 1)
     }
 }
+
+@Suite("Training: resume on other data")
+struct TrainingResumeDataTests {
+    @Test("resuming on images of another size or another class count is refused, naming what differs")
+    func otherData() throws {
+        let directory = try makeTrainingScratchDirectory("resume-data")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var configuration = TrainingConfiguration(epochs: 2)
+        configuration.batchSize = 4
+        let first = try Trainer(
+            configuration: configuration,
+            training: TrainingBenchmark.syntheticImages(count: 4, shape: [16, 16, 3], classes: 3), validation: nil,
+            runDirectory: directory)
+        first.shouldStop = { false }
+        #expect(try first.run(untilEpoch: 1) == .paused(afterEpoch: 1))
+        first.releaseRunDirectory()
+        for (shape, classes, fragment) in [
+            ([12, 12, 3], 3, "input_shape = [16, 16, 3], but this run asks for [12, 12, 3]"),
+            ([16, 16, 3], 5, "classes = 3, but this run asks for 5"),
+        ] {
+            #expect {
+                try Trainer(
+                    configuration: configuration,
+                    training: TrainingBenchmark.syntheticImages(count: 4, shape: shape, classes: classes), validation: nil,
+                    runDirectory: directory, resume: true)
+            } throws: { "\($0)".contains(fragment) }
+        }
+        // The same data resumes.
+        let resumed = try Trainer(
+            configuration: configuration,
+            training: TrainingBenchmark.syntheticImages(count: 4, shape: [16, 16, 3], classes: 3), validation: nil,
+            runDirectory: directory, resume: true)
+        #expect(resumed.completedEpochs == 1)
+    }
+}

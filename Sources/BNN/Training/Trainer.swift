@@ -171,6 +171,16 @@ public final class Trainer {
                     path: checkpointPath.path, key: difference.key, checkpoint: difference.mine,
                     requested: difference.other)
             }
+            // The same images: a different image size or class count would not reproduce the run (and the weights of
+            // another class count would not load). Checkpoints from before these were recorded are not checked.
+            if let recorded = checkpoint.inputShape, recorded != inputShape {
+                throw TrainingError.checkpointMismatch(
+                    path: checkpointPath.path, key: "input_shape", checkpoint: "\(recorded)", requested: "\(inputShape)")
+            }
+            if let recorded = checkpoint.classes, recorded != classes {
+                throw TrainingError.checkpointMismatch(
+                    path: checkpointPath.path, key: "classes", checkpoint: String(recorded), requested: String(classes))
+            }
             // Training from NaN weights or momenta would only fail later with a NaN loss and no hint why.
             if let bad = ModelWeights.firstNonFiniteElement(in: checkpoint.model)
                 ?? ModelWeights.firstNonFiniteElement(in: checkpoint.optimizer).map({ element in
