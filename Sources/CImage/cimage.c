@@ -280,19 +280,6 @@ int cimage_decode(const uint8_t *data, size_t size, int scale_eighths, cimage_re
 
 void cimage_free(uint8_t *pixels) { free(pixels); }
 
-/* The encoder's error manager: the same longjmp as the decoder's, with its own message buffer. */
-typedef struct {
-    struct jpeg_error_mgr manager;
-    jmp_buf jump;
-    char message[JMSG_LENGTH_MAX];
-} encode_failure;
-
-static void encode_fail(j_common_ptr info) {
-    encode_failure *failure = (encode_failure *)info->err;
-    (*info->err->format_message)(info, failure->message);
-    longjmp(failure->jump, 1);
-}
-
 int cimage_encode_jpeg(const uint8_t *rgb, int width, int height, int quality, uint8_t **bytes, size_t *size,
                        char *message) {
     if (message != NULL) message[0] = '\0';
@@ -313,9 +300,9 @@ int cimage_encode_jpeg(const uint8_t *rgb, int width, int height, int quality, u
         return CIMAGE_NO_MEMORY;
     }
     struct jpeg_compress_struct info;
-    encode_failure failure;
-    info.err = jpeg_std_error(&failure.manager);
-    failure.manager.error_exit = encode_fail;
+    jpeg_failure failure; /* the decoder's: records the message and longjmps back */
+    info.err = jpeg_std_error(&failure.base);
+    failure.base.error_exit = jpeg_fail;
     if (setjmp(failure.jump)) {
         jpeg_destroy_compress(&info);
         free(out->buffer);

@@ -47,6 +47,32 @@ func blockConvolution(
     }
 }
 
+/// The modules of a ResNet basic block with a real downsample (ResNet-18 for CIFAR and for ImageNet): two 3×3
+/// convolutions of `variant` (the first with the block's stride), their batch norms, the shortcut (empty for the
+/// identity, else `Sequential(Conv2d 1×1 with the stride, BatchNorm2d)`, real in every variant) and the ReLU, created
+/// in the authors' declaration order so that the generator's draws match theirs.
+func basicBlockModules(
+    inputChannels: Int, channels: Int, stride: Int, variant: NetworkVariant, estimator: any SignEstimator,
+    reluGradientAtZero: Float, generator: inout Xoshiro256StarStar
+) throws -> (conv1: Module, bn1: BatchNorm2d, conv2: Module, bn2: BatchNorm2d, shortcut: Sequential, relu: ReLU) {
+    let conv1 = try blockConvolution(
+        variant, inputChannels: inputChannels, outputChannels: channels, kernelSize: 3, stride: stride, padding: 1,
+        estimator: estimator, generator: &generator)
+    let bn1 = try BatchNorm2d(channels: channels)
+    let conv2 = try blockConvolution(
+        variant, inputChannels: channels, outputChannels: channels, kernelSize: 3, stride: 1, padding: 1,
+        estimator: estimator, generator: &generator)
+    let bn2 = try BatchNorm2d(channels: channels)
+    let shortcut = stride != 1 || inputChannels != channels
+        ? Sequential(
+            try Conv2d(
+                inputChannels: inputChannels, outputChannels: channels, kernelSize: 1, stride: stride, bias: false,
+                generator: &generator),
+            try BatchNorm2d(channels: channels))
+        : Sequential()
+    return (conv1, bn1, conv2, bn2, shortcut, try ReLU(gradientAtZero: reluGradientAtZero))
+}
+
 extension Module {
     /// Every binary convolution of the tree, in state-dict order. Their latent weights are what the paper's
     /// indicators measure, and their estimators what `setEstimatorEpoch` moves.

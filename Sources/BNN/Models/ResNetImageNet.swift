@@ -36,24 +36,9 @@ public final class ResNetImageNet: Module {
             inputChannels: Int, channels: Int, stride: Int, variant: NetworkVariant, estimator: any SignEstimator,
             reluGradientAtZero: Float, generator: inout Xoshiro256StarStar
         ) throws {
-            conv1 = try blockConvolution(
-                variant, inputChannels: inputChannels, outputChannels: channels, kernelSize: 3, stride: stride,
-                padding: 1, estimator: estimator, generator: &generator)
-            bn1 = try BatchNorm2d(channels: channels)
-            conv2 = try blockConvolution(
-                variant, inputChannels: channels, outputChannels: channels, kernelSize: 3, stride: 1, padding: 1,
-                estimator: estimator, generator: &generator)
-            bn2 = try BatchNorm2d(channels: channels)
-            if stride != 1 || inputChannels != channels {
-                downsample = Sequential(
-                    try Conv2d(
-                        inputChannels: inputChannels, outputChannels: channels, kernelSize: 1, stride: stride,
-                        bias: false, generator: &generator),
-                    try BatchNorm2d(channels: channels))
-            } else {
-                downsample = Sequential()
-            }
-            relu = try ReLU(gradientAtZero: reluGradientAtZero)
+            (conv1, bn1, conv2, bn2, downsample, relu) = try basicBlockModules(
+                inputChannels: inputChannels, channels: channels, stride: stride, variant: variant, estimator: estimator,
+                reluGradientAtZero: reluGradientAtZero, generator: &generator)
             super.init()
         }
 
