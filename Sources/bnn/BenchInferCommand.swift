@@ -15,8 +15,11 @@ struct BenchInferCommand: ParsableCommand {
             The training graph runs in evaluation mode without recording gradients. Images: synthetic values in \
             [-2, 2), the range of normalised pixels. Each row: warm-up calls, then the median of --samples timed \
             samples of enough calls to last about 50 ms each. Figures move by 10–20 % from run to run on a shared \
-            machine; compare rows of the same run. --profile adds the packed engine's time per step and per kind \
-            of step (float convolutions, binary convolutions, pools, ...) for each batch size.
+            machine; compare rows of the same run. Each packed row also gives the share of the popcount roofline: \
+            the network's binary multiply-accumulates per image times images/s, over the in-register XNOR + popcount \
+            + add rate of this CPU with the same threads, measured in the same run. --profile adds the packed \
+            engine's time per step and per kind of step (float convolutions, binary convolutions, pools, ...) for \
+            each batch size.
             """
     )
 
@@ -78,6 +81,8 @@ struct BenchInferCommand: ParsableCommand {
             }
         }
         model.eval()
+        let binaryMACs = Double(try NetworkSummary(model: model, inputShape: shape).totals.binaryMACs)
+        let peak = try Kernels.popcountPeak(threads: Kernels.threads, seconds: 0.2)
         // The engine reads CK_PROFILE_STEPS when it is built and prints a profile whenever the batch size changes.
         if profile { setenv("CK_PROFILE_STEPS", "1", 1) }
         let engine = try PackedEngine(model: PackedModel.pack(model, inputShape: shape, name: definition.name))
@@ -112,17 +117,23 @@ struct BenchInferCommand: ParsableCommand {
                 \(definition.name) 1W1A inference on \(shape.map(String.init).joined(separator: "×")) images, \
                 \(Kernels.threads) thread(s), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore), \
                 CPU \(Kernels.cpuDescription); median of \(samples) samples per row
+                popcount roofline: \(String(format: "%.0f", binaryMACs / 1e6)) M binary MACs per image, peak \
+                \(String(format: "%.2f", peak / 1e12)) T binary MAC/s with \(Kernels.threads) thread(s) \
+                (at most \(String(format: "%.0f", peak / binaryMACs)) images/s if nothing else took time)
                 the two engines agree on \(agreeing) of \(largest) predictions
                 """)
             for batch in batchSizes {
                 let pair = rows.filter { $0.batch == batch }
                 for row in pair { print(Self.describe(row)) }
+                print(String(format: "  batch %d: packed engine at %.1f %% of the popcount roofline", batch,
+                             100 * pair[0].imagesPerSecond * binaryMACs / peak))
                 print(String(format: "  batch %d: packed engine %.1f× the training graph's images/s", batch,
                              pair[1].secondsPerBatch / pair[0].secondsPerBatch))
             }
         }
         if json {
-            print("[\n" + rows.map { "  " + Self.json($0) }.joined(separator: ",\n") + "\n]")
+            print("[\n" + rows.map { "  " + Self.json($0, rooflineShare: $0.imagesPerSecond * binaryMACs / peak) }
+                .joined(separator: ",\n") + "\n]")
         }
     }
 
@@ -131,9 +142,12 @@ struct BenchInferCommand: ParsableCommand {
             + String(format: "%12.1f images/s %11.4f ms per batch", row.imagesPerSecond, 1000 * row.secondsPerBatch)
     }
 
-    static func json(_ row: Row) -> String {
+    /// One row; `rooflineShare` (binary MACs per second over the popcount peak) is written for the packed rows.
+    static func json(_ row: Row, rooflineShare: Double) -> String {
         "{\"engine\": \"\(row.engine)\", \"batch\": \(row.batch), \"images_per_second\": \(jsonNumber(row.imagesPerSecond)), "
-            + "\"ms_per_batch\": \(jsonNumber(1000 * row.secondsPerBatch)), \"threads\": \(Kernels.threads)}"
+            + "\"ms_per_batch\": \(jsonNumber(1000 * row.secondsPerBatch)), \"threads\": \(Kernels.threads)"
+            + (row.engine == "packed" ? ", \"roofline_share\": \(jsonNumber(rooflineShare))" : "")
+            + ", \"cpu\": \"\(Kernels.cpuDescription)\"}"
     }
 }
 
