@@ -117,7 +117,8 @@ def main():
         flatbuffer = lce.convert_keras_model(build(tf, lq, batch_size=batch))
         interpreter = lce.testing.Interpreter(flatbuffer, num_threads=args.threads)
         x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
-        seconds = median_seconds(lambda: interpreter.predict(x), args.samples)
+        # The wrapper's own predict() feeds a batch-1 model one image at a time; the batch-N model takes x whole.
+        seconds = median_seconds(lambda: interpreter.interpreter.predict([x]), args.samples)
         rows.append({"engine": "lce", "model": "resnet20-1w1a", "batch": batch, "threads": args.threads,
                      "images_per_second": batch / seconds, "ms_per_batch": 1000 * seconds,
                      "larq_compute_engine": version("larq-compute-engine"), "tensorflow": tf.__version__})
