@@ -95,7 +95,7 @@ def main():
     print("|---|---|---|---|---|")
     for row in rows:
         ratio = f"**{row['ratio']:.2f}×**" if row["ratio"] is not None else f"skipped ({row['note']})" \
-            if row["note"] and row["note"].startswith("no ") else f"failed: {row['note']}"
+            if row["note"] and row["note"].startswith(("no ", "setup:")) else f"failed: {row['note']}"
         print(f"| {row['what']} | {row['peer']} | {figure(row['swift_bnn'], row['unit'])} | "
               f"{figure(row['peer_figure'], row['unit'])} | {ratio} |")
     print()
