@@ -8,8 +8,8 @@ A figure is the median over the rounds that succeeded; a row whose side has no s
 """
 import glob, json, os, statistics, sys
 
-# Each comparison: its label, the unit, and how to read the figure from what each side printed.
-# Inference rows compare milliseconds per batch; training rows compare images per second.
+# Readers of the figure a run printed: a packed row's ms per batch (`bnn bench infer`), a peer's row of that batch,
+# the images/s of a training run (an array from `bnn bench train`, an object from the peers).
 
 
 def packed(batch):
@@ -24,6 +24,8 @@ def first_images(rows):
     return (rows[0] if isinstance(rows, list) else rows)["images_per_second"]
 
 
+# Each comparison: file prefix, what is measured, unit (training rows in images/s, inference rows in ms per batch),
+# the peer, and how to read swift-bnn's and the peer's figure.
 COMPARISONS = [
     ("train-pytorch", "training step, ResNet-20 1W1A ReSTE, batch 256", "images/s",
      "PyTorch, the authors' ReSTE code", first_images, first_images),
@@ -91,11 +93,12 @@ def main():
           f"rounds: {header['rounds']} (medians)")
     print(f"Peers: {header['versions']}")
     print()
-    print("| comparison | peer | swift-bnn | peer's figure | swift-bnn ÷ peer |")
+    print("| comparison | peer | swift-bnn | peer's figure | swift-bnn speed ÷ peer speed |")
     print("|---|---|---|---|---|")
     for row in rows:
         ratio = f"**{row['ratio']:.2f}×**" if row["ratio"] is not None else f"skipped ({row['note']})" \
             if row["note"] and row["note"].startswith(("no ", "setup:")) else f"failed: {row['note']}"
+        ratio = ratio.replace("|", "\\|")  # a reason quoting a pipe must not split the cell
         print(f"| {row['what']} | {row['peer']} | {figure(row['swift_bnn'], row['unit'])} | "
               f"{figure(row['peer_figure'], row['unit'])} | {ratio} |")
     print()
