@@ -21,6 +21,9 @@ infer: the model, built for each batch size (the converted graph has a fixed bat
 """
 import argparse, json, os, sys, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_seconds  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # only errors from TensorFlow's C++ side
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # larq 0.14 is written for Keras 2 (tf-keras)
 
@@ -50,25 +53,6 @@ def build(tf, lq, batch_size=None):
             width = stage_width
     x = layers.BatchNormalization(momentum=0.9)(layers.GlobalAveragePooling2D()(x))
     return tf.keras.Model(inputs, layers.Dense(10)(x))
-
-
-def median_seconds(run, samples):
-    """Warm-up for at least 0.2 s (and two calls), then the median of samples of about 50 ms each."""
-    start, calls, last = time.perf_counter(), 0, 0.0
-    while calls < 2 or time.perf_counter() - start < 0.2:
-        t = time.perf_counter()
-        run()
-        last = time.perf_counter() - t
-        calls += 1
-    per_sample = max(1, int(0.05 / max(last, 1e-9)) + 1)
-    times = []
-    for _ in range(samples):
-        t = time.perf_counter()
-        for _ in range(per_sample):
-            run()
-        times.append((time.perf_counter() - t) / per_sample)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main():

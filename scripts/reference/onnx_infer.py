@@ -12,13 +12,16 @@ mode with random weights (speed does not depend on the values). It is exported o
 `intra_op_num_threads` = N. Each row: warm-up runs, then the median of --samples samples of enough runs to last
 about 50 ms each, as `bnn bench infer` measures.
 """
-import argparse, json, os, tempfile, time
+import argparse, json, os, sys, tempfile
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import onnxruntime as ort
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
+from timing import median_seconds  # noqa: E402
 
 
 class Block(nn.Module):
@@ -117,24 +120,6 @@ NETWORKS = {
     "resnet34-imagenet": lambda: ImageNetResNet([3, 4, 6, 3]),
 }
 SIDE = {"resnet18-imagenet": 224, "resnet34-imagenet": 224}
-
-
-def median_seconds(run, samples):
-    start = time.perf_counter()
-    calls, last = 0, 0.0
-    while calls < 2 or time.perf_counter() - start < 0.2:
-        t = time.perf_counter()
-        run()
-        last = time.perf_counter() - t
-        calls += 1
-    per_sample = max(1, int(np.ceil(0.05 / max(last, 1e-9))))
-    times = []
-    for _ in range(samples):
-        t = time.perf_counter()
-        for _ in range(per_sample):
-            run()
-        times.append((time.perf_counter() - t) / per_sample)
-    return float(np.median(times))
 
 
 def main():
