@@ -20,6 +20,9 @@ let package = Package(
         // The C inference API (Sources/BNNRuntime/include/bnn_inference.h) as a static C library for C programs:
         // libBNNInference.a holds the reader, the runtime and the kernels; it needs OpenMP and libc, no Swift.
         .library(name: "BNNInference", type: .static, targets: ["BNNRuntime"]),
+        // Data-parallel training over Open MPI (mpirun -np N bnn train). MPI is loaded at run time, only by a process
+        // that mpirun started: BNN never needs it, and neither does a single-process `bnn train`.
+        .library(name: "BNNDistributed", targets: ["BNNDistributed"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,10 +59,24 @@ let package = Package(
             dependencies: ["CKernels", "BNNRuntime", "CImage"],
             path: "Sources/BNN"
         ),
+        // C11: Open MPI's libmpi.so.40 through dlopen (Sources/CMPI/bnn_mpi.c says why and which ABI).
+        .target(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(["-std=c11", "-O2", "-Wall", "-Wextra"])],
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
+        .target(
+            name: "BNNDistributed",
+            dependencies: ["BNN", "CMPI"],
+            path: "Sources/BNNDistributed"
+        ),
         .executableTarget(
             name: "bnn",
             dependencies: [
                 "BNN",
+                "BNNDistributed",
                 "BNNBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -28,50 +28,55 @@ static void combine(const double *partial, int64_t blocks, int64_t channels, dou
     }
 }
 
-ck_status ck_channel_mean_var_f32(const float *x, int64_t rows, int64_t channels, float *mean, float *var) {
-    if (x == NULL || mean == NULL || var == NULL) return CK_ERR_NULL_POINTER;
+ck_status ck_channel_moment_f64(const float *x, int64_t rows, int64_t channels, const double *center, double *out) {
+    if (x == NULL || out == NULL) return CK_ERR_NULL_POINTER;
     if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
     const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
-    double *partial = malloc((size_t)(blocks + 2) * (size_t)channels * sizeof(double));
+    double *partial = malloc((size_t)(blocks > 0 ? blocks : 1) * (size_t)channels * sizeof(double));
     if (partial == NULL) return CK_ERR_OUT_OF_MEMORY;
-    double *center = partial + blocks * channels, *total = center + channels;
     const int threads = ck_get_num_threads();
-    const bool parallel = rows * channels > PARALLEL_MIN;
-
-    /* Two passes (mean, then squared deviations from it) so that a large mean cannot cancel the variance. */
-#pragma omp parallel for num_threads(threads) if (parallel)
+#pragma omp parallel for num_threads(threads) if (rows * channels > PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         double *acc = partial + b * channels;
         for (int64_t c = 0; c < channels; c++) acc[c] = 0.0;
         const int64_t end = min64(rows, (b + 1) * BLOCK);
         for (int64_t r = b * BLOCK; r < end; r++) {
             const float *row = x + r * channels;
-            for (int64_t c = 0; c < channels; c++) acc[c] += (double)row[c];
-        }
-    }
-    combine(partial, blocks, channels, total);
-    for (int64_t c = 0; c < channels; c++) center[c] = total[c] / (double)rows;
-
-#pragma omp parallel for num_threads(threads) if (parallel)
-    for (int64_t b = 0; b < blocks; b++) {
-        double *acc = partial + b * channels;
-        for (int64_t c = 0; c < channels; c++) acc[c] = 0.0;
-        const int64_t end = min64(rows, (b + 1) * BLOCK);
-        for (int64_t r = b * BLOCK; r < end; r++) {
-            const float *row = x + r * channels;
-            for (int64_t c = 0; c < channels; c++) {
-                const double d = (double)row[c] - center[c];
-                acc[c] += d * d;
+            if (center == NULL) {
+                for (int64_t c = 0; c < channels; c++) acc[c] += (double)row[c];
+            } else {
+                for (int64_t c = 0; c < channels; c++) {
+                    const double d = (double)row[c] - center[c];
+                    acc[c] += d * d;
+                }
             }
         }
     }
-    combine(partial, blocks, channels, total);
-    for (int64_t c = 0; c < channels; c++) {
-        mean[c] = (float)center[c];
-        var[c] = (float)(total[c] / (double)rows);
-    }
+    combine(partial, blocks, channels, out);
     free(partial);
     return CK_OK;
+}
+
+ck_status ck_channel_mean_var_f32(const float *x, int64_t rows, int64_t channels, float *mean, float *var) {
+    if (x == NULL || mean == NULL || var == NULL) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    double *center = malloc((size_t)channels * 2 * sizeof(double));
+    if (center == NULL) return CK_ERR_OUT_OF_MEMORY;
+    double *total = center + channels;
+    /* Two passes (mean, then squared deviations from it) so that a large mean cannot cancel the variance. */
+    ck_status status = ck_channel_moment_f64(x, rows, channels, NULL, total);
+    if (status == CK_OK) {
+        for (int64_t c = 0; c < channels; c++) center[c] = total[c] / (double)rows;
+        status = ck_channel_moment_f64(x, rows, channels, center, total);
+    }
+    if (status == CK_OK) {
+        for (int64_t c = 0; c < channels; c++) {
+            mean[c] = (float)center[c];
+            var[c] = (float)(total[c] / (double)rows);
+        }
+    }
+    free(center);
+    return status;
 }
 
 ck_status ck_channel_affine_f32(const float *x, int64_t rows, int64_t channels, const float *scale,
@@ -100,8 +105,8 @@ ck_status ck_channel_affine_f32(const float *x, int64_t rows, int64_t channels, 
     return CK_OK;
 }
 
-ck_status ck_channel_sums_f32(const float *g, const float *x, const float *center, int64_t rows, int64_t channels,
-                              float *sum_g, float *sum_gx) {
+ck_status ck_channel_sums_f64(const float *g, const float *x, const float *center, int64_t rows, int64_t channels,
+                              double *sum_g, double *sum_gx) {
     if (g == NULL || sum_g == NULL) return CK_ERR_NULL_POINTER;
     if ((x == NULL) != (sum_gx == NULL)) return CK_ERR_NULL_POINTER;
     if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
@@ -133,13 +138,31 @@ ck_status ck_channel_sums_f32(const float *g, const float *x, const float *cente
     }
     double *total = partial + blocks * width;
     combine(partial, blocks, width, total);
-    for (int64_t c = 0; c < channels; c++) sum_g[c] = (float)total[c];
+    for (int64_t c = 0; c < channels; c++) sum_g[c] = total[c];
     if (with_x) {
-        for (int64_t c = 0; c < channels; c++) sum_gx[c] = (float)total[channels + c];
+        for (int64_t c = 0; c < channels; c++) sum_gx[c] = total[channels + c];
     }
     free(partial);
     free(centers);
     return CK_OK;
+}
+
+ck_status ck_channel_sums_f32(const float *g, const float *x, const float *center, int64_t rows, int64_t channels,
+                              float *sum_g, float *sum_gx) {
+    if (g == NULL || sum_g == NULL) return CK_ERR_NULL_POINTER;
+    if ((x == NULL) != (sum_gx == NULL)) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    double *sums = malloc((size_t)channels * 2 * sizeof(double));
+    if (sums == NULL) return CK_ERR_OUT_OF_MEMORY;
+    ck_status status = ck_channel_sums_f64(g, x, center, rows, channels, sums, x != NULL ? sums + channels : NULL);
+    if (status == CK_OK) {
+        for (int64_t c = 0; c < channels; c++) sum_g[c] = (float)sums[c];
+        if (x != NULL) {
+            for (int64_t c = 0; c < channels; c++) sum_gx[c] = (float)sums[channels + c];
+        }
+    }
+    free(sums);
+    return status;
 }
 
 ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const float *center, const float *a,

@@ -56,12 +56,21 @@ ck_status ck_broadcast_rows_f32(const float *row, int64_t rows, int64_t cols, fl
 
 /* Per-channel passes (batch norm, biases) --------------------------------------------------------- */
 
+/** Per channel, in double: Σx over the rows when `center` is NULL, else Σ(x − center[c])². Sums fixed blocks of rows
+ *  and adds them in order (independent of the thread count): the two passes of ck_channel_mean_var_f32, for callers
+ *  that combine them across processes (synchronised batch norm). */
+ck_status ck_channel_moment_f64(const float *x, int64_t rows, int64_t channels, const double *center, double *out);
+
 /** Per-column mean and biased variance (divisor `rows`) of a `rows × channels` matrix, two-pass in double. */
 ck_status ck_channel_mean_var_f32(const float *x, int64_t rows, int64_t channels, float *mean, float *var);
 
 /** y = x·scale[c] + shift[c] per column c; NULL scale means 1, NULL shift means 0; `y` may alias `x`. */
 ck_status ck_channel_affine_f32(const float *x, int64_t rows, int64_t channels, const float *scale,
                                 const float *shift, float *y);
+
+/** ck_channel_sums_f32 with the double sums before rounding (for synchronised batch norm). */
+ck_status ck_channel_sums_f64(const float *g, const float *x, const float *center, int64_t rows, int64_t channels,
+                              double *sum_g, double *sum_gx);
 
 /**
  * Per-column sums of a `rows × channels` matrix: sum_g[c] = Σ g[r][c] and, when `x` and `sum_gx` are not

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BNN
+import BNNDistributed
 import Foundation
 
 /// `bnn train`: trains a registered network on CIFAR-10 with a chosen sign estimator and keeps the run's files.
@@ -74,6 +75,14 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "No progress display (epoch lines and the summary are still printed).")
     var quiet = false
 
+    @Flag(name: .customLong("sync-bn"), help: "Under mpirun: batch norm over the whole batch of all ranks rather than each rank's part.")
+    var syncBatchNorm = false
+
+    @Option(
+        name: .customLong("rank-timeout"), parsing: .unconditional,
+        help: "Under mpirun: seconds a rank waits for the others before asking them where they are; a rank silent 5 s more ends the job, named.")
+    var rankTimeout: Double = 20
+
     func validate() throws {
         try checkOption("--epochs", epochs, 1...Int.max)
         try checkOption("--batch-size", batchSize, 1...Limits.batchSize)
@@ -84,6 +93,9 @@ struct TrainCommand: ParsableCommand {
         }
         guard reluGradientAtZero >= 0, reluGradientAtZero <= 1 else {
             throw ValidationError("--relu-grad-at-zero must be in [0, 1], got \(reluGradientAtZero).")
+        }
+        guard rankTimeout.isFinite, rankTimeout >= 1, rankTimeout <= 86_400 else {
+            throw ValidationError("--rank-timeout must be between 1 and 86400 seconds, got \(rankTimeout).")
         }
     }
 
@@ -117,28 +129,63 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        try threadOptions.apply()
+        guard MPICollective.isLaunchedByMPI else {
+            if syncBatchNorm { printError("note: --sync-bn has no effect in a single process (start with mpirun -np N)") }
+            return try train(collective: nil)
+        }
+        let collective = try MPICollective.join(timeout: rankTimeout)
+        do {
+            try train(collective: collective)
+        } catch is RankZeroFailed {
+            throw ExitCode(1)   // rank 0 printed why
+        } catch let exit as ExitCode {
+            throw exit
+        } catch where collective.rank != 0 {
+            printError("rank \(collective.rank): \(error)")
+            throw ExitCode(1)
+        }
+        collective.finalize()
+    }
+
+    /// Trains in this process, as one rank of `collective` when given.
+    private func train(collective: MPICollective?) throws {
+        if threadOptions.threads == nil, let collective, let local = collective.localSize, local > 1 {
+            // Ranks sharing a machine share its cores.
+            let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / local)
+            try Kernels.setThreads(threads)
+            try Kernels.setBLASThreads(threads)
+        } else {
+            try threadOptions.apply()
+        }
         let data = try dataOptions.trainingData()
         let configuration = try trainingConfiguration()
+        let dataParallel = collective.map { DataParallel(collective: $0, synchronizeBatchNorm: syncBatchNorm) }
         let trainer = try Trainer(
             configuration: configuration, training: data.train, validation: data.validation,
-            runDirectory: runDirectory(configuration), resume: resume)
-        trainer.progress = TrainingProgress.standardError(quiet: quiet)
+            runDirectory: runDirectory(configuration), resume: resume, dataParallel: dataParallel)
+        let speaks = trainer.isWriter
+        if speaks { trainer.progress = TrainingProgress.standardError(quiet: quiet) }
         for path in trainer.removedTemporaryFiles {
             printError("note: removed \(path), a temporary file left by a run killed while writing it")
         }
 
-        printError("""
-            \(configuration.summary), \(configuration.epochs) epoch\(configuration.epochs == 1 ? "" : "s"), batch \(configuration.batchSize), \
-            \(configuration.optimizer.rawValue) lr \(configuration.learningRate)\
-            \(configuration.warmupEpochs > 0 ? " (warm-up \(configuration.warmupEpochs))" : ""), seed \(configuration.seed)
-            data: \(data.description)
-            threads: \(Kernels.threads), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore)
-            run directory: \(trainer.runDirectory.path)\
-            \(resume ? "\n" + resumeDescription(trainer) : "")
-            """)
+        if speaks {
+            let ranks = collective.map { c in
+                "\nranks: \(c.size)\(syncBatchNorm ? ", batch norm synchronised" : ""), \(configuration.batchSize / c.size) "
+                    + "images per rank per step, \(Kernels.threads) thread\(Kernels.threads == 1 ? "" : "s") per rank"
+            } ?? ""
+            printError("""
+                \(configuration.summary), \(configuration.epochs) epoch\(configuration.epochs == 1 ? "" : "s"), batch \(configuration.batchSize), \
+                \(configuration.optimizer.rawValue) lr \(configuration.learningRate)\
+                \(configuration.warmupEpochs > 0 ? " (warm-up \(configuration.warmupEpochs))" : ""), seed \(configuration.seed)
+                data: \(data.description)
+                threads: \(Kernels.threads), kernels \(Kernels.isa.name), OpenBLAS core \(Kernels.blasCore)\(ranks)
+                run directory: \(trainer.runDirectory.path)\
+                \(resume ? "\n" + resumeDescription(trainer) : "")
+                """)
+        }
 
-        Interrupt.install()
+        Interrupt.install(terminate: collective != nil)
         defer { Interrupt.uninstall() }
         trainer.shouldStop = { Interrupt.isRequested }
         let started = TrainingProgress.monotonicSeconds()
@@ -148,13 +195,16 @@ struct TrainCommand: ParsableCommand {
         switch outcome {
         case .interrupted(let epoch, let step):
             let place = step > 0 ? "epoch \(epoch), step \(step)" : "epoch \(epoch - 1)"
-            printError("""
-                Interrupted: the state after \(place) is saved in \(trainer.checkpointURL.path).
-                Continue with the same command plus --resume\(out == nil ? " (and the same --out)" : "").
-                """)
+            if speaks {
+                printError("""
+                    Interrupted: the state after \(place) is saved in \(trainer.checkpointURL.path).
+                    Continue with the same command plus --resume\(out == nil ? " (and the same --out)" : "").
+                    """)
+            }
+            collective?.finalize()
             throw ExitCode(130)
         case .paused, .finished:
-            printSummary(trainer, elapsed: elapsed)
+            if speaks { printSummary(trainer, elapsed: elapsed) }
         }
     }
 

@@ -16,6 +16,14 @@ public func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
     try GradMode.$isEnabled.withValue(false, operation: body)
 }
 
+/// What `backward(gradient:hooks:)` reports as it goes.
+struct BackwardHooks {
+    /// A leaf's gradient is complete.
+    var leafReady: (Tensor) throws -> Void
+    /// A rule ran.
+    var afterRule: () throws -> Void
+}
+
 /// One recorded op: what it read and how its result's gradient reaches those inputs.
 final class Node {
     let inputs: [Tensor]
@@ -83,6 +91,13 @@ extension Tensor {
     /// with 1; otherwise `gradient` (same shape) is the seed. Frees the graph: a second call through the same
     /// ops is an error.
     public func backward(gradient: Tensor? = nil) throws {
+        try backward(gradient: gradient, hooks: nil)
+    }
+
+    /// `backward(gradient:)` that tells `hooks` when each leaf's gradient is final (no rule still to run adds to it)
+    /// and after every rule: what data-parallel training needs to start averaging gradients while the backward
+    /// pass goes on.
+    func backward(gradient: Tensor?, hooks: BackwardHooks?) throws {
         guard requiresGrad else {
             throw BNNError(.tensor, 
                 "backward(): tensor of shape \(shape) does not require grad (no input of its ops required grad, "
@@ -104,13 +119,34 @@ extension Tensor {
         }
         // Rules that use ops must not extend the graph they are consuming.
         try withNoGrad {
-            for tensor in try topologicalOrder().reversed() {
+            let order = try topologicalOrder()
+            // Rules still to run per leaf that requires grad (a leaf read twice by one op counts twice).
+            var pendingRules: [ObjectIdentifier: Int] = [:]
+            if hooks != nil {
+                for tensor in order {
+                    for input in tensor.node!.inputs where input.isLeaf && input.requiresGrad {
+                        pendingRules[ObjectIdentifier(input), default: 0] += 1
+                    }
+                }
+                if isLeaf { try hooks!.leafReady(self) }
+            }
+            for tensor in order.reversed() {
+                let node = tensor.node
                 // A result no gradient reached (e.g. only an unused branch) has nothing to propagate.
-                if let node = tensor.node, let grad = tensor.grad {
+                if let node, let grad = tensor.grad {
                     try node.backward(grad)
                 }
                 tensor.node = nil
                 tensor.grad = nil
+                if let hooks, let node {
+                    for input in node.inputs where input.isLeaf && input.requiresGrad {
+                        let key = ObjectIdentifier(input)
+                        let left = pendingRules[key]! - 1
+                        pendingRules[key] = left
+                        if left == 0 { try hooks.leafReady(input) }
+                    }
+                    try hooks.afterRule()
+                }
             }
         }
     }

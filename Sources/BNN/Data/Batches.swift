@@ -91,10 +91,15 @@ public struct CIFAR10EpochBatches: IndexedBatchSource, Sequence {
     public var count: Int { source.batchesPerEpoch }
 
     /// Batch `index`: positions index·batchSize ..< min((index+1)·batchSize, count) of the order.
-    public func batch(at index: Int) -> ImageBatch {
+    public func batch(at index: Int) -> ImageBatch { batch(at: index, shard: 0, of: 1) }
+
+    /// Part `shard` of `shards` of batch `index` (`BatchShards`), built without the rest of the batch.
+    public func batch(at index: Int, shard: Int, of shards: Int) -> ImageBatch {
         precondition(index >= 0 && index < count, "batch \(index) out of 0..<\(count)")
-        let start = index * source.batchSize
-        let end = Swift.min(start + source.batchSize, order.count)
+        let positions = BatchShards.positions(
+            batch: index, batchSize: source.batchSize, imageCount: order.count, shard: shard, of: shards)
+        let start = positions.lowerBound
+        let end = positions.upperBound
         let imageSize = CIFAR10.imageSize
         var images = [Float](repeating: 0, count: (end - start) * imageSize)
         var labels = [Int]()

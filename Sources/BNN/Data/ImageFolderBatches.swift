@@ -60,11 +60,16 @@ public struct ImageFolderEpochBatches: EpochBatches {
 
     /// Batch `index`: positions index·batchSize ..< min((index+1)·batchSize, count) of the order, decoded in
     /// parallel. Throws the error of the first unreadable file (in batch order) unless bad images are skipped.
-    public func batch(at index: Int) throws -> ImageBatch {
+    public func batch(at index: Int) throws -> ImageBatch { try batch(at: index, shard: 0, of: 1) }
+
+    /// Part `shard` of `shards` of batch `index` (`BatchShards`); only its files are decoded.
+    public func batch(at index: Int, shard: Int, of shards: Int) throws -> ImageBatch {
         precondition(index >= 0 && index < count, "batch \(index) out of 0..<\(count)")
         let split = plan.split
-        let start = index * plan.batchSize
-        let end = Swift.min(start + plan.batchSize, order.count)
+        let positions = BatchShards.positions(
+            batch: index, batchSize: plan.batchSize, imageCount: order.count, shard: shard, of: shards)
+        let start = positions.lowerBound
+        let end = positions.upperBound
         let slots = end - start
         let imageSize = split.imageShape.reduce(1, *)
         var images = [Float](repeating: 0, count: slots * imageSize)

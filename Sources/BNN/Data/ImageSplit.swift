@@ -30,6 +30,42 @@ public protocol EpochBatches: Sendable {
     var count: Int { get }
     /// Batch `index` (0 ..< count). Throws when an image cannot be read (image folders).
     func batch(at index: Int) throws -> ImageBatch
+    /// Part `shard` of `shards` of batch `index`: the positions `BatchShards.positions` gives, for one rank of
+    /// data-parallel training; the images, labels and augmentation draws are those of the same positions of the
+    /// whole batch.
+    func batch(at index: Int, shard: Int, of shards: Int) throws -> ImageBatch
+}
+
+extension EpochBatches {
+    /// Builds the whole batch and keeps the shard's images (sources that can build a part directly do so).
+    public func batch(at index: Int, shard: Int, of shards: Int) throws -> ImageBatch {
+        let whole = try batch(at: index)
+        let part = BatchShards.positions(batchSize: whole.count, shard: shard, of: shards)
+        let imageSize = whole.height * whole.width * whole.channels
+        return ImageBatch(
+            images: Array(whole.images[(part.lowerBound * imageSize)..<(part.upperBound * imageSize)]),
+            labels: Array(whole.labels[part]), indices: Array(whole.indices[part]),
+            height: whole.height, width: whole.width, channels: whole.channels)
+    }
+}
+
+/// How data-parallel ranks divide a batch: rank r of R takes the consecutive positions
+/// ⌊n·r/R⌋ ..< ⌊n·(r+1)/R⌋ of its n images, so shares differ by at most one image and together are the batch.
+public enum BatchShards {
+    /// The positions within a batch of `batchSize` images that shard `shard` of `shards` holds.
+    public static func positions(batchSize: Int, shard: Int, of shards: Int) -> Range<Int> {
+        precondition(shards >= 1 && shard >= 0 && shard < shards, "shard \(shard) of \(shards)")
+        return (batchSize * shard / shards)..<(batchSize * (shard + 1) / shards)
+    }
+
+    /// The positions in the epoch's order of shard `shard` of batch `index` (batches of `batchSize`, the last one
+    /// holding what is left of `imageCount`).
+    public static func positions(batch index: Int, batchSize: Int, imageCount: Int, shard: Int, of shards: Int) -> Range<Int> {
+        let start = index * batchSize
+        let end = min(start + batchSize, imageCount)
+        let part = positions(batchSize: end - start, shard: shard, of: shards)
+        return (start + part.lowerBound)..<(start + part.upperBound)
+    }
 }
 
 extension CIFAR10Split: ImageSplit {
@@ -52,18 +88,25 @@ extension CIFAR10EpochBatches: EpochBatches {}
 
 /// The batches of an epoch from `start` on, as results, for `PrefetchingSequence`: an error reading a batch is
 /// handed to the consumer, which rethrows it.
+/// With `shards` > 1, each batch is this rank's part of it.
 struct ThrowingEpochSlice: IndexedBatchSource {
     let batches: any EpochBatches
     let start: Int
+    let shard: Int
+    let shards: Int
 
-    init(_ batches: any EpochBatches, from start: Int = 0) {
+    init(_ batches: any EpochBatches, from start: Int = 0, shard: Int = 0, of shards: Int = 1) {
         self.batches = batches
         self.start = start
+        self.shard = shard
+        self.shards = shards
     }
 
     var count: Int { max(0, batches.count - start) }
 
     func batch(at index: Int) -> Result<ImageBatch, any Error> {
-        Result { try batches.batch(at: start + index) }
+        Result {
+            shards == 1 ? try batches.batch(at: start + index) : try batches.batch(at: start + index, shard: shard, of: shards)
+        }
     }
 }

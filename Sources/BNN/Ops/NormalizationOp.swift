@@ -86,13 +86,21 @@ private func batchNorm(
 
     var mean = [Float](repeating: 0, count: channels)
     var variance = [Float](repeating: 0, count: channels)
+    let synchronization = training ? BatchNormSynchronization.current.flatMap { $0.collective.size > 1 ? $0 : nil } : nil
+    var batchRows = rows
     if training {
-        guard rows > 1 else {
-            throw BNNError(.tensor, 
-                "\(operation): training needs more than one value per channel, `x` \(x.shape) has \(rows)")
+        if let synchronization {
+            batchRows = try synchronization.statistics(
+                of: x, rows: rows, mean: &mean, variance: &variance, operation: operation, context: context)
+        } else {
+            try check(ck_channel_mean_var_f32(x.pointer, Int64(rows), Int64(channels), &mean, &variance), context)
         }
-        try check(ck_channel_mean_var_f32(x.pointer, Int64(rows), Int64(channels), &mean, &variance), context)
-        if let statistics { updateRunningStatistics(statistics, mean: mean, biasedVariance: variance, rows: rows) }
+        guard batchRows > 1 else {
+            throw BNNError(.tensor,
+                "\(operation): training needs more than one value per channel, `x` \(x.shape) has \(batchRows)"
+                    + (synchronization == nil ? "" : " over all ranks"))
+        }
+        if let statistics { updateRunningStatistics(statistics, mean: mean, biasedVariance: variance, rows: batchRows) }
     } else {
         guard let statistics else {
             throw BNNError(.tensor, "\(operation): evaluation mode (training: false) needs `statistics`")
@@ -115,7 +123,15 @@ private func batchNorm(
         let needSumG = (training && x.requiresGrad) || bias?.requiresGrad == true
         var sumG = [Float](repeating: 0, count: channels)
         var sumGX = sumG
-        if needSumGX {
+        // Synchronised, dx needs the whole batch's sums: kept in double until they are added over the ranks.
+        var batchSums: (g: [Double], gx: [Double])?
+        if let synchronization, training, x.requiresGrad {
+            let sums = try synchronization.gradientSums(
+                gradient: gradient, x: x, mean: mean, rows: rows, operation: operation, context: "\(context) backward")
+            sumG = sums.local.g
+            sumGX = sums.local.gx
+            batchSums = sums.batch
+        } else if needSumGX {
             try check(
                 ck_channel_sums_f32(gradient.pointer, x.pointer, mean, Int64(rows), Int64(channels), &sumG, &sumGX),
                 "\(context) backward")
@@ -131,16 +147,20 @@ private func batchNorm(
         guard x.requiresGrad else { return }
         if training {
             // dx = γ·invstd·(g − Σg/M − x̂·Σ(g·x̂)/M) with x̂ = (x − mean)·invstd, as a·g + b·(x − mean) + k.
-            let m = Double(rows)
+            // Synchronised, the sums and M are the whole batch's, over all ranks (γ's and β's gradients above stay
+            // this rank's: the gradient averaging combines them).
+            let m = Double(batchRows)
             var a = scale
             var b = scale
             var k = scale
             for c in 0..<channels {
                 let s = Double(scale[c])
                 let i = Double(invstd[c])
+                let g = batchSums?.g[c] ?? Double(sumG[c])
+                let gx = batchSums?.gx[c] ?? Double(sumGX[c])
                 a[c] = Float(s)
-                b[c] = Float(-s * i * i * Double(sumGX[c]) / m)
-                k[c] = Float(-s * Double(sumG[c]) / m)
+                b[c] = Float(-s * i * i * gx / m)
+                k[c] = Float(-s * g / m)
             }
             try x.accumulateGradient { buffer, accumulate in
                 try check(
@@ -198,3 +218,78 @@ func batchNormAffine(gamma: [Float]?, beta: [Float]?, mean: [Float], invstd: [Fl
     }
     return (scale, shift)
 }
+
+/// Batch norm over the whole batch when data-parallel ranks each hold part of it (`--sync-bn`): the training-mode
+/// statistics and the sums of the input gradient are combined over the ranks, so every rank normalises with the
+/// mean and variance of all N images, as one process with the whole batch would.
+///
+/// Set for the duration of a training step with `BatchNormSynchronization.$current.withValue(...)`; nil (the
+/// default) normalises each process's images alone.
+public struct BatchNormSynchronization: Sendable {
+    /// The ranks sharing the batch.
+    public let collective: any Collective
+    /// This rank's images ÷ the batch's: the scale of its loss gradient relative to the whole batch's mean loss is
+    /// 1/share, which the combined gradient sums must carry.
+    public let share: Double
+
+    public init(collective: any Collective, share: Double) {
+        self.collective = collective
+        self.share = share
+    }
+
+    /// The synchronisation in force for the current task; nil for none.
+    @TaskLocal public static var current: BatchNormSynchronization?
+
+    /// The mean and biased variance of the whole batch, as `ck_channel_mean_var_f32` computes them for one
+    /// process holding it: Σx in double over the ranks gives the centre, then Σ(x − centre)² in double over the
+    /// ranks gives the variance. Only the order in which double partial sums are added differs, so the float
+    /// results are those of one process but for rare last-bit roundings. Returns the batch's rows.
+    func statistics(
+        of x: Tensor, rows: Int, mean: inout [Float], variance: inout [Float], operation: String, context: String
+    ) throws -> Int {
+        let channels = mean.count
+        var sums = [Double](repeating: 0, count: channels + 1)
+        try check(ck_channel_moment_f64(x.pointer, Int64(rows), Int64(channels), nil, &sums), context)
+        sums[channels] = Double(rows)
+        try sums.withUnsafeMutableBufferPointer {
+            try collective.sum($0, what: "the batch means of a \(operation) over \(channels) channels")
+        }
+        let total = sums[channels]
+        let center = (0..<channels).map { sums[$0] / total }
+        var squares = [Double](repeating: 0, count: channels)
+        try check(ck_channel_moment_f64(x.pointer, Int64(rows), Int64(channels), center, &squares), context)
+        try squares.withUnsafeMutableBufferPointer {
+            try collective.sum($0, what: "the batch variances of a \(operation) over \(channels) channels")
+        }
+        for c in 0..<channels {
+            mean[c] = Float(center[c])
+            variance[c] = Float(squares[c] / total)
+        }
+        return Int(total)
+    }
+
+    /// This rank's Σg and Σg·(x − mean) (rounded to float, for γ's and β's gradients, which the gradient averaging
+    /// combines) and the whole batch's in double, in this rank's gradient scale: each rank's sums are brought to the
+    /// scale of the batch's mean loss (× share), added over the ranks, and brought back (÷ share). With equal shares
+    /// that are powers of two the scalings are exact.
+    func gradientSums(
+        gradient: Tensor, x: Tensor, mean: [Float], rows: Int, operation: String, context: String
+    ) throws -> (local: (g: [Float], gx: [Float]), batch: (g: [Double], gx: [Double])) {
+        let channels = mean.count
+        var sums = [Double](repeating: 0, count: 2 * channels)
+        try sums.withUnsafeMutableBufferPointer { buffer in
+            try check(
+                ck_channel_sums_f64(gradient.pointer, x.pointer, mean, Int64(rows), Int64(channels), buffer.baseAddress!,
+                                    buffer.baseAddress! + channels), context)
+        }
+        let local = (g: sums[0..<channels].map { Float($0) }, gx: sums[channels...].map { Float($0) })
+        for i in sums.indices { sums[i] *= share }
+        try sums.withUnsafeMutableBufferPointer {
+            try collective.sum($0, what: "the gradient sums of a \(operation) over \(channels) channels")
+        }
+        // Rounded to float, as one process's sums are before they enter dx.
+        for i in sums.indices { sums[i] = Double(Float(sums[i] / share)) }
+        return (local, (Array(sums[0..<channels]), Array(sums[channels...])))
+    }
+}
+

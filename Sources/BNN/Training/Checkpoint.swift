@@ -110,13 +110,26 @@ public struct Checkpoint: Sendable, Equatable {
 
     /// Reads a checkpoint written by `write(to:)`, naming the missing or malformed entry on failure.
     public static func read(from url: URL) throws(TrainingError) -> Checkpoint {
+        try read(bytes: try fileBytes(url), path: url.path)
+    }
+
+    /// The bytes of a checkpoint file (to parse with `read(bytes:path:)`, or to send to other ranks).
+    public static func fileBytes(_ url: URL) throws(TrainingError) -> Data {
+        do {
+            return try FileAccess.readRegularFile(url.path)
+        } catch {
+            throw .badCheckpoint(path: url.path, reason: "cannot be read: \(error.reason)")
+        }
+    }
+
+    /// Parses the bytes of a checkpoint; `path` names it in errors.
+    public static func read(bytes: Data, path: String) throws(TrainingError) -> Checkpoint {
         let file: SafeTensorsFile
         do {
-            file = try SafeTensors.read(url)
+            file = try SafeTensors.parse(bytes, file: path)
         } catch {
-            throw .badCheckpoint(path: url.path, reason: "\(error)")
+            throw .badCheckpoint(path: path, reason: "\(error)")
         }
-        let path = url.path
         let metadata = file.metadata
         func required(_ key: String) throws(TrainingError) -> String {
             guard let value = metadata[key] else {

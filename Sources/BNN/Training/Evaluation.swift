@@ -26,8 +26,11 @@ public enum Evaluation {
     /// Runs `model` in evaluation mode without recording gradients over every image of `split` (the split's order,
     /// evaluation transform, batches prepared in the background), then restores the model's mode. Images of a
     /// folder skipped as unreadable are not counted.
+    ///
+    /// With `shards` > 1 only part `shard` of each batch is evaluated (`BatchShards`): data-parallel ranks each take
+    /// their part and add up their results (`EvaluationResult.summed(over:)`).
     public static func evaluate(
-        _ model: Module, on split: any ImageSplit, batchSize: Int = defaultBatchSize
+        _ model: Module, on split: any ImageSplit, batchSize: Int = defaultBatchSize, shard: Int = 0, of shards: Int = 1
     ) throws -> EvaluationResult {
         let wasTraining = model.isTraining
         model.eval()
@@ -38,7 +41,7 @@ public enum Evaluation {
         var result = EvaluationResult(loss: 0, top1Correct: 0, top5Correct: 0, images: 0)
         var lossSum = 0.0
         try withNoGrad {
-            for prepared in PrefetchingSequence(ThrowingEpochSlice(plan.epochBatches(0)), prefetch: 2) {
+            for prepared in PrefetchingSequence(ThrowingEpochSlice(plan.epochBatches(0), shard: shard, of: shards), prefetch: 2) {
                 let batch = try prepared.get()
                 if batch.count == 0 { continue }
                 let logits = try model(batch.tensor())
@@ -62,6 +65,16 @@ extension ImageBatch {
 }
 
 extension EvaluationResult {
+    /// The results of all ranks' parts added up (every rank gets the total).
+    public func summed(over collective: any Collective) throws -> EvaluationResult {
+        let sums = try collective.sum(
+            [loss * Double(images), Double(top1Correct), Double(top5Correct), Double(images)], what: "the evaluation's results")
+        let images = Int(sums[3])
+        return EvaluationResult(
+            loss: images > 0 ? sums[0] / Double(images) : 0, top1Correct: Int(sums[1]), top5Correct: Int(sums[2]),
+            images: images)
+    }
+
     /// `{"top1": …, "top5": …, "images": …}` (accuracies as fractions), plus the mean loss.
     public var json: String {
         JSONValue.object([("top1", .real(top1)), ("top5", .real(top5)), ("images", .integer(images)), ("loss", .real(loss))])

@@ -22,10 +22,16 @@ public enum Interrupt {
     /// Raises the flag as SIGINT would (for callers with another way to ask for a stop, and for tests).
     public static func request() { interruptRequested.store(true, ordering: .relaxed) }
 
-    /// Installs the one-shot SIGINT handler and clears the flag; returns false if the system refused.
+    /// Installs the one-shot SIGINT handler and clears the flag; returns false if the system refused. With
+    /// `terminate`, SIGTERM raises the flag too: mpirun turns Ctrl-C into SIGTERM for its ranks (then SIGKILL after
+    /// its `odls_base_sigkill_timeout`).
     @discardableResult
-    public static func install() -> Bool {
+    public static func install(terminate: Bool = false) -> Bool {
         reset()
+        return installHandler(SIGINT) && (!terminate || installHandler(SIGTERM))
+    }
+
+    private static func installHandler(_ signal: Int32) -> Bool {
         var action = sigaction()
         #if canImport(Glibc)
         action.__sigaction_handler.sa_handler = interruptHandler
@@ -34,11 +40,16 @@ public enum Interrupt {
         #endif
         action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND)   // 0x80000000 on Linux
         sigemptyset(&action.sa_mask)
-        return sigaction(SIGINT, &action, nil) == 0
+        return sigaction(signal, &action, nil) == 0
     }
 
-    /// Restores the default SIGINT behaviour (end the process).
+    /// Restores the default SIGINT and SIGTERM behaviour (end the process).
     public static func uninstall() {
+        uninstallHandler(SIGINT)
+        uninstallHandler(SIGTERM)
+    }
+
+    private static func uninstallHandler(_ signal: Int32) {
         var action = sigaction()
         #if canImport(Glibc)
         action.__sigaction_handler.sa_handler = nil   // SIG_DFL is the null handler
@@ -46,7 +57,7 @@ public enum Interrupt {
         action.__sigaction_u.__sa_handler = nil
         #endif
         sigemptyset(&action.sa_mask)
-        sigaction(SIGINT, &action, nil)
+        sigaction(signal, &action, nil)
     }
 }
 

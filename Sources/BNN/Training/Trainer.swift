@@ -63,11 +63,18 @@ public final class Trainer {
     /// Steps already done in the next epoch (after an interruption); 0 at an epoch boundary.
     public var stepsDoneInNextEpoch: Int { partialEpoch?.steps ?? 0 }
     /// The records of the completed epochs.
-    public var records: [EpochRecord] { log.records }
+    public var records: [EpochRecord] { log?.records ?? replicaRecords }
 
-    private let log: TrainingLog
-    /// The run directory's lock, held for the trainer's lifetime.
-    private let lock: RunDirectoryLock
+    /// The log file (rank 0 or a single process only).
+    private let log: TrainingLog?
+    /// The run directory's lock, held for the trainer's lifetime (rank 0 or a single process only).
+    private let lock: RunDirectoryLock?
+    /// This process's part in data-parallel training; nil for a single process.
+    public let dataParallel: DataParallel?
+    /// Whether this process writes the run's files: a single process, or rank 0 of several.
+    public var isWriter: Bool { dataParallel.map { $0.collective.rank == 0 } ?? true }
+    /// Epoch records of a rank other than 0, which keeps no log file.
+    private var replicaRecords: [EpochRecord] = []
     /// Temporary files of an earlier writer killed mid-write (`.checkpoint.safetensors.tmp-PID-RANDOM` and the
     /// like), removed when this trainer took the directory; the caller may tell the user.
     public let removedTemporaryFiles: [String]
@@ -96,7 +103,7 @@ public final class Trainer {
     /// The validation split must have the training split's image shape and classes.
     public init(
         configuration: TrainingConfiguration, model: Module? = nil, training: any ImageSplit,
-        validation: (any ImageSplit)?, runDirectory: URL, resume: Bool = false
+        validation: (any ImageSplit)?, runDirectory: URL, resume: Bool = false, dataParallel: DataParallel? = nil
     ) throws {
         try configuration.validate()
         guard training.count > 0 else { throw TrainingError.invalidConfiguration("the training split holds no image") }
@@ -148,24 +155,39 @@ public final class Trainer {
                 weightDecay: configuration.weightDecay)
         }
 
-        do {
-            try FileAccess.createDirectory(runDirectory.path)
-        } catch {
-            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.reason)")
-        }
-        // The lock comes before anything in the directory is read or written: from here on this trainer is the
-        // directory's only writer, so temporary files found in it belong to no live writer.
-        lock = try RunDirectoryLock(directory: runDirectory)
-        removedTemporaryFiles = FileAccess.removeTemporaryFiles(
-            in: runDirectory.path, for: [Checkpoint.fileName, "log.jsonl", "curves.svg"])
+        self.dataParallel = dataParallel
         let checkpointPath = runDirectory.appendingPathComponent(Checkpoint.fileName)
-        let exists = FileManager.default.fileExists(atPath: checkpointPath.path)
-        if resume {
-            guard exists else {
-                throw TrainingError.badCheckpoint(
-                    path: checkpointPath.path, reason: "not found, so there is nothing to resume (run without --resume)")
+        // Rank 0 (or the only process) owns the run directory; under data parallelism it tells the other ranks
+        // whether the run can start, with its settings and, when resuming, the checkpoint's bytes, so that only
+        // rank 0 needs to see the directory (the ranks may run on machines that do not share it).
+        var checkpointBytes: Data?
+        let isWriter = dataParallel.map { $0.collective.rank == 0 } ?? true
+        if isWriter {
+            var files: RunFiles?
+            var failure: (any Error)?
+            do {
+                files = try Trainer.takeRunDirectory(runDirectory, resume: resume)
+            } catch {
+                failure = error
             }
-            let checkpoint = try Checkpoint.read(from: checkpointPath)
+            lock = files?.lock
+            removedTemporaryFiles = files?.removedTemporaryFiles ?? []
+            checkpointBytes = files?.checkpoint
+            if let collective = dataParallel?.collective {
+                try StartAgreement(configuration: configuration, classes: classes, inputShape: inputShape,
+                                   checkpoint: checkpointBytes, failed: failure != nil).send(collective)
+            }
+            if let failure { throw failure }
+        } else {
+            lock = nil
+            removedTemporaryFiles = []
+            let collective = dataParallel!.collective
+            let agreement = try StartAgreement.receive(collective)
+            try agreement.requireSame(configuration: configuration, classes: classes, inputShape: inputShape, rank: collective.rank)
+            checkpointBytes = agreement.checkpoint
+        }
+        if let checkpointBytes {
+            let checkpoint = try Checkpoint.read(bytes: checkpointBytes, path: checkpointPath.path)
             if let difference = checkpoint.configuration.firstDifference(from: configuration) {
                 throw TrainingError.checkpointMismatch(
                     path: checkpointPath.path, key: difference.key, checkpoint: difference.mine,
@@ -205,20 +227,64 @@ public final class Trainer {
                         + "\(trainingBatches.batchesPerEpoch) steps per epoch (a different training set?)")
             }
         } else {
-            guard !exists else {
-                throw TrainingError.invalidConfiguration(
-                    "\(runDirectory.path) already holds a checkpoint: pass --resume to continue that run, or "
-                        + "choose another output directory")
-            }
             completedEpochs = 0
+            // Every rank built the network from the same seed; rank 0's values are copied anyway, so that a network
+            // initialised in any other way starts equal everywhere too.
+            if let collective = dataParallel?.collective {
+                for (name, tensor) in model.namedParameters() + model.namedBuffers() where tensor.count > 0 {
+                    try tensor.withUnsafeMutableBufferPointer { values in
+                        try collective.broadcast(UnsafeMutableRawBufferPointer(values), root: 0, what: "the initial \(name)")
+                    }
+                }
+            }
         }
-        checkpointWritten = exists
-        log = try TrainingLog(url: runDirectory.appendingPathComponent("log.jsonl"), completedEpochs: completedEpochs)
+        checkpointWritten = checkpointBytes != nil
+        log = isWriter
+            ? try TrainingLog(url: runDirectory.appendingPathComponent("log.jsonl"), completedEpochs: completedEpochs)
+            : nil
+    }
+
+    /// What the run directory holds for a new trainer.
+    private struct RunFiles {
+        let lock: RunDirectoryLock
+        let removedTemporaryFiles: [String]
+        /// The checkpoint's bytes when resuming.
+        let checkpoint: Data?
+    }
+
+    /// Creates and locks the run directory, removes temporary files of a killed writer, and reads the checkpoint
+    /// to resume (which must exist with `resume` and must not without).
+    private static func takeRunDirectory(_ runDirectory: URL, resume: Bool) throws -> RunFiles {
+        do {
+            try FileAccess.createDirectory(runDirectory.path)
+        } catch {
+            throw TrainingError.io(path: runDirectory.path, reason: "cannot create the run directory: \(error.reason)")
+        }
+        // The lock comes before anything in the directory is read or written: from here on this trainer is the
+        // directory's only writer, so temporary files found in it belong to no live writer.
+        let lock = try RunDirectoryLock(directory: runDirectory)
+        let removed = FileAccess.removeTemporaryFiles(
+            in: runDirectory.path, for: [Checkpoint.fileName, "log.jsonl", "curves.svg"])
+        let checkpointPath = runDirectory.appendingPathComponent(Checkpoint.fileName)
+        let exists = FileManager.default.fileExists(atPath: checkpointPath.path)
+        if resume {
+            guard exists else {
+                throw TrainingError.badCheckpoint(
+                    path: checkpointPath.path, reason: "not found, so there is nothing to resume (run without --resume)")
+            }
+            return RunFiles(lock: lock, removedTemporaryFiles: removed, checkpoint: try Checkpoint.fileBytes(checkpointPath))
+        }
+        guard !exists else {
+            throw TrainingError.invalidConfiguration(
+                "\(runDirectory.path) already holds a checkpoint: pass --resume to continue that run, or "
+                    + "choose another output directory")
+        }
+        return RunFiles(lock: lock, removedTemporaryFiles: removed, checkpoint: nil)
     }
 
     /// Lets another trainer take the run directory now rather than when this one is destroyed. The trainer cannot
     /// run after this: `run()` would throw.
-    public func releaseRunDirectory() { lock.release() }
+    public func releaseRunDirectory() { lock?.release() }
 
     /// The state that a checkpoint of this moment would hold.
     public func checkpoint() -> Checkpoint {
@@ -231,7 +297,7 @@ public final class Trainer {
     /// complete. The schedules always span the configured epochs, so stopping at an epoch and resuming later
     /// gives the same run as going through.
     public func run(untilEpoch limit: Int? = nil) throws -> Outcome {
-        guard lock.isHeld else {
+        guard lock?.isHeld ?? !isWriter else {
             throw TrainingError.invalidConfiguration(
                 "this trainer released its run directory \(runDirectory.path) and cannot write to it any more; create a new "
                     + "Trainer (with resume: true) to continue")
@@ -239,15 +305,20 @@ public final class Trainer {
         let step = TrainingStep(
             model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight),
             indicatorPower: configuration.oEnd)
+        let collective = dataParallel?.collective
+        if let dataParallel, averager == nil {
+            averager = GradientAverager(
+                parameters: model.namedParameters().map(\.tensor).filter(\.requiresGrad),
+                collective: dataParallel.collective, bucketBytes: dataParallel.bucketBytes)
+        }
         let epochs = configuration.epochs
         while completedEpochs < epochs {
             if let limit, completedEpochs >= limit { return .paused(afterEpoch: completedEpochs) }
             let epoch = completedEpochs   // 0-based index of the epoch being trained
             let number = epoch + 1
             // A stop asked for during the evaluation of the previous epoch is honoured before the next one.
-            if shouldStop() {
-                try checkpoint().write(to: checkpointURL)
-                checkpointWritten = true
+            if try stopAgreed(place: "before epoch \(number)") {
+                try saveCheckpoint()
                 return .interrupted(epoch: number, step: partialEpoch?.steps ?? 0)
             }
             let learningRate = schedule.learningRate(epoch: epoch)
@@ -260,7 +331,8 @@ public final class Trainer {
             partialEpoch = nil
             let batches = trainingBatches.epochBatches(epoch)
             progress.beginEpoch(number, of: epochs, steps: batches.count, images: trainingBatches.imageCount)
-            let remaining = ThrowingEpochSlice(batches, from: sums.steps)
+            let remaining = ThrowingEpochSlice(
+                batches, from: sums.steps, shard: collective?.rank ?? 0, of: collective?.size ?? 1)
             var lapStart = TrainingProgress.monotonicSeconds()
             for prepared in PrefetchingSequence(remaining, prefetch: 2) {
                 let batch: ImageBatch
@@ -272,13 +344,28 @@ public final class Trainer {
                 }
                 let stepNumber = sums.steps + 1
                 // Images skipped as unreadable left the batch empty, or with one image where batch norm needs two:
-                // the step happens, without an update.
+                // the step happens, without an update. Under data parallelism every rank needs an image (each runs
+                // the network on its part), and the ranks agree on the batch's size first.
                 let planned = min(configuration.batchSize, trainingBatches.imageCount - sums.steps * configuration.batchSize)
-                guard batch.count > 1 || (batch.count == 1 && planned == 1) else {
-                    sums.steps = stepNumber
-                    continue
+                var replica: TrainingStep.Replica?
+                if let collective, let averager, let dataParallel {
+                    collective.setPlace("epoch \(number), step \(stepNumber)")
+                    let counts = try collective.sum(
+                        [Double(batch.count), batch.count == 0 ? 1 : 0], what: "the images of step \(stepNumber)")
+                    let images = Int(counts[0])
+                    guard counts[1] == 0, images > 1 || planned == 1 else {
+                        sums.steps = stepNumber
+                        continue
+                    }
+                    replica = TrainingStep.Replica(
+                        averager: averager, batchImages: images, synchronizeBatchNorm: dataParallel.synchronizeBatchNorm)
+                } else {
+                    guard batch.count > 1 || (batch.count == 1 && planned == 1) else {
+                        sums.steps = stepNumber
+                        continue
+                    }
                 }
-                let result = try step.run(batch) { loss in
+                let result = try step.run(batch, replica: replica) { loss in
                     guard loss.isFinite else {
                         progress.endEpoch()
                         throw TrainingError.nonFiniteLoss(
@@ -303,11 +390,10 @@ public final class Trainer {
                     step: sums.steps, images: sums.images, loss: sums.lossSum / Double(sums.steps),
                     accuracy: Double(sums.correct) / Double(sums.images))
                 try afterStep?(number, stepNumber)
-                if shouldStop() {
+                if try stopAgreed(place: "after step \(stepNumber) of epoch \(number)") {
                     partialEpoch = sums
                     try requireFiniteParameters(epoch: number)
-                    try checkpoint().write(to: checkpointURL)
-                    checkpointWritten = true
+                    try saveCheckpoint()
                     progress.endEpoch()
                     return .interrupted(epoch: number, step: sums.steps)
                 }
@@ -318,7 +404,13 @@ public final class Trainer {
 
             var validationResult: EvaluationResult?
             if let validation {
-                let result = try Evaluation.evaluate(model, on: validation, batchSize: evaluationBatchSize)
+                collective?.setPlace("the evaluation after epoch \(number)")
+                var result = try Evaluation.evaluate(
+                    model, on: validation, batchSize: evaluationBatchSize, shard: collective?.rank ?? 0,
+                    of: collective?.size ?? 1)
+                if let collective {
+                    result = try result.summed(over: collective)
+                }
                 guard result.loss.isFinite else {
                     throw TrainingError.nonFiniteValidation(
                         epoch: number, loss: result.loss, checkpoint: checkpointWritten ? checkpointURL.path : nil)
@@ -339,16 +431,44 @@ public final class Trainer {
                 gradientStabilityMean: hasIndicators ? sums.gradientStabilitySum / steps : nil,
                 seconds: sums.seconds, imagesPerSecond: sums.seconds > 0 ? Double(sums.images) / sums.seconds : 0,
                 steps: sums.steps, images: sums.images)
-            // The log line goes first: if the process dies before the checkpoint, resuming drops the line and
-            // trains the epoch again, so the log never runs ahead of the checkpoint.
-            try log.append(record)
-            completedEpochs = number
-            try checkpoint().write(to: checkpointURL)
-            checkpointWritten = true
-            try Curves.write(log.records, to: curvesURL, title: "\(configuration.summary), seed \(configuration.seed)")
+            if let log {
+                // The log line goes first: if the process dies before the checkpoint, resuming drops the line and
+                // trains the epoch again, so the log never runs ahead of the checkpoint.
+                try log.append(record)
+                completedEpochs = number
+                try saveCheckpoint()
+                try Curves.write(log.records, to: curvesURL, title: "\(configuration.summary), seed \(configuration.seed)")
+            } else {
+                completedEpochs = number
+                replicaRecords.append(record)
+            }
             progress.message(Self.describe(record))
         }
         return .finished
+    }
+
+    /// Gradient averaging of a data-parallel run, made at its first `run()`.
+    private var averager: GradientAverager?
+
+    /// Seconds a data-parallel run waited for gradient sums that the backward pass did not hide, and the bytes
+    /// summed per step (nil for a single process).
+    public var gradientExchange: (exposedSeconds: Double, bytesPerStep: Int)? {
+        averager.map { ($0.exposedSeconds, $0.bytesPerStep) }
+    }
+
+    /// `shouldStop()`, agreed by all ranks: one rank asked to stop (Ctrl-C reaches each rank on its own) stops all of
+    /// them at the same step.
+    private func stopAgreed(place: String) throws -> Bool {
+        let local = shouldStop()
+        guard let collective = dataParallel?.collective else { return local }
+        return try collective.sum([local ? 1 : 0], what: "the decision to stop \(place)")[0] > 0
+    }
+
+    /// Writes the checkpoint of this moment (rank 0 or a single process; the other ranks hold the same state).
+    private func saveCheckpoint() throws {
+        guard isWriter else { return }
+        try checkpoint().write(to: checkpointURL)
+        checkpointWritten = true
     }
 
     /// One line about an epoch, for the terminal.

@@ -23,10 +23,37 @@ struct TrainingStep {
     /// The power at which the estimating error is evaluated (the authors use o_end).
     let indicatorPower: Float
 
+    /// This rank's part in a data-parallel step.
+    struct Replica {
+        /// Averages the gradients over the ranks during the backward pass.
+        let averager: GradientAverager
+        /// Images in the whole batch, over all ranks.
+        let batchImages: Int
+        /// Batch norm normalises over the whole batch (`BatchNormSynchronization`).
+        let synchronizeBatchNorm: Bool
+    }
+
     /// Runs the step. `checkLoss` sees the loss before anything is updated and may throw to stop the run with
     /// the model and optimizer untouched. `timing`, when given, receives the seconds of each phase.
+    ///
+    /// With `replica`, the batch is this rank's part: the loss and accuracy reported (and checked) are the whole
+    /// batch's, summed over the ranks, and the gradients are averaged over the ranks before the update, so every
+    /// rank applies the same update to the same weights.
     func run(
-        _ batch: ImageBatch, timing: StepPhaseTimes? = nil, checkLoss: (Float) throws -> Void
+        _ batch: ImageBatch, timing: StepPhaseTimes? = nil, replica: Replica? = nil, checkLoss: (Float) throws -> Void
+    ) throws -> Result {
+        guard let replica, replica.synchronizeBatchNorm else {
+            return try step(batch, timing: timing, replica: replica, checkLoss: checkLoss)
+        }
+        let synchronization = BatchNormSynchronization(
+            collective: replica.averager.collective, share: Double(batch.count) / Double(replica.batchImages))
+        return try BatchNormSynchronization.$current.withValue(synchronization) {
+            try step(batch, timing: timing, replica: replica, checkLoss: checkLoss)
+        }
+    }
+
+    private func step(
+        _ batch: ImageBatch, timing: StepPhaseTimes?, replica: Replica?, checkLoss: (Float) throws -> Void
     ) throws -> Result {
         var clock = PhaseClock(timing)
         let input = try batch.tensor()
@@ -34,19 +61,36 @@ struct TrainingStep {
 
         let logits = try model(input)
         let loss = try crossEntropy(logits, labels: batch.labels)
-        let lossValue = try loss.item()
-        let correct = try topKCorrect(logits, labels: batch.labels, k: 1)
+        var lossValue = try loss.item()
+        var correct = try topKCorrect(logits, labels: batch.labels, k: 1)
+        var images = batch.count
+        if let replica {
+            let sums = try replica.averager.collective.sum(
+                [Double(lossValue) * Double(batch.count), Double(correct)], what: "the step's loss")
+            images = replica.batchImages
+            lossValue = Float(sums[0] / Double(images))
+            correct = Int(sums[1])
+        }
         clock.lap(\.forward)
         try checkLoss(lossValue)
 
         optimizer.zeroGrad()
-        try loss.backward()
+        if let replica {
+            let averager = replica.averager
+            averager.begin(share: Float(Double(batch.count) / Double(replica.batchImages)))
+            try loss.backward(
+                gradient: nil,
+                hooks: BackwardHooks(leafReady: { try averager.gradientReady($0) }, afterRule: { try averager.progress() }))
+            try averager.finish()
+        } else {
+            try loss.backward()
+        }
         clock.lap(\.backward)
 
         try optimizer.step()
         clock.lap(\.optimizer)
 
-        var result = Result(loss: lossValue, correct: correct, images: batch.count)
+        var result = Result(loss: lossValue, correct: correct, images: images)
         if !indicatorWeights.isEmpty {
             result.estimatingError = Indicators.estimatingError(weights: indicatorWeights, o: indicatorPower)
             result.gradientStability = Indicators.gradientStability(weights: indicatorWeights)
