@@ -103,8 +103,11 @@ static ALWAYS_INLINE float ede_derivative(float v, const est_params *p) {
     return y >= -87.0f ? p->kt * sech2 : 0.0f;
 }
 
+/* The pass over `spans` runs of `span` elements, run s starting at element first + s·step: a whole chunk of a
+ * tensor (one run), or a row of an input gradient with its pixels a stride apart. */
 #define EST_LOOP(VALUE)                                                                                        \
-    do {                                                                                                       \
+    for (int64_t s_ = 0; s_ < spans; s_++) {                                                                   \
+        const int64_t begin = first + s_ * step, end = begin + span;                                           \
         if (accumulate) {                                                                                      \
             for (int64_t i = begin; i < end; i++) {                                                            \
                 const float v = x[i], g = grad[i];                                                             \
@@ -116,10 +119,10 @@ static ALWAYS_INLINE float ede_derivative(float v, const est_params *p) {
                 dx[i] = (VALUE);                                                                               \
             }                                                                                                  \
         }                                                                                                      \
-    } while (0)
+    }
 
-static ALWAYS_INLINE void est_range(const est_params *params, const float *x, const float *grad, int accumulate,
-                                    float *dx, int64_t begin, int64_t end) {
+static ALWAYS_INLINE void est_runs(const est_params *params, const float *x, const float *grad, int accumulate,
+                                   float *dx, int64_t first, int64_t spans, int64_t span, int64_t step) {
     /* A local copy: the stores to dx cannot alias it, so its fields stay in registers across the loop. */
     const est_params local = *params;
     const est_params *p = &local;
@@ -140,10 +143,13 @@ static ALWAYS_INLINE void est_range(const est_params *params, const float *x, co
         break;
     }
     case CK_ESTIMATOR_IDENTITY:
-        if (accumulate) {
-            for (int64_t i = begin; i < end; i++) dx[i] += grad[i];
-        } else if (dx != grad) {
-            memcpy(dx + begin, grad + begin, (size_t)(end - begin) * sizeof(float));
+        for (int64_t s_ = 0; s_ < spans; s_++) {
+            const int64_t begin = first + s_ * step;
+            if (accumulate) {
+                for (int64_t i = begin; i < begin + span; i++) dx[i] += grad[i];
+            } else if (dx != grad) {
+                memcpy(dx + begin, grad + begin, (size_t)span * sizeof(float));
+            }
         }
         break;
     case CK_ESTIMATOR_APPROX_SIGN:
@@ -155,33 +161,35 @@ static ALWAYS_INLINE void est_range(const est_params *params, const float *x, co
     }
 }
 
-static void est_range_default(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
-                              int64_t begin, int64_t end) {
-    est_range(p, x, grad, accumulate, dx, begin, end);
+static void est_runs_default(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
+                             int64_t first, int64_t spans, int64_t span, int64_t step) {
+    est_runs(p, x, grad, accumulate, dx, first, spans, span, step);
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) static void est_range_avx2(const est_params *p, const float *x, const float *grad,
-                                                           int accumulate, float *dx, int64_t begin, int64_t end) {
-    est_range(p, x, grad, accumulate, dx, begin, end);
+__attribute__((target("avx2"))) static void est_runs_avx2(const est_params *p, const float *x, const float *grad,
+                                                          int accumulate, float *dx, int64_t first, int64_t spans,
+                                                          int64_t span, int64_t step) {
+    est_runs(p, x, grad, accumulate, dx, first, spans, span, step);
 }
 
-__attribute__((target("avx512f"))) static void est_range_avx512(const est_params *p, const float *x,
-                                                                const float *grad, int accumulate, float *dx,
-                                                                int64_t begin, int64_t end) {
-    est_range(p, x, grad, accumulate, dx, begin, end);
+__attribute__((target("avx512f"))) static void est_runs_avx512(const est_params *p, const float *x,
+                                                               const float *grad, int accumulate, float *dx,
+                                                               int64_t first, int64_t spans, int64_t span,
+                                                               int64_t step) {
+    est_runs(p, x, grad, accumulate, dx, first, spans, span, step);
 }
 #endif
 
-est_range_fn est_range_for_active_isa(void) {
+est_runs_fn est_runs_for_active_isa(void) {
 #if defined(__x86_64__)
     switch (ck_isa_active()) {
-    case CK_ISA_AVX512: return est_range_avx512;
-    case CK_ISA_AVX2: return est_range_avx2;
+    case CK_ISA_AVX512: return est_runs_avx512;
+    case CK_ISA_AVX2: return est_runs_avx2;
     case CK_ISA_SCALAR: break;
     }
 #endif
-    return est_range_default;
+    return est_runs_default;
 }
 
 /* Runs one estimator pass over n elements in fixed chunks (small tensors stay on the calling thread). */
@@ -189,11 +197,11 @@ static ck_status run_estimator(const est_params *p, const float *x, const float 
                                float *dx) {
     if ((x == NULL && p->kind != CK_ESTIMATOR_IDENTITY) || grad == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
     if (!count_ok(n)) return CK_ERR_INVALID_SIZE;
-    const est_range_fn range = est_range_for_active_isa();
+    const est_runs_fn runs = est_runs_for_active_isa();
     const int64_t chunks = (n + CHUNK - 1) / CHUNK;
     const int threads = ck_get_num_threads();
 #pragma omp parallel for num_threads(threads) if (chunks > 1)
-    for (int64_t ch = 0; ch < chunks; ch++) range(p, x, grad, accumulate, dx, ch * CHUNK, min64(n, (ch + 1) * CHUNK));
+    for (int64_t ch = 0; ch < chunks; ch++) runs(p, x, grad, accumulate, dx, ch * CHUNK, 1, min64(n - ch * CHUNK, CHUNK), 0);
     return CK_OK;
 }
 

@@ -154,11 +154,12 @@ typedef struct est_params {
 /* Checks e's parameters as its ck_*_backward_f32 does and derives them. */
 ck_status est_params_make(const ck_estimator *e, est_params *p);
 
-/* dx[i] (= or +=) grad[i]·r'(x[i]) for begin ≤ i < end on the calling thread (dx may be grad), for the active
- * path. Each element's value depends on its x and grad only, so a caller may cover a tensor in any pieces. */
-typedef void (*est_range_fn)(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
-                             int64_t begin, int64_t end);
-est_range_fn est_range_for_active_isa(void);
+/* dx[i] (= or +=) grad[i]·r'(x[i]) on the calling thread (dx may be grad), for the active path, over `spans`
+ * runs of `span` elements, run s from i = first + s·step. Each element's value depends on its x and grad only,
+ * so a caller may cover a tensor in any pieces. */
+typedef void (*est_runs_fn)(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
+                            int64_t first, int64_t spans, int64_t span, int64_t step);
+est_runs_fn est_runs_for_active_isa(void);
 
 /* Argument checks. */
 static inline bool ck_size_ok(int64_t v) { return v >= 1 && v <= CK_MAX_DIM; }

@@ -442,27 +442,27 @@ static void gather_phase_taps(const gather_plan *g, const gather_phase *ph, int6
  * there while it is still in L1, instead of a second pass over the whole gradient. */
 typedef struct gather_estimate {
     const est_params *params;
-    est_range_fn range;
+    est_runs_fn runs;
     const float *x; /* the layer's input image, laid out as the destination image */
     float *dst;     /* the destination image */
     float *raw;     /* the thread's row of dw·dc floats */
+    /* The next image's input, a slice per row: read cold, a row of it stalled the row's estimator long enough
+     * to cost more than the separate pass saved (STE ran 20 % slower than kernel + pass on 32×32×16). */
+    prefetch_stream next_x;
 } gather_estimate;
 
 /* dst (= or +=) r'(x)·raw for `cols` pixels `px` floats apart, `d` being one of est->dst's rows. */
-static void estimate_row(const gather_estimate *est, int64_t cols, int64_t dc, int64_t px, float *d, int accumulate) {
+static void estimate_row(gather_estimate *est, int64_t cols, int64_t dc, int64_t px, float *d, int accumulate) {
+    prefetch_step(&est->next_x);
     const float *x = est->x + (d - est->dst);
-    if (px == dc) {
-        est->range(est->params, x, est->raw, accumulate, d, 0, cols * dc);
-    } else {
-        for (int64_t b = 0; b < cols; b++)
-            est->range(est->params, x + b * px, est->raw + b * px, accumulate, d + b * px, 0, dc);
-    }
+    if (px == dc) est->runs(est->params, x, est->raw, accumulate, d, 0, 1, cols * dc, 0);
+    else est->runs(est->params, x, est->raw, accumulate, d, 0, cols, dc, px);
 }
 
 /* Rows [a0, a1) of a phase with taps (off, w); `dst` is the destination of row a0's first pixel. */
 static void gather_phase_rows(const gather_plan *g, ck_isa isa, const gather_phase *ph, const int64_t *off,
                               const float *const *w, const float *buf, float *dst, int accumulate, int64_t a0,
-                              int64_t a1, float *acc, prefetch_stream *prefetch, const gather_estimate *est) {
+                              int64_t a1, float *acc, prefetch_stream *prefetch, gather_estimate *est) {
     gather_row row = {.off = off, .w = w, .taps = ph->taps, .cols = ph->cols, .sc = g->sc, .dcp = g->dcp,
                       .dc = g->dc, .src_px = g->src_step_x * g->sc, .dst_px = g->dst_step_x * g->dc,
                       .accumulate = est != NULL ? 0 : accumulate};
@@ -486,7 +486,7 @@ static void gather_phase_rows(const gather_plan *g, ck_isa isa, const gather_pha
  * thread's scratch (max_taps offsets and weight pointers, dcp floats). */
 static void gather_image(const gather_plan *g, ck_isa isa, const float *buf, float *dst, int accumulate,
                          int64_t *off, const float **w, float *acc, prefetch_stream *prefetch,
-                         const gather_estimate *est) {
+                         gather_estimate *est) {
     for (int64_t k = 0; k < g->phase_count; k++) {
         const gather_phase *ph = &g->phases[k];
         if (ph->taps == 0) {
@@ -517,7 +517,7 @@ static ck_status gather_run(const gather_plan *g, const float *src, float *dst, 
     const int64_t src_image = g->sh * g->sw * g->sc, dst_image = g->dh * g->dw * g->dc;
     const size_t buffer_bytes = (size_t)(g->bh * g->bw * g->sc) * sizeof(float);
     const int threads = (int)min64(ck_get_num_threads(), g->batch);
-    const est_range_fn range = estimator != NULL ? est_range_for_active_isa() : NULL;
+    const est_runs_fn runs = estimator != NULL ? est_runs_for_active_isa() : NULL;
     _Atomic int64_t next = 0;
     _Atomic int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -526,7 +526,7 @@ static ck_status gather_run(const gather_plan *g, const float *src, float *dst, 
         int64_t *off = malloc((size_t)g->max_taps * sizeof(int64_t) + 1);
         const float **w = malloc((size_t)g->max_taps * sizeof(float *) + 1);
         float *acc = malloc((size_t)g->dcp * sizeof(float));
-        gather_estimate est = {.params = estimator, .range = range};
+        gather_estimate est = {.params = estimator, .runs = runs};
         if (estimator != NULL) est.raw = ck_alloc((size_t)(g->dw * g->dc) * sizeof(float));
         if (buf == NULL || off == NULL || w == NULL || acc == NULL || (estimator != NULL && est.raw == NULL)) {
             atomic_store(&failed, 1);
@@ -541,6 +541,7 @@ static ck_status gather_run(const gather_plan *g, const float *src, float *dst, 
                 if (estimator != NULL) {
                     est.x = x + n * dst_image;
                     est.dst = dst + n * dst_image;
+                    est.next_x = prefetch_plan(after < g->batch ? x + after * dst_image : NULL, dst_image, rows);
                 }
                 gather_image(g, isa, buf, dst + n * dst_image, accumulate, off, w, acc, &prefetch,
                              estimator != NULL ? &est : NULL);
