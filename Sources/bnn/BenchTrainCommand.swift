@@ -11,7 +11,8 @@ struct BenchTrainCommand: ParsableCommand {
         discussion: """
             Runs the trainer's own step (forward, cross-entropy, backward, SGD, indicators) on batches from the \
             background loader: warm-up steps first, then --steps timed steps. Phases are timed around the step's \
-            parts; the estimators' time is measured inside the backward, and the convolutions' input and weight \
+            parts; the estimators' separate passes are timed inside the backward (the activations' estimator, where \
+            it runs inside the convolutions' input-gradient kernel, is in neither figure), and the convolutions' input and weight \
             gradients are replayed alone on the step's exact shapes to show their share. Data: synthetic images of the \
             network's own size (random pixels; the network costs the same) unless --data is given: CIFAR-10 binaries \
             or an image folder (with the options of `bnn train`; `bnn bench data --synthetic DIR` writes a folder of \
@@ -134,7 +135,7 @@ struct BenchTrainCommand: ParsableCommand {
             \(String(format: "%.3f", row.backwardConvolutionSeconds)) s = \
             \(String(format: "%.0f", 100 * row.backwardConvolutionSeconds / max(backward, 1e-12))) % of backward \
             (\(String(format: "%.1f", row.backwardConvolutionMultiplyAdds / 1e9)) G multiply-adds, \
-            \(String(format: "%.0f", convolutionRate)) G MAC/s), estimator \(String(format: "%.3f", row.estimatorSeconds)) s = \
+            \(String(format: "%.0f", convolutionRate)) G MAC/s), separate estimator passes \(String(format: "%.3f", row.estimatorSeconds)) s = \
             \(String(format: "%.1f", 100 * row.estimatorSeconds / max(backward, 1e-12))) % of backward
               memory: resident \(row.residentBytes.map(mebibytes).joined(separator: ", ")) MiB at the end of each \
             epoch of the data (the last: at the end), peak \(mebibytes(row.peakResidentBytes)) MiB

@@ -29,7 +29,8 @@ public enum TrainingBenchmark {
         public var secondsPerStep: Double
         /// Seconds per step in each phase, in display order: data, forward, backward, optimizer, indicators.
         public var phases: [(name: String, seconds: Double)]
-        /// Seconds per step inside the estimators (part of the backward).
+        /// Seconds per step inside the estimators' separate passes (part of the backward; not the activations'
+        /// estimator where a convolution's input-gradient kernel applies it).
         public var estimatorSeconds: Double
         /// Seconds per step of the convolutions' input and weight gradients replayed alone (part of the backward).
         public var backwardConvolutionSeconds: Double
