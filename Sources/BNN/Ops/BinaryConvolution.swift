@@ -63,8 +63,9 @@ public func binaryConv2d(
         let binaryWeightGradient = weight.requiresGrad ? Tensor(uninitializedShape: [outChannels, plan.depth]) : nil
 
         if x.requiresGrad && binarizeInput && plan.directInputGradient, let rule = kernelRule(of: estimator) {
-            // The estimator inside the input-gradient kernel: the same floats as the separate pass below, which
-            // read dL/dXb and x back from memory (about 7 % of a ResNet-20 step).
+            // The estimator inside the input-gradient kernel: the same floats as the separate pass below, without a
+            // dL/dXb buffer the size of x written and read back. (No faster on ResNet-20, where ReSTE's r' costs
+            // arithmetic rather than memory traffic; docs/benchmarks.md.)
             try x.accumulateGradient { buffer, accumulate in
                 try plan.backward(
                     input: x.pointer, signInput: true, weightRows: weightRows.pointer, gradient: gradient.pointer,
