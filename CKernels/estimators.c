@@ -83,17 +83,6 @@ static ALWAYS_INLINE float exp_clamped(float y) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Estimator passes                                                                                 */
 
-typedef enum { EST_RESTE, EST_CLIPPED, EST_IDENTITY, EST_APPROX_SIGN, EST_EDE } est_kind;
-
-/* Constants of one call, derived once from the user's parameters. */
-typedef struct est_params {
-    est_kind kind;
-    float threshold, delta; /* ReSTE; threshold is also the clip of EST_CLIPPED */
-    float inv_o, power;     /* ReSTE: 1/o and (1 − o)/o */
-    float flat;             /* ReSTE: δ^(1/o)/δ */
-    float t, kt;            /* EDE: t and k·t */
-} est_params;
-
 /* r'(x) of ReSTE. NaN x gives 0 (every comparison fails), as masks would in PyTorch. */
 static ALWAYS_INLINE float reste_derivative(float v, const est_params *p) {
     const float a = fabsf(v);
@@ -114,8 +103,11 @@ static ALWAYS_INLINE float ede_derivative(float v, const est_params *p) {
     return y >= -87.0f ? p->kt * sech2 : 0.0f;
 }
 
+/* The pass over `spans` runs of `span` elements, run s starting at element first + s·step: a whole chunk of a
+ * tensor (one run), or a row of an input gradient with its pixels a stride apart. */
 #define EST_LOOP(VALUE)                                                                                        \
-    do {                                                                                                       \
+    for (int64_t s_ = 0; s_ < spans; s_++) {                                                                   \
+        const int64_t begin = first + s_ * step, end = begin + span;                                           \
         if (accumulate) {                                                                                      \
             for (int64_t i = begin; i < end; i++) {                                                            \
                 const float v = x[i], g = grad[i];                                                             \
@@ -127,15 +119,15 @@ static ALWAYS_INLINE float ede_derivative(float v, const est_params *p) {
                 dx[i] = (VALUE);                                                                               \
             }                                                                                                  \
         }                                                                                                      \
-    } while (0)
+    }
 
-static ALWAYS_INLINE void est_range(const est_params *params, const float *x, const float *grad, int accumulate,
-                                    float *dx, int64_t begin, int64_t end) {
+static ALWAYS_INLINE void est_runs(const est_params *params, const float *x, const float *grad, int accumulate,
+                                   float *dx, int64_t first, int64_t spans, int64_t span, int64_t step) {
     /* A local copy: the stores to dx cannot alias it, so its fields stay in registers across the loop. */
     const est_params local = *params;
     const est_params *p = &local;
     switch (p->kind) {
-    case EST_RESTE:
+    case CK_ESTIMATOR_RESTE:
         if (p->inv_o == 1.0f && p->power == 0.0f && p->flat == 1.0f) {
             /* o = 1: the power is exactly 1 and the secant slope 1, so r' is the clip at the threshold. */
             const float threshold = p->threshold;
@@ -144,106 +136,139 @@ static ALWAYS_INLINE void est_range(const est_params *params, const float *x, co
             EST_LOOP(reste_derivative(v, p) * g);
         }
         break;
-    case EST_CLIPPED: {
+    case CK_ESTIMATOR_CLIPPED_STE: {
         /* A select rather than a product, as PyTorch's masked STE: the gradient passes unchanged or is 0. */
         const float limit = p->threshold;
         EST_LOOP(fabsf(v) <= limit ? g : 0.0f);
         break;
     }
-    case EST_IDENTITY:
-        if (accumulate) {
-            for (int64_t i = begin; i < end; i++) dx[i] += grad[i];
-        } else if (dx != grad) {
-            memcpy(dx + begin, grad + begin, (size_t)(end - begin) * sizeof(float));
+    case CK_ESTIMATOR_IDENTITY:
+        for (int64_t s_ = 0; s_ < spans; s_++) {
+            const int64_t begin = first + s_ * step;
+            if (accumulate) {
+                for (int64_t i = begin; i < begin + span; i++) dx[i] += grad[i];
+            } else if (dx != grad) {
+                memcpy(dx + begin, grad + begin, (size_t)span * sizeof(float));
+            }
         }
         break;
-    case EST_APPROX_SIGN:
+    case CK_ESTIMATOR_APPROX_SIGN:
         EST_LOOP((fabsf(v) <= 1.0f ? 2.0f - 2.0f * fabsf(v) : 0.0f) * g);
         break;
-    case EST_EDE:
+    case CK_ESTIMATOR_EDE:
         EST_LOOP(ede_derivative(v, p) * g);
         break;
     }
 }
 
-typedef void (*est_range_fn)(const est_params *, const float *, const float *, int, float *, int64_t, int64_t);
-
-static void est_range_default(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
-                              int64_t begin, int64_t end) {
-    est_range(p, x, grad, accumulate, dx, begin, end);
+static void est_runs_default(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
+                             int64_t first, int64_t spans, int64_t span, int64_t step) {
+    est_runs(p, x, grad, accumulate, dx, first, spans, span, step);
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) static void est_range_avx2(const est_params *p, const float *x, const float *grad,
-                                                           int accumulate, float *dx, int64_t begin, int64_t end) {
-    est_range(p, x, grad, accumulate, dx, begin, end);
+__attribute__((target("avx2"))) static void est_runs_avx2(const est_params *p, const float *x, const float *grad,
+                                                          int accumulate, float *dx, int64_t first, int64_t spans,
+                                                          int64_t span, int64_t step) {
+    est_runs(p, x, grad, accumulate, dx, first, spans, span, step);
 }
 
-__attribute__((target("avx512f"))) static void est_range_avx512(const est_params *p, const float *x,
-                                                                const float *grad, int accumulate, float *dx,
-                                                                int64_t begin, int64_t end) {
-    est_range(p, x, grad, accumulate, dx, begin, end);
+__attribute__((target("avx512f"))) static void est_runs_avx512(const est_params *p, const float *x,
+                                                               const float *grad, int accumulate, float *dx,
+                                                               int64_t first, int64_t spans, int64_t span,
+                                                               int64_t step) {
+    est_runs(p, x, grad, accumulate, dx, first, spans, span, step);
 }
 #endif
 
-static est_range_fn est_range_for_active_isa(void) {
+est_runs_fn est_runs_for_active_isa(void) {
 #if defined(__x86_64__)
     switch (ck_isa_active()) {
-    case CK_ISA_AVX512: return est_range_avx512;
-    case CK_ISA_AVX2: return est_range_avx2;
+    case CK_ISA_AVX512: return est_runs_avx512;
+    case CK_ISA_AVX2: return est_runs_avx2;
     case CK_ISA_SCALAR: break;
     }
 #endif
-    return est_range_default;
+    return est_runs_default;
 }
 
 /* Runs one estimator pass over n elements in fixed chunks (small tensors stay on the calling thread). */
 static ck_status run_estimator(const est_params *p, const float *x, const float *grad, int64_t n, int accumulate,
                                float *dx) {
-    if ((x == NULL && p->kind != EST_IDENTITY) || grad == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
+    if ((x == NULL && p->kind != CK_ESTIMATOR_IDENTITY) || grad == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
     if (!count_ok(n)) return CK_ERR_INVALID_SIZE;
-    const est_range_fn range = est_range_for_active_isa();
+    const est_runs_fn runs = est_runs_for_active_isa();
     const int64_t chunks = (n + CHUNK - 1) / CHUNK;
     const int threads = ck_get_num_threads();
 #pragma omp parallel for num_threads(threads) if (chunks > 1)
-    for (int64_t ch = 0; ch < chunks; ch++) range(p, x, grad, accumulate, dx, ch * CHUNK, min64(n, (ch + 1) * CHUNK));
+    for (int64_t ch = 0; ch < chunks; ch++) runs(p, x, grad, accumulate, dx, ch * CHUNK, 1, min64(n - ch * CHUNK, CHUNK), 0);
     return CK_OK;
+}
+
+ck_status est_params_make(const ck_estimator *e, est_params *p) {
+    if (e == NULL || p == NULL) return CK_ERR_NULL_POINTER;
+    *p = (est_params){.kind = e->kind};
+    switch (e->kind) {
+    case CK_ESTIMATOR_RESTE: {
+        const float o = e->o, threshold = e->threshold, delta = e->delta;
+        if (!(o > 0.0f) || !isfinite(o) || !(delta > 0.0f) || !(threshold >= delta) || !isfinite(threshold))
+            return CK_ERR_INVALID_SIZE;
+        p->threshold = threshold;
+        p->delta = delta;
+        p->inv_o = 1.0f / o;
+        p->power = (1.0f - o) / o;
+        /* The secant slope in double, rounded once: δ^(1/o)/δ = δ^((1−o)/o). */
+        p->flat = (float)(pow((double)delta, 1.0 / (double)o) / (double)delta);
+        return CK_OK;
+    }
+    case CK_ESTIMATOR_CLIPPED_STE:
+        if (!(e->threshold >= 0.0f)) return CK_ERR_INVALID_SIZE;
+        p->threshold = e->threshold;
+        return CK_OK;
+    case CK_ESTIMATOR_IDENTITY:
+    case CK_ESTIMATOR_APPROX_SIGN: return CK_OK;
+    case CK_ESTIMATOR_EDE:
+        if (!(e->t > 0.0f) || !isfinite(e->t) || !isfinite(e->k)) return CK_ERR_INVALID_SIZE;
+        p->t = e->t;
+        p->kt = e->k * e->t;
+        return CK_OK;
+    }
+    return CK_ERR_INVALID_SIZE;
+}
+
+ck_status ck_estimator_backward_f32(const ck_estimator *e, const float *x, const float *grad, int64_t n,
+                                    int accumulate, float *dx) {
+    est_params p;
+    const ck_status status = est_params_make(e, &p);
+    return status == CK_OK ? run_estimator(&p, x, grad, n, accumulate, dx) : status;
 }
 
 ck_status ck_reste_backward_f32(const float *x, const float *grad, int64_t n, float o, float threshold, float delta,
                                 int accumulate, float *dx) {
-    if (!(o > 0.0f) || !isfinite(o) || !(delta > 0.0f) || !(threshold >= delta) || !isfinite(threshold))
-        return CK_ERR_INVALID_SIZE;
-    est_params p = {.kind = EST_RESTE, .threshold = threshold, .delta = delta};
-    p.inv_o = 1.0f / o;
-    p.power = (1.0f - o) / o;
-    /* The secant slope in double, rounded once: δ^(1/o)/δ = δ^((1−o)/o). */
-    p.flat = (float)(pow((double)delta, 1.0 / (double)o) / (double)delta);
-    return run_estimator(&p, x, grad, n, accumulate, dx);
+    const ck_estimator e = {.kind = CK_ESTIMATOR_RESTE, .o = o, .threshold = threshold, .delta = delta};
+    return ck_estimator_backward_f32(&e, x, grad, n, accumulate, dx);
 }
 
 ck_status ck_clipped_ste_backward_f32(const float *x, const float *grad, int64_t n, float limit, int accumulate,
                                       float *dx) {
-    if (!(limit >= 0.0f)) return CK_ERR_INVALID_SIZE;
-    const est_params p = {.kind = EST_CLIPPED, .threshold = limit};
-    return run_estimator(&p, x, grad, n, accumulate, dx);
+    const ck_estimator e = {.kind = CK_ESTIMATOR_CLIPPED_STE, .threshold = limit};
+    return ck_estimator_backward_f32(&e, x, grad, n, accumulate, dx);
 }
 
 ck_status ck_identity_ste_backward_f32(const float *grad, int64_t n, int accumulate, float *dx) {
-    const est_params p = {.kind = EST_IDENTITY};
-    return run_estimator(&p, NULL, grad, n, accumulate, dx);
+    const ck_estimator e = {.kind = CK_ESTIMATOR_IDENTITY};
+    return ck_estimator_backward_f32(&e, NULL, grad, n, accumulate, dx);
 }
 
 ck_status ck_approx_sign_backward_f32(const float *x, const float *grad, int64_t n, int accumulate, float *dx) {
-    const est_params p = {.kind = EST_APPROX_SIGN};
-    return run_estimator(&p, x, grad, n, accumulate, dx);
+    const ck_estimator e = {.kind = CK_ESTIMATOR_APPROX_SIGN};
+    return ck_estimator_backward_f32(&e, x, grad, n, accumulate, dx);
 }
 
 ck_status ck_ede_backward_f32(const float *x, const float *grad, int64_t n, float t, float k, int accumulate,
                               float *dx) {
-    if (!(t > 0.0f) || !isfinite(t) || !isfinite(k)) return CK_ERR_INVALID_SIZE;
-    const est_params p = {.kind = EST_EDE, .t = t, .kt = k * t};
-    return run_estimator(&p, x, grad, n, accumulate, dx);
+    const ck_estimator e = {.kind = CK_ESTIMATOR_EDE, .t = t, .k = k};
+    return ck_estimator_backward_f32(&e, x, grad, n, accumulate, dx);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

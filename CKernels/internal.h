@@ -142,6 +142,25 @@ void ck_conv_rows_compute(const ck_conv_rows *p, const float *border, int64_t ro
 void *ck_alloc(size_t bytes);
 void ck_free(void *p);
 
+/* An estimator's constants, derived once from its parameters (estimators.c). */
+typedef struct est_params {
+    ck_estimator_kind kind;
+    float threshold, delta; /* ReSTE; threshold is also the clip of the clipped STE */
+    float inv_o, power;     /* ReSTE: 1/o and (1 − o)/o */
+    float flat;             /* ReSTE: δ^(1/o)/δ */
+    float t, kt;            /* EDE: t and k·t */
+} est_params;
+
+/* Checks e's parameters as its ck_*_backward_f32 does and derives them. */
+ck_status est_params_make(const ck_estimator *e, est_params *p);
+
+/* dx[i] (= or +=) grad[i]·r'(x[i]) on the calling thread (dx may be grad), for the active path, over `spans`
+ * runs of `span` elements, run s from i = first + s·step. Each element's value depends on its x and grad only,
+ * so a caller may cover a tensor in any pieces. */
+typedef void (*est_runs_fn)(const est_params *p, const float *x, const float *grad, int accumulate, float *dx,
+                            int64_t first, int64_t spans, int64_t span, int64_t step);
+est_runs_fn est_runs_for_active_isa(void);
+
 /* Argument checks. */
 static inline bool ck_size_ok(int64_t v) { return v >= 1 && v <= CK_MAX_DIM; }
 

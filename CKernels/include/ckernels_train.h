@@ -116,6 +116,19 @@ ck_status ck_conv2d_forward_f32(const float *input, const ck_conv_shape *shape, 
 ck_status ck_conv2d_backward_input_f32(const float *grad, const ck_conv_shape *shape, const float *weight_rows,
                                        int64_t out_channels, int accumulate, float *input_grad);
 
+struct ck_estimator; /* with the estimators, below */
+
+/**
+ * The input gradient of a binary convolution's sign(input), through an estimator: input_grad (= or +=)
+ * r'(input)·[the input gradient of ck_conv2d_backward_input_f32], with `e`'s r' (see ck_estimator below)
+ * applied to each destination row as it is written, while the row is still in cache. Bit for bit
+ * ck_conv2d_backward_input_f32 into a buffer followed by ck_estimator_backward_f32 from it, which it saves a
+ * pass over both (`input` is N·H·W·C floats, as `input_grad`).
+ */
+ck_status ck_conv2d_backward_sign_input_f32(const float *grad, const ck_conv_shape *shape, const float *weight_rows,
+                                            int64_t out_channels, const float *input, const struct ck_estimator *e,
+                                            int accumulate, float *input_grad);
+
 /**
  * weight_grad (OHWI rows as above, overwritten) = Σ over output pixels of grad ⊗ the input patch the pixel
  * reads, of `input` or, with `sign_input`, of sign(input) (±1, +1 for 0, −0 and NaN; padding counts 0), the
@@ -209,6 +222,26 @@ ck_status ck_approx_sign_backward_f32(const float *x, const float *grad, int64_t
  */
 ck_status ck_ede_backward_f32(const float *x, const float *grad, int64_t n, float t, float k, int accumulate,
                               float *dx);
+
+/** The estimators above as data, for kernels that apply one as they write a gradient. */
+typedef enum ck_estimator_kind {
+    CK_ESTIMATOR_RESTE = 0,       /**< o, threshold, delta */
+    CK_ESTIMATOR_CLIPPED_STE = 1, /**< threshold (the limit) */
+    CK_ESTIMATOR_IDENTITY = 2,
+    CK_ESTIMATOR_APPROX_SIGN = 3,
+    CK_ESTIMATOR_EDE = 4          /**< t, k */
+} ck_estimator_kind;
+
+/** One estimator with its parameters, checked as by its own function (else CK_ERR_INVALID_SIZE). */
+typedef struct ck_estimator {
+    ck_estimator_kind kind;
+    float o, threshold, delta;
+    float t, k;
+} ck_estimator;
+
+/** The estimator `e`'s pass: the same as its own function above (ck_reste_backward_f32, ...), bit for bit. */
+ck_status ck_estimator_backward_f32(const ck_estimator *e, const float *x, const float *grad, int64_t n,
+                                    int accumulate, float *dx);
 
 /** y (= or +=) scale·sign(x) (−scale where x < 0, else +scale; −0 and NaN count as +1); `y` may alias `x`. */
 ck_status ck_sign_f32(const float *x, int64_t n, float scale, int accumulate, float *y);

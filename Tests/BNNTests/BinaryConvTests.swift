@@ -92,6 +92,34 @@ private func expectNearScaled(
     #expect(worst <= tolerance * scale, "\(what): max difference \(worst) (scale \(scale))", sourceLocation: sourceLocation)
 }
 
+/// A user's estimator: `base`'s backward behind a type the kernels do not know, so that `binaryConv2d` gives it the
+/// separate pass over dL/dXb.
+private struct SeparatePass: SignEstimator {
+    let base: any SignEstimator
+    var name: String { base.name }
+    mutating func setEpoch(_ epoch: Int, of epochs: Int) {}
+    func backward(
+        input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
+        count: Int, accumulate: Bool
+    ) {
+        base.backward(input: input, gradOutput: gradOutput, gradInput: gradInput, count: count, accumulate: accumulate)
+    }
+}
+
+/// A user's estimator with a rule of its own, written in Swift: r'(x) = ½.
+private struct HalfSlope: SignEstimator {
+    var name: String { "half" }
+    mutating func setEpoch(_ epoch: Int, of epochs: Int) {}
+    func backward(
+        input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
+        count: Int, accumulate: Bool
+    ) {
+        for i in 0..<count {
+            gradInput[i] = (accumulate ? gradInput[i] : 0) + 0.5 * gradOutput[i]
+        }
+    }
+}
+
 @Suite("Ops: binaryConv2d")
 struct BinaryConvTests {
     fileprivate static let cases: [BinaryCase] = [
@@ -259,6 +287,73 @@ struct BinaryConvTests {
             }
             #expect(compared == w.count + (binarizeInput ? 0 : x.count))
         }
+    }
+
+    /// dL/dx after one backward and after a second one (which accumulates), and dL/dW, of a 1W1A convolution.
+    private func binaryGradients(
+        _ c: BinaryCase, x: [Float], w: [Float], g: Tensor, estimator: any SignEstimator
+    ) throws -> (first: [Float], second: [Float], weight: [Float]) {
+        let x = try Tensor(shape: c.inputShape, data: x, requiresGrad: true)
+        let w = try Tensor(shape: c.weightShape, data: w, requiresGrad: true)
+        var first: [Float] = []
+        for _ in 0..<2 {
+            try binaryConv2d(x, weight: w, stride: c.stride, padding: c.padding, estimator: estimator, binarizeInput: true)
+                .backward(gradient: g)
+            if first.isEmpty { first = try #require(x.grad).scalars }
+        }
+        return (first, try #require(x.grad).scalars, try #require(w.grad).scalars)
+    }
+
+    @Test(
+        "the library's estimators inside the input-gradient kernel give the bits of their separate pass, on every path",
+        arguments: cases)
+    fileprivate func estimatorInsideKernelSameBits(_ c: BinaryCase) throws {
+        var rng = GradCheckRandom(seed: 81)
+        let x = try randomBinaryConvInput(c.inputShape, &rng).scalars
+        let w = try randomTensor(c.weightShape, -1.7, 1.7, &rng).scalars
+        let g = try randomTensor(c.outputShape, &rng)
+        var estimators = try signEstimatorNames.map { try makeEstimator(named: $0) }
+        // ReSTE's general path (o > 1) and EDE at the sharp end of its schedule, beside both at epoch 0.
+        for var estimator in estimators where estimator is ReSTE || estimator is EDE {
+            estimator.setEpoch(9, of: 10)
+            estimators.append(estimator)
+        }
+        for estimator in estimators {
+            #expect(kernelRule(of: estimator) != nil && kernelRule(of: SeparatePass(base: estimator)) == nil)
+            #expect(kernelRule(of: TimedEstimator(estimator, clock: EstimatorClock())) != nil)
+        }
+        for path in Kernels.supportedPaths {
+            for lowering in [nil, ConvolutionPlan.Lowering.direct] {
+                try Kernels.withSettings(path: path) {
+                    try ConvolutionPlan.$loweringOverride.withValue(lowering) {
+                        for estimator in estimators {
+                            let fused = try binaryGradients(c, x: x, w: w, g: g, estimator: estimator)
+                            let separate = try binaryGradients(
+                                c, x: x, w: w, g: g, estimator: SeparatePass(base: estimator))
+                            let context = "\(estimator), path \(path.name), lowering \(lowering.map { "\($0)" } ?? "automatic")"
+                            #expect(fused.first.map(\.bitPattern) == separate.first.map(\.bitPattern), "dL/dx, \(context)")
+                            #expect(
+                                fused.second.map(\.bitPattern) == separate.second.map(\.bitPattern),
+                                "dL/dx accumulated, \(context)")
+                            #expect(fused.weight.map(\.bitPattern) == separate.weight.map(\.bitPattern), "dL/dW, \(context)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a user's estimator written in Swift gets the separate pass", arguments: [cases[2], cases[5]])
+    fileprivate func userEstimator(_ c: BinaryCase) throws {
+        var rng = GradCheckRandom(seed: 82)
+        let x = try randomBinaryConvInput(c.inputShape, &rng).scalars
+        let w = try randomTensor(c.weightShape, &rng).scalars
+        let g = try randomTensor(c.outputShape, &rng)
+        let half = try binaryGradients(c, x: x, w: w, g: g, estimator: HalfSlope())
+        let identity = try binaryGradients(c, x: x, w: w, g: g, estimator: IdentitySTE())
+        // Halving is exact, so ½·dL/dXb is half the identity's dL/dx to the bit.
+        #expect(half.first == identity.first.map { 0.5 * $0 })
+        #expect(half.second == identity.second.map { 0.5 * $0 })
     }
 
     @Test("gradients accumulate over two backward passes")

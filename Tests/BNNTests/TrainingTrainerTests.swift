@@ -363,6 +363,28 @@ struct TrainingEvaluationTests {
 
 @Suite("Training: benchmark plumbing")
 struct TrainingBenchmarkTests {
+    @Test("a step's multiply-adds: forward, input and weight gradients of each convolution and linear layer, no dX of the stem")
+    func stepMultiplyAdds() throws {
+        var generator = Xoshiro256StarStar(seed: 1)
+        let model = Sequential([
+            try Conv2d(inputChannels: 3, outputChannels: 4, kernelSize: 3, padding: 1, bias: false, generator: &generator),
+            try BatchNorm2d(channels: 4),
+            try BinaryConv2d(
+                inputChannels: 4, outputChannels: 8, kernelSize: 3, stride: 2, padding: 1, estimator: ReSTE(),
+                generator: &generator),
+            try ReLU(),
+            GlobalAvgPool2d(),
+            try Linear(inputFeatures: 8, outputFeatures: 5, generator: &generator),
+        ])
+        // On 7×5 images: the stem gives 7×5 × 4 outputs of 3·3·3 products each (forward and dW only: the images need
+        // no gradient); the binary convolution 4×3 × 8 outputs (rows (7 + 2 − 3)/2 + 1, columns (5 + 2 − 3)/2 + 1)
+        // of 4·3·3; the classifier 5 outputs of 8. Batch norm, ReLU and the pool count none.
+        let stem = 7 * 5 * 4 * 27, binary = 4 * 3 * 8 * 36, linear = 5 * 8
+        #expect(stem == 3780 && binary == 3456 && linear == 40)
+        let perImage = 2 * stem + 3 * (binary + linear)
+        #expect(try TrainingBenchmark.stepMultiplyAdds(of: model, inputShape: [7, 5, 3], batch: 3) == Double(3 * perImage))
+    }
+
     @Test("the replayed convolution gradients follow ResNet-20's convolutions; a tiny measurement yields consistent figures")
     func plumbing() throws {
         let model = try ResNet20(variant: .binary, estimator: ReSTE(), seed: 1)
@@ -393,6 +415,7 @@ struct TrainingBenchmarkTests {
         #expect(row.imagesPerSecond > 0 && row.secondsPerStep > 0)
         #expect(row.phases.map(\.seconds).reduce(0, +) <= row.secondsPerStep * 1.0001)
         #expect(row.estimatorSeconds > 0 && row.estimatorSeconds <= row.seconds("backward"))
+        #expect(row.stepMultiplyAdds == (try TrainingBenchmark.stepMultiplyAdds(of: model, inputShape: [32, 32, 3], batch: 8)))
         // 16 images in batches of 8: the 3 steps end epoch 0 once, so two memory figures, none above the peak.
         #expect(row.residentBytes.count == 2 && row.residentBytes.allSatisfy { $0 > 0 && $0 <= row.peakResidentBytes }, "\(row.residentBytes), peak \(row.peakResidentBytes)")
     }

@@ -204,6 +204,9 @@ let smallShape = ck_conv_shape(
         #expect(ck_popcount_peak(1, 0, &rate) == CK_ERR_INVALID_SIZE)
         #expect(ck_popcount_peak(1, .nan, &rate) == CK_ERR_INVALID_SIZE)
         #expect(ck_popcount_peak(1, -1, &rate) == CK_ERR_INVALID_SIZE)
+        #expect(ck_fma_peak(1, 0.01, nil) == CK_ERR_NULL_POINTER)
+        #expect(ck_fma_peak(0, 0.01, &rate) == CK_ERR_INVALID_SIZE)
+        #expect(ck_fma_peak(1, .nan, &rate) == CK_ERR_INVALID_SIZE)
     }
 
     @Test("every status has its own message")
@@ -416,6 +419,8 @@ let smallShape = ck_conv_shape(
         expectKernelError("threads", CK_ERR_INVALID_SIZE) { _ = try Kernels.popcountPeak(threads: 0, seconds: 0.01) }
         expectKernelError("seconds", CK_ERR_INVALID_SIZE) { _ = try Kernels.popcountPeak(threads: 1, seconds: 0) }
         expectKernelError("seconds", CK_ERR_INVALID_SIZE) { _ = try Kernels.popcountPeak(threads: 1, seconds: .nan) }
+        expectKernelError("threads", CK_ERR_INVALID_SIZE) { _ = try Kernels.fmaPeak(threads: 0, seconds: 0.01) }
+        expectKernelError("seconds", CK_ERR_INVALID_SIZE) { _ = try Kernels.fmaPeak(threads: 1, seconds: 0) }
         for path in KernelPath.allCases where !path.isSupported {
             expectKernelError("path", CK_ERR_UNSUPPORTED) { try Kernels.force(path) }
         }

@@ -41,13 +41,15 @@ extension EveryPath {
         }
     }
 
-    @Test("popcount peak is a positive finite rate on every path")
+    @Test("popcount and multiply-add peaks are positive finite rates on every path")
     func popcountPeak() throws {
         for path in Kernels.supportedPaths {
             try Kernels.withSettings(path: path) {
                 for threads in [1, 2] {
                     let rate = try Kernels.popcountPeak(threads: threads, seconds: 0.02)
                     #expect(rate.isFinite && rate > 0, "\(path.name), \(threads) threads: \(rate)")
+                    let fma = try Kernels.fmaPeak(threads: threads, seconds: 0.02)
+                    #expect(fma.isFinite && fma > 0, "FMA, \(path.name), \(threads) threads: \(fma)")
                 }
             }
         }

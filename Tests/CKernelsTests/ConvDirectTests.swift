@@ -203,6 +203,57 @@ extension EveryPath {
     }
 }
 
+/// Every estimator of the kernels, ReSTE on both of its paths (o = 1 is the clip) and EDE at both ends of its
+/// schedule.
+let kernelEstimators: [(name: String, rule: ck_estimator)] = [
+    ("ReSTE o = 1", ck_estimator(kind: CK_ESTIMATOR_RESTE, o: 1, threshold: 1.5, delta: 0.1, t: 0, k: 0)),
+    ("ReSTE o = 2.5", ck_estimator(kind: CK_ESTIMATOR_RESTE, o: 2.5, threshold: 1.5, delta: 0.1, t: 0, k: 0)),
+    ("clipped STE", ck_estimator(kind: CK_ESTIMATOR_CLIPPED_STE, o: 0, threshold: 1, delta: 0, t: 0, k: 0)),
+    ("identity", ck_estimator(kind: CK_ESTIMATOR_IDENTITY, o: 0, threshold: 0, delta: 0, t: 0, k: 0)),
+    ("ApproxSign", ck_estimator(kind: CK_ESTIMATOR_APPROX_SIGN, o: 0, threshold: 0, delta: 0, t: 0, k: 0)),
+    ("EDE t = 0.1", ck_estimator(kind: CK_ESTIMATOR_EDE, o: 0, threshold: 0, delta: 0, t: 0.1, k: 10)),
+    ("EDE t = 10", ck_estimator(kind: CK_ESTIMATOR_EDE, o: 0, threshold: 0, delta: 0, t: 10, k: 1)),
+]
+
+extension EveryPath {
+    @Test(
+        "the estimator inside the input-gradient kernel gives the bits of the kernel followed by the estimator's pass",
+        arguments: directConvCases)
+    func estimatorInsideInputGradient(_ c: DirectConvCase) throws {
+        let g0 = c.geometry
+        var rng = SeededGenerator(seed: UInt64(g0.channels * 31 + g0.width))
+        let (oh, ow) = c.outputSize
+        // Inputs over ±2 reach every branch of every r' (ReSTE's threshold 1.5, the clips at 1); the zeros and −0s
+        // of randomFloats stay exact.
+        let x = randomFloats(g0.batch * g0.height * g0.width * g0.channels, &rng).map { 2 * $0 }
+        let w = randomFloats(c.outChannels * g0.kernelHeight * g0.kernelWidth * g0.channels, &rng)
+        let g = randomFloats(g0.batch * oh * ow * c.outChannels, &rng)
+        // A base of −0s among other values: adding the r'(x)·0 of pixels no tap reaches must still make them +0.
+        let base = randomFloats(x.count, &rng).enumerated().map { $0.offset % 3 == 0 ? -0.0 : $0.element }
+        var shape = c.geometry.cShape
+        let o = Int64(c.outChannels)
+        try forEachConfiguration { configuration in
+            for (name, rule) in kernelEstimators {
+                var rule = rule
+                for accumulate in [false, true] {
+                    var binaryGradient = [Float](repeating: .nan, count: x.count)
+                    var separate = accumulate ? base : [Float](repeating: .nan, count: x.count)
+                    var fused = separate
+                    #expect(ck_conv2d_backward_input_f32(g, &shape, w, o, 0, &binaryGradient) == CK_OK)
+                    #expect(
+                        ck_estimator_backward_f32(&rule, x, binaryGradient, Int64(x.count), accumulate ? 1 : 0, &separate)
+                            == CK_OK)
+                    #expect(
+                        ck_conv2d_backward_sign_input_f32(g, &shape, w, o, x, &rule, accumulate ? 1 : 0, &fused) == CK_OK)
+                    expectEqualElements(
+                        fused.map(\.bitPattern), separate.map(\.bitPattern),
+                        "\(name)\(accumulate ? " +=" : ""), \(c.testDescription), \(configuration)")
+                }
+            }
+        }
+    }
+}
+
 @Suite struct DirectConvolutionArguments {
     @Test("bad arguments of the direct convolution kernels are errors")
     func badArguments() {
@@ -215,6 +266,13 @@ extension EveryPath {
         var dx = x
         #expect(ck_conv2d_backward_input_f32(y, &shape, nil, 3, 0, &dx) == CK_ERR_NULL_POINTER)
         #expect(ck_conv2d_backward_input_f32(y, &shape, w, -1, 0, &dx) == CK_ERR_INVALID_SIZE)
+        var rule = ck_estimator(kind: CK_ESTIMATOR_RESTE, o: 0, threshold: 1.5, delta: 0.1, t: 0, k: 0)
+        #expect(ck_conv2d_backward_sign_input_f32(y, &shape, w, 3, x, &rule, 0, &dx) == CK_ERR_INVALID_SIZE, "o = 0")
+        rule.o = 1
+        #expect(ck_conv2d_backward_sign_input_f32(y, &shape, w, 3, nil, &rule, 0, &dx) == CK_ERR_NULL_POINTER)
+        #expect(ck_conv2d_backward_sign_input_f32(y, &shape, w, 3, x, nil, 0, &dx) == CK_ERR_NULL_POINTER)
+        rule.kind = ck_estimator_kind(rawValue: 9)
+        #expect(ck_conv2d_backward_sign_input_f32(y, &shape, w, 3, x, &rule, 0, &dx) == CK_ERR_INVALID_SIZE, "kind")
         #expect(ck_conv2d_backward_weight_f32(x, &shape, y, 3, 0, nil) == CK_ERR_NULL_POINTER)
         var tooLarge = shape
         tooLarge.kernel_h = 7

@@ -38,12 +38,18 @@ public struct EDE: SignEstimator, CustomStringConvertible {
         input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
         count: Int, accumulate: Bool
     ) {
-        precondition(
-            t.isFinite && t > 0 && k.isFinite, "EDE.backward: t must be a finite number > 0 and k finite, got t = \(t), k = \(k)")
-        runEstimatorKernel("EDE", count: count) {
-            ck_ede_backward_f32(input, gradOutput, $0, t, k, accumulate ? 1 : 0, gradInput)
-        }
+        kernelBackward(
+            "EDE", input: input, gradOutput: gradOutput, gradInput: gradInput, count: count, accumulate: accumulate)
     }
 
     public var description: String { "EDE(t: \(t), k: \(k))" }
+}
+
+extension EDE: KernelSignEstimator {
+    var kernelRule: ck_estimator {
+        precondition(
+            t.isFinite && t > 0 && k.isFinite,
+            "EDE.backward: t must be a finite number > 0 and k finite, got t = \(t), k = \(k)")
+        return ck_estimator(kind: CK_ESTIMATOR_EDE, o: 0, threshold: 0, delta: 0, t: t, k: k)
+    }
 }

@@ -35,11 +35,16 @@ public struct ReSTE: SignEstimator, CustomStringConvertible {
         input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
         count: Int, accumulate: Bool
     ) {
-        precondition(o.isFinite && o > 0, "ReSTE.backward: o must be a finite number > 0, got \(o)")
-        runEstimatorKernel("ReSTE", count: count) {
-            ck_reste_backward_f32(input, gradOutput, $0, o, threshold, delta, accumulate ? 1 : 0, gradInput)
-        }
+        kernelBackward(
+            "ReSTE", input: input, gradOutput: gradOutput, gradInput: gradInput, count: count, accumulate: accumulate)
     }
 
     public var description: String { "ReSTE(o: \(o), oEnd: \(oEnd))" }
+}
+
+extension ReSTE: KernelSignEstimator {
+    var kernelRule: ck_estimator {
+        precondition(o.isFinite && o > 0, "ReSTE.backward: o must be a finite number > 0, got \(o)")
+        return ck_estimator(kind: CK_ESTIMATOR_RESTE, o: o, threshold: threshold, delta: delta, t: 0, k: 0)
+    }
 }

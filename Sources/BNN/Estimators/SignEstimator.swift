@@ -46,12 +46,38 @@ func scheduleFraction(_ epoch: Int, of epochs: Int) -> Double {
     return min(max(Double(epoch) / Double(epochs), 0), 1)
 }
 
-/// Runs one estimator kernel over `count` elements; the parameters were checked by the caller's type, so a failing
-/// status can only come from a negative or absurd count.
-func runEstimatorKernel(_ name: String, count: Int, _ kernel: (Int64) -> ck_status) {
-    precondition(count >= 0, "\(name).backward: count must be at least 0, got \(count)")
-    guard count > 0 else { return }
-    let status = kernel(Int64(count))
-    precondition(
-        status == CK_OK, "\(name).backward over \(count) elements failed: \(String(cString: ck_status_message(status)))")
+/// An estimator whose r' the C kernels know, so that a binary convolution can apply it inside its input-gradient
+/// kernel instead of a separate pass over the gradient (`binaryConv2d`). Any other `SignEstimator`, a user's own
+/// included, gets that separate pass through its `backward`.
+protocol KernelSignEstimator: SignEstimator {
+    /// The rule and parameters for `ck_estimator_backward_f32` and the kernels that apply it (checked: an invalid
+    /// parameter is a precondition failure, as in `backward`).
+    var kernelRule: ck_estimator { get }
+}
+
+extension KernelSignEstimator {
+    /// `backward` by `ck_estimator_backward_f32`; a failing status can only come from a negative or absurd count,
+    /// the parameters having been checked by `kernelRule`.
+    func kernelBackward(
+        _ name: String, input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>,
+        gradInput: UnsafeMutablePointer<Float>, count: Int, accumulate: Bool
+    ) {
+        precondition(count >= 0, "\(name).backward: count must be at least 0, got \(count)")
+        var rule = kernelRule
+        guard count > 0 else { return }
+        let status = ck_estimator_backward_f32(&rule, input, gradOutput, Int64(count), accumulate ? 1 : 0, gradInput)
+        precondition(
+            status == CK_OK,
+            "\(name).backward over \(count) elements failed: \(String(cString: ck_status_message(status)))")
+    }
+}
+
+/// The C rule of `estimator`, or nil if it has none; `TimedEstimator`, the library's own wrapper, gives its base's,
+/// so that the benchmark times the step that training runs.
+func kernelRule(of estimator: any SignEstimator) -> ck_estimator? {
+    switch estimator {
+    case let known as any KernelSignEstimator: known.kernelRule
+    case let timed as TimedEstimator: kernelRule(of: timed.base)
+    default: nil
+    }
 }

@@ -16,9 +16,8 @@ public struct STE: SignEstimator {
         input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
         count: Int, accumulate: Bool
     ) {
-        runEstimatorKernel("STE", count: count) {
-            ck_clipped_ste_backward_f32(input, gradOutput, $0, limit, accumulate ? 1 : 0, gradInput)
-        }
+        kernelBackward(
+            "STE", input: input, gradOutput: gradOutput, gradInput: gradInput, count: count, accumulate: accumulate)
     }
 }
 
@@ -36,9 +35,8 @@ public struct IdentitySTE: SignEstimator {
         input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
         count: Int, accumulate: Bool
     ) {
-        runEstimatorKernel("IdentitySTE", count: count) {
-            ck_identity_ste_backward_f32(gradOutput, $0, accumulate ? 1 : 0, gradInput)
-        }
+        kernelBackward(
+            "IdentitySTE", input: input, gradOutput: gradOutput, gradInput: gradInput, count: count, accumulate: accumulate)
     }
 }
 
@@ -57,8 +55,23 @@ public struct ApproxSign: SignEstimator {
         input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>,
         count: Int, accumulate: Bool
     ) {
-        runEstimatorKernel("ApproxSign", count: count) {
-            ck_approx_sign_backward_f32(input, gradOutput, $0, accumulate ? 1 : 0, gradInput)
-        }
+        kernelBackward(
+            "ApproxSign", input: input, gradOutput: gradOutput, gradInput: gradInput, count: count, accumulate: accumulate)
+    }
+}
+
+extension STE: KernelSignEstimator {
+    var kernelRule: ck_estimator {
+        ck_estimator(kind: CK_ESTIMATOR_CLIPPED_STE, o: 0, threshold: limit, delta: 0, t: 0, k: 0)
+    }
+}
+
+extension IdentitySTE: KernelSignEstimator {
+    var kernelRule: ck_estimator { ck_estimator(kind: CK_ESTIMATOR_IDENTITY, o: 0, threshold: 0, delta: 0, t: 0, k: 0) }
+}
+
+extension ApproxSign: KernelSignEstimator {
+    var kernelRule: ck_estimator {
+        ck_estimator(kind: CK_ESTIMATOR_APPROX_SIGN, o: 0, threshold: 0, delta: 0, t: 0, k: 0)
     }
 }

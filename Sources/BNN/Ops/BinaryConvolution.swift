@@ -11,7 +11,8 @@ import CKernels
 /// Backward, with G the result's gradient, Xb = sign(x) (1W1A) or x, Wb = α·sign(W):
 /// dL/dXb = col2im(G·Wb) and dL/dWb = Gᵀ·im2col(Xb) (float convolutions, direct or through im2col as
 /// `ConvolutionPlan` chooses); dL/dx = `estimator` applied to dL/dXb at x
-/// (1W1A) or dL/dXb itself (1W32A); dL/dW = α·r'(W)⊙dL/dWb + sign(W)/N·Σ(dL/dWb⊙sign(W)), the second term being
+/// (1W1A; inside the direct input-gradient kernel for the library's estimators, else as a separate pass) or dL/dXb
+/// itself (1W32A); dL/dW = α·r'(W)⊙dL/dWb + sign(W)/N·Σ(dL/dWb⊙sign(W)), the second term being
 /// the gradient through α (docs/method.md §1). The estimator is the value passed here, as it was at the forward.
 public func binaryConv2d(
     _ x: Tensor, weight: Tensor, stride: Int, padding: Int, estimator: any SignEstimator, binarizeInput: Bool
@@ -61,7 +62,17 @@ public func binaryConv2d(
         // dL/dWb reads sign(x) in 1W1A: the plan takes the signs as it reads x.
         let binaryWeightGradient = weight.requiresGrad ? Tensor(uninitializedShape: [outChannels, plan.depth]) : nil
 
-        if x.requiresGrad && binarizeInput {
+        if x.requiresGrad && binarizeInput && plan.directInputGradient, let rule = kernelRule(of: estimator) {
+            // The estimator inside the input-gradient kernel: the same floats as the separate pass below, without a
+            // dL/dXb buffer the size of x written and read back. (No faster on ResNet-20, where ReSTE's r' costs
+            // arithmetic rather than memory traffic; docs/benchmarks.md.)
+            try x.accumulateGradient { buffer, accumulate in
+                try plan.backward(
+                    input: x.pointer, signInput: true, weightRows: weightRows.pointer, gradient: gradient.pointer,
+                    weightGradient: binaryWeightGradient?.pointer, inputGradient: buffer.baseAddress!,
+                    accumulateInput: accumulate, estimator: rule)
+            }
+        } else if x.requiresGrad && binarizeInput {
             let binaryInputGradient = Tensor(uninitializedShape: x.shape)
             try plan.backward(
                 input: x.pointer, signInput: true, weightRows: weightRows.pointer, gradient: gradient.pointer,

@@ -252,12 +252,14 @@ struct ConvolutionPlan {
     /// weightGradient (OHWI, overwritten) = gradientᵀ · columns; inputGradient (= or +=) col2im(gradient ·
     /// weightRows). Either output may be nil. With `signInput` the columns are those of sign(input) (±1, +1 for
     /// 0), as a binary convolution's forward saw them: the direct kernel takes the signs as it reads the input,
-    /// the other paths materialise them first.
+    /// the other paths materialise them first. With `estimator` (only on `directInputGradient`), inputGradient
+    /// (= or +=) r'(input)·col2im(gradient · weightRows) instead, the estimator applied by the kernel.
     func backward(
         input: UnsafePointer<Float>, signInput: Bool = false, weightRows: UnsafePointer<Float>,
         gradient: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>?,
-        inputGradient: UnsafeMutablePointer<Float>?, accumulateInput: Bool
+        inputGradient: UnsafeMutablePointer<Float>?, accumulateInput: Bool, estimator: ck_estimator? = nil
     ) throws {
+        precondition(estimator == nil || directInputGradient, "\(context): an estimator needs the direct input gradient")
         var weightGradient = weightGradient, inputGradient = inputGradient
         var shape = shape
         if directWeightGradient, let output = weightGradient {
@@ -267,10 +269,18 @@ struct ConvolutionPlan {
             weightGradient = nil
         }
         if directInputGradient, let output = inputGradient {
-            try check(
-                ck_conv2d_backward_input_f32(
-                    gradient, &shape, weightRows, Int64(outChannels), accumulateInput ? 1 : 0, output),
-                "\(context) backward dX")
+            if var estimator {
+                try check(
+                    ck_conv2d_backward_sign_input_f32(
+                        gradient, &shape, weightRows, Int64(outChannels), input, &estimator, accumulateInput ? 1 : 0,
+                        output),
+                    "\(context) backward dX")
+            } else {
+                try check(
+                    ck_conv2d_backward_input_f32(
+                        gradient, &shape, weightRows, Int64(outChannels), accumulateInput ? 1 : 0, output),
+                    "\(context) backward dX")
+            }
             inputGradient = nil
         }
         // What is left goes through sgemm.

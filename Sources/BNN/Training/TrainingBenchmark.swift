@@ -29,12 +29,15 @@ public enum TrainingBenchmark {
         public var secondsPerStep: Double
         /// Seconds per step in each phase, in display order: data, forward, backward, optimizer, indicators.
         public var phases: [(name: String, seconds: Double)]
-        /// Seconds per step inside the estimators (part of the backward).
+        /// Seconds per step inside the estimators' separate passes (part of the backward; not the activations'
+        /// estimator where a convolution's input-gradient kernel applies it).
         public var estimatorSeconds: Double
         /// Seconds per step of the convolutions' input and weight gradients replayed alone (part of the backward).
         public var backwardConvolutionSeconds: Double
         /// Multiply-adds of those gradients per step.
         public var backwardConvolutionMultiplyAdds: Double
+        /// Multiply-adds of the whole step as float GEMM work (`stepMultiplyAdds(of:inputShape:batch:)`).
+        public var stepMultiplyAdds: Double = 0
         /// Resident memory of the process (bytes) at the end of each epoch the steps went through, and at the end.
         public var residentBytes: [Int] = []
         /// The most resident memory the process has used so far (bytes).
@@ -122,6 +125,7 @@ public enum TrainingBenchmark {
         residentBytes.append(MemoryUse.residentBytes)
         let imagesPerStep = min(batchSize, data.count)
         let perStep = 1 / Double(steps)
+        let stepMultiplyAdds = try Self.stepMultiplyAdds(of: model, inputShape: inputShape, batch: imagesPerStep)
         return Row(
             model: modelName(network, variant), estimator: variant == .fullPrecision ? nil : estimatorName, batch: imagesPerStep,
             threads: Kernels.threads, steps: steps, imagesPerSecond: Double(images) / elapsed,
@@ -132,9 +136,19 @@ public enum TrainingBenchmark {
                 ("indicators", times.indicators * perStep),
             ],
             estimatorSeconds: estimatorSeconds * perStep, backwardConvolutionSeconds: replaySeconds * perStep,
-            backwardConvolutionMultiplyAdds: replay.multiplyAdds, residentBytes: residentBytes,
+            backwardConvolutionMultiplyAdds: replay.multiplyAdds, stepMultiplyAdds: stepMultiplyAdds,
+            residentBytes: residentBytes,
             // The kernel's high-water mark lags its per-thread page counters a little; the figures sampled here count too.
             peakResidentBytes: max(MemoryUse.peakResidentBytes, residentBytes.max() ?? 0))
+    }
+
+    /// Multiply-adds of one training step on `batch` images, counted as float GEMM work whatever runs them (a 1W1A
+    /// forward's XNOR-popcounts count as float multiply-adds): each convolution's and linear layer's forward, input
+    /// gradient and weight gradient, three times its forward's MACs (`NetworkSummary`), or two for a layer that reads
+    /// the images, whose input gradient nothing needs and the step skips.
+    public static func stepMultiplyAdds(of model: Module, inputShape: [Int], batch: Int) throws -> Double {
+        let layers = try NetworkSummary(model: model, inputShape: inputShape).layers
+        return Double(batch) * layers.reduce(0.0) { $0 + Double($1.macs) * ($1.inputs == ["input"] ? 2 : 3) }
     }
 
     /// Synthetic images of any shape (values in [-2, 2), the range of normalised pixels) with random labels among
