@@ -114,5 +114,7 @@ let package = Package(
         .testTarget(
             name: "BNNTests", dependencies: ["BNN", "CImageTestSupport"], path: "Tests/BNNTests", exclude: ["Fixtures"]),
         .testTarget(name: "BNNInferenceTests", dependencies: ["BNNRuntime", "BNN"], path: "Tests/BNNInferenceTests"),
+        // Runs `mpirun -np 2 bnn train` (the bnn built beside the tests) against single-process runs.
+        .testTarget(name: "BNNDistributedTests", dependencies: ["BNN", "BNNDistributed"], path: "Tests/BNNDistributedTests"),
     ]
 )

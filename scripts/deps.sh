@@ -3,6 +3,8 @@
 #   libomp-dev      the OpenMP runtime the kernels link (libomp.so.5)
 #   libopenblas-dev OpenBLAS, loaded at run time for float GEMM (libopenblas.so.0)
 #   libjpeg62-turbo-dev, libpng-dev   JPEG (libjpeg-turbo) and PNG decoding for image-folder data (libjpeg.so, libpng.so)
+#   openmpi-bin, libopenmpi-dev       Open MPI: mpirun and libmpi.so.40, which `bnn train` loads when mpirun starts it
+#                                     (data-parallel training and its tests; nothing else needs MPI)
 # Quiet and quick when all are present; otherwise installs them with apt-get (through sudo when not root).
 #   --fuzz          also clang and libclang-rt-dev (libFuzzer and the sanitizer runtimes), for scripts/fuzz when
 #                   the Swift toolchain's clang cannot link -fsanitize=fuzzer
@@ -14,8 +16,10 @@ declare -A library=(
     [libomp-dev]=/usr/lib/x86_64-linux-gnu/libomp.so.5
     [libjpeg62-turbo-dev]=/usr/lib/x86_64-linux-gnu/libjpeg.so
     [libpng-dev]=/usr/lib/x86_64-linux-gnu/libpng.so
+    [openmpi-bin]=/usr/bin/mpirun
+    [libopenmpi-dev]=/usr/lib/x86_64-linux-gnu/libmpi.so.40
 )
-packages=(libopenblas-dev libomp-dev libjpeg62-turbo-dev libpng-dev)
+packages=(libopenblas-dev libomp-dev libjpeg62-turbo-dev libpng-dev openmpi-bin libopenmpi-dev)
 if [[ "${1:-}" == "--fuzz" ]]; then
     library[clang]=/usr/bin/clang
     library[libclang-rt-dev]=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
@@ -39,7 +43,7 @@ done
 ((${#missing[@]} == 0)) && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "deps: apt-get not found; install ${missing[*]} (or your system's OpenBLAS, LLVM OpenMP runtime, libjpeg-turbo and libpng development files) by hand" >&2
+    echo "deps: apt-get not found; install ${missing[*]} (or your system's OpenBLAS, LLVM OpenMP runtime, libjpeg-turbo and libpng development files, and Open MPI) by hand" >&2
     exit 1
 fi
 

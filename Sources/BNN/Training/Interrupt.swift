@@ -23,12 +23,12 @@ public enum Interrupt {
     public static func request() { interruptRequested.store(true, ordering: .relaxed) }
 
     /// Installs the one-shot SIGINT handler and clears the flag; returns false if the system refused. With
-    /// `terminate`, SIGTERM raises the flag too: mpirun turns Ctrl-C into SIGTERM for its ranks (then SIGKILL after
-    /// its `odls_base_sigkill_timeout`).
+    /// `terminate`, SIGTERM and SIGUSR1 raise the flag too: Open MPI's mpirun turns Ctrl-C into SIGTERM for its ranks
+    /// (and SIGKILL a second later), and forwards SIGUSR1 as it is, without killing anything.
     @discardableResult
     public static func install(terminate: Bool = false) -> Bool {
         reset()
-        return installHandler(SIGINT) && (!terminate || installHandler(SIGTERM))
+        return installHandler(SIGINT) && (!terminate || (installHandler(SIGTERM) && installHandler(SIGUSR1)))
     }
 
     private static func installHandler(_ signal: Int32) -> Bool {
@@ -43,10 +43,11 @@ public enum Interrupt {
         return sigaction(signal, &action, nil) == 0
     }
 
-    /// Restores the default SIGINT and SIGTERM behaviour (end the process).
+    /// Restores the default SIGINT, SIGTERM and SIGUSR1 behaviour (end the process).
     public static func uninstall() {
         uninstallHandler(SIGINT)
         uninstallHandler(SIGTERM)
+        uninstallHandler(SIGUSR1)
     }
 
     private static func uninstallHandler(_ signal: Int32) {

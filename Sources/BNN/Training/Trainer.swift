@@ -231,11 +231,12 @@ public final class Trainer {
             // Every rank built the network from the same seed; rank 0's values are copied anyway, so that a network
             // initialised in any other way starts equal everywhere too.
             if let collective = dataParallel?.collective {
-                for (name, tensor) in model.namedParameters() + model.namedBuffers() where tensor.count > 0 {
+                for (name, tensor) in model.namedParameters() where tensor.count > 0 {
                     try tensor.withUnsafeMutableBufferPointer { values in
                         try collective.broadcast(UnsafeMutableRawBufferPointer(values), root: 0, what: "the initial \(name)")
                     }
                 }
+                try Trainer.broadcastBuffers(of: model, from: collective, what: "the initial buffers")
             }
         }
         checkpointWritten = checkpointBytes != nil
@@ -402,6 +403,10 @@ public final class Trainer {
             // Gradients are not needed past the last step's indicators; free them before evaluating.
             optimizer.zeroGrad()
 
+            // Without synchronised batch norm each rank's running statistics follow its own images; rank 0's are
+            // the ones its checkpoint keeps, so every rank evaluates with them (and resuming changes nothing).
+            if let collective { try Trainer.broadcastBuffers(of: model, from: collective, what: "the running statistics after epoch \(number)") }
+
             var validationResult: EvaluationResult?
             if let validation {
                 collective?.setPlace("the evaluation after epoch \(number)")
@@ -462,6 +467,15 @@ public final class Trainer {
         let local = shouldStop()
         guard let collective = dataParallel?.collective else { return local }
         return try collective.sum([local ? 1 : 0], what: "the decision to stop \(place)")[0] > 0
+    }
+
+    /// Copies rank 0's buffers (batch norm's running statistics) to every rank.
+    private static func broadcastBuffers(of model: Module, from collective: any Collective, what: String) throws {
+        for (name, tensor) in model.namedBuffers() where tensor.count > 0 {
+            try tensor.withUnsafeMutableBufferPointer { values in
+                try collective.broadcast(UnsafeMutableRawBufferPointer(values), root: 0, what: "\(what): \(name)")
+            }
+        }
     }
 
     /// Writes the checkpoint of this moment (rank 0 or a single process; the other ranks hold the same state).
