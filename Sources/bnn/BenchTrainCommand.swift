@@ -1,5 +1,6 @@
 import ArgumentParser
 import BNN
+import BNNDistributed
 import Foundation
 
 /// `bnn bench train`: training images/s of a network in 1W1A (ReSTE) and of its full-precision twin, with the time
@@ -47,6 +48,14 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Or the list to measure: NAME (1W1A, ReSTE), NAME-a32 or NAME-fp each.")
     var models: [String] = []
 
+    @Option(
+        parsing: .upToNextOption,
+        help: "Data-parallel scaling: images/s with each number of ranks (1: this process with all its threads; N > 1: mpirun -np N, cores shared out), gradient bytes per step, the sums' time alone and what the backward pass hid of it.")
+    var ranks: [Int] = []
+
+    @Flag(name: .customLong("sync-bn"), help: "With --ranks: batch norm synchronised over the ranks, as `bnn train --sync-bn`.")
+    var syncBatchNorm = false
+
     /// What to measure: --models, else --model and its twin, else resnet20 and its twin.
     var measured: [String] {
         if !models.isEmpty { return models }
@@ -59,6 +68,7 @@ struct BenchTrainCommand: ParsableCommand {
         try checkOption("--warmup-steps", warmupSteps, 0...Limits.benchmarkSteps)
         try checkOption("--batch-size", batchSize, 1...Limits.batchSize)
         guard model == nil || models.isEmpty else { throw ValidationError("give --model or --models, not both.") }
+        for count in ranks { try checkOption("--ranks", count, 1...Limits.threads) }
         for model in measured where Self.network(model) == nil {
             throw ValidationError(
                 "unknown model `\(model)`; valid: NAME, NAME-a32 or NAME-fp with NAME one of "
@@ -77,6 +87,8 @@ struct BenchTrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        if MPICollective.isLaunchedByMPI { return try runAsRank() }
+        if !ranks.isEmpty { return try runScaling() }
         try threadOptions.apply()
         // Before the synthetic images (four batches of them) are made: a batch that cannot fit in memory is refused
         // with the estimate rather than allocated (`TrainingBenchmark.measure` checks again, for library callers).
@@ -179,4 +191,163 @@ struct BenchTrainCommand: ParsableCommand {
         fields.append(("openblas_core", "\"\(Kernels.blasCore)\""))
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
     }
+}
+
+// MARK: Data-parallel scaling (--ranks)
+
+extension BenchTrainCommand {
+    /// Marks the line rank 0 prints for the process that started mpirun.
+    static let rowPrefix = "bnn-bench-ranks-row "
+
+    /// The models measured with --ranks: --models, else --model, else resnet20 (1W1A).
+    var scalingModels: [String] { models.isEmpty ? [model ?? "resnet20"] : models }
+
+    /// One rank of `mpirun -np N bnn bench train --ranks N`: measures, and rank 0 prints a row per model.
+    func runAsRank() throws {
+        let collective = try MPICollective.join()
+        try applyRankThreads(collective, requested: threadOptions.threads)
+        for name in scalingModels {
+            let (network, variant) = Self.network(name)!
+            let definition = try NetworkRegistry.named(network)
+            let data: any ImageSplit = definition.inputShape == [32, 32, 3]
+                ? TrainingBenchmark.syntheticData(images: 4 * batchSize)
+                : try TrainingBenchmark.syntheticImages(count: 4 * batchSize, shape: definition.inputShape, classes: definition.classes)
+            let row = try TrainingBenchmark.measureDataParallel(
+                network: network, variant: variant, batchSize: batchSize, steps: steps, warmupSteps: warmupSteps, data: data,
+                collective: collective, synchronizeBatchNorm: syncBatchNorm)
+            if collective.rank == 0 {
+                let fields: [(String, JSONValueText)] = [
+                    ("model", .text(row.model)), ("ranks", .number(Double(row.ranks))),
+                    ("threads_per_rank", .number(Double(row.threadsPerRank))), ("batch", .number(Double(row.batch))),
+                    ("images_per_second", .number(row.imagesPerSecond)), ("seconds_per_step", .number(row.secondsPerStep)),
+                    ("gradient_bytes_per_step", .number(Double(row.bytesPerStep))), ("buckets", .number(Double(row.buckets))),
+                    ("exposed_seconds_per_step", .number(row.exposedSecondsPerStep)),
+                    ("allreduce_seconds_per_step", .number(row.allreduceSecondsPerStep)),
+                ]
+                let line = Self.rowPrefix + "{" + fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ") + "}\n"
+                FileHandle.standardOutput.write(Data(line.utf8))
+            }
+        }
+        collective.finalize()
+    }
+
+    /// Images/s with each count of --ranks on this machine, in one run.
+    func runScaling() throws {
+        try threadOptions.apply()
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let names = scalingModels
+        var results: [Int: [ScalingRow]] = [:]
+        for count in ranks {
+            if count == 1 {
+                try Kernels.setThreads(threadOptions.threads ?? cores)
+                try Kernels.setBLASThreads(threadOptions.threads ?? cores)
+                results[1] = try names.map { name in
+                    let (network, variant) = Self.network(name)!
+                    let definition = try NetworkRegistry.named(network)
+                    let data: any ImageSplit = definition.inputShape == [32, 32, 3]
+                        ? TrainingBenchmark.syntheticData(images: 4 * batchSize)
+                        : try TrainingBenchmark.syntheticImages(count: 4 * batchSize, shape: definition.inputShape, classes: definition.classes)
+                    let row = try TrainingBenchmark.measure(
+                        network: network, variant: variant, estimator: "reste", batchSize: batchSize, steps: steps,
+                        warmupSteps: warmupSteps, data: data)
+                    return ScalingRow(
+                        model: row.model, ranks: 1, threadsPerRank: row.threads, imagesPerSecond: row.imagesPerSecond,
+                        bytesPerStep: 0, buckets: 0, exposed: 0, alone: 0)
+                }
+            } else {
+                results[count] = try launchRanks(count)
+            }
+        }
+        print("""
+            Data-parallel training, batch \(batchSize) over all ranks, \(warmupSteps) warm-up + \(steps) timed steps, \
+            synthetic images\(syncBatchNorm ? ", batch norm synchronised" : ""); CPU \(Kernels.cpuDescription), \(cores) cores
+            (sums alone: every gradient bucket summed with nothing else running; exposed: the wait after the backward \
+            pass; hidden = 1 − exposed / alone)
+            """)
+        for name in names {
+            let model = Self.network(name).map { TrainingBenchmark.modelName($0.name, $0.variant) } ?? name
+            print("\n\(model)")
+            print("  ranks  threads/rank    images/s  vs 1 rank   gradient MB/step  buckets  sums alone ms  exposed ms  hidden")
+            let baseline = results[1]?.first { $0.model == model }?.imagesPerSecond
+            for count in ranks.sorted() {
+                guard let row = results[count]?.first(where: { $0.model == model }) else { continue }
+                let ratio = baseline.map { String(format: "%.2fx", row.imagesPerSecond / $0) } ?? "-"
+                let exchange = count == 1 ? "                -        -              -           -       -"
+                    : String(format: "%17.2f  %7d  %13.2f  %10.2f  %5.0f %%", Double(row.bytesPerStep) / 1e6, row.buckets,
+                             row.alone * 1e3, row.exposed * 1e3, row.alone > 0 ? 100 * max(0, 1 - row.exposed / row.alone) : 0)
+                print(String(format: "  %5d  %12d  %10.1f  %9@", count, row.threadsPerRank, row.imagesPerSecond, ratio) + exchange)
+            }
+        }
+    }
+
+    struct ScalingRow: Decodable {
+        var model: String
+        var ranks: Int
+        var threadsPerRank: Int
+        var imagesPerSecond: Double
+        var bytesPerStep: Int
+        var buckets: Int
+        var exposed: Double
+        var alone: Double
+
+        enum CodingKeys: String, CodingKey {
+            case model, ranks, buckets
+            case threadsPerRank = "threads_per_rank", imagesPerSecond = "images_per_second"
+            case bytesPerStep = "gradient_bytes_per_step", exposed = "exposed_seconds_per_step"
+            case alone = "allreduce_seconds_per_step"
+        }
+
+        init(model: String, ranks: Int, threadsPerRank: Int, imagesPerSecond: Double, bytesPerStep: Int, buckets: Int,
+             exposed: Double, alone: Double) {
+            (self.model, self.ranks, self.threadsPerRank, self.imagesPerSecond) = (model, ranks, threadsPerRank, imagesPerSecond)
+            (self.bytesPerStep, self.buckets, self.exposed, self.alone) = (bytesPerStep, buckets, exposed, alone)
+        }
+    }
+
+    /// Runs `mpirun -np count` of this executable in rank mode and reads rank 0's rows.
+    func launchRanks(_ count: Int) throws -> [ScalingRow] {
+        guard let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first(where: FileManager.default.isExecutableFile) else {
+            throw CommandError("--ranks \(count) needs Open MPI's mpirun (Debian: apt-get install openmpi-bin)")
+        }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        var arguments = ["--oversubscribe", "-np", String(count)]
+        if getuid() == 0 { arguments.insert("--allow-run-as-root", at: 0) }
+        arguments += [executable, "bench", "train", "--ranks", String(count), "--batch-size", String(batchSize),
+                      "--steps", String(steps), "--warmup-steps", String(warmupSteps), "--models"] + scalingModels
+        if syncBatchNorm { arguments.append("--sync-bn") }
+        if let threads = threadOptions.threads { arguments += ["--threads", String(threads)] }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: mpirun)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw CommandError("mpirun -np \(count) \(executable) bench train ... failed (exit \(process.terminationStatus)):\n\(output)")
+        }
+        return try output.split(separator: "\n").filter { $0.hasPrefix(Self.rowPrefix) }.map { line in
+            try JSONDecoder().decode(ScalingRow.self, from: Data(line.dropFirst(Self.rowPrefix.count).utf8))
+        }
+    }
+}
+
+/// A JSON scalar for the rows above.
+enum JSONValueText {
+    case text(String), number(Double)
+
+    var json: String {
+        switch self {
+        case .text(let value): "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        case .number(let value): value.isFinite ? String(format: "%.9g", value) : "null"
+        }
+    }
+}
+
+/// Threads per rank under mpirun: --threads, else this machine's cores shared out among the ranks on it.
+func applyRankThreads(_ collective: MPICollective, requested: Int?) throws {
+    let threads = requested ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(collective.localSize ?? 1, 1))
+    try Kernels.setThreads(threads)
+    try Kernels.setBLASThreads(threads)
 }

@@ -28,6 +28,13 @@ struct TrainCommand: ParsableCommand {
             stopped (the same losses as an uninterrupted run with the same seed and thread count). A NaN or \
             infinite loss stops the run and leaves the last good checkpoint untouched. Without --data the CIFAR-10 \
             sample bundled with the package (\(DataLocation.bundledSample)) is used.
+
+            Under Open MPI's mpirun (mpirun -np N bnn train ...) the ranks train data-parallel: each takes its part \
+            of every batch (--batch-size is the whole batch), gradients are averaged over the ranks during the \
+            backward pass, --sync-bn normalises over the whole batch, and rank 0 alone writes the run directory. \
+            mpirun turns Ctrl-C into SIGTERM and kills the ranks a second later; kill -USR1 <mpirun's PID> stops \
+            them after the current step without that limit. A rank silent for --rank-timeout + 5 seconds is named \
+            and the job ends.
             """
     )
 
@@ -149,11 +156,9 @@ struct TrainCommand: ParsableCommand {
 
     /// Trains in this process, as one rank of `collective` when given.
     private func train(collective: MPICollective?) throws {
-        if threadOptions.threads == nil, let collective, let local = collective.localSize, local > 1 {
+        if let collective {
             // Ranks sharing a machine share its cores.
-            let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / local)
-            try Kernels.setThreads(threads)
-            try Kernels.setBLASThreads(threads)
+            try applyRankThreads(collective, requested: threadOptions.threads)
         } else {
             try threadOptions.apply()
         }

@@ -255,6 +255,57 @@ struct DataParallelTests {
         }
     }
 
+    /// Shards are consecutive, differ in size by at most one image and together make the batch, for every split of
+    /// every batch size up to 40 over up to 9 ranks.
+    @Test func shardsCoverTheBatch() {
+        for size in 0...40 {
+            for shards in 1...9 {
+                let parts = (0..<shards).map { BatchShards.positions(batchSize: size, shard: $0, of: shards) }
+                #expect(parts.first?.lowerBound == 0 && parts.last?.upperBound == size)
+                #expect(zip(parts, parts.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+                let counts = parts.map(\.count)
+                #expect(counts.max()! - counts.min()! <= 1)
+            }
+        }
+        // The last, partial batch of an epoch.
+        #expect(BatchShards.positions(batch: 2, batchSize: 8, imageCount: 21, shard: 1, of: 2) == 18..<21)
+    }
+
+    /// A rank's part of a CIFAR-10 batch is the same positions of the whole batch: images, labels, augmentation.
+    @Test func shardOfABatchIsPartOfTheBatch() throws {
+        var generator = Xoshiro256StarStar(seed: 9)
+        let images = (0..<(21 * 3072)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        let split = CIFAR10Split(images: images, labels: (0..<21).map { UInt8($0 % 10) })!
+        let batches = try CIFAR10Batches.training(split, batchSize: 8, seed: 4).batches(epoch: 1)
+        for index in 0..<batches.count {
+            let whole = batches.batch(at: index)
+            for shards in [2, 3] {
+                var joined: [Float] = [], labels: [Int] = []
+                for shard in 0..<shards {
+                    let part = batches.batch(at: index, shard: shard, of: shards)
+                    joined += part.images
+                    labels += part.labels
+                }
+                #expect(joined == whole.images && labels == whole.labels)
+            }
+        }
+    }
+
+    /// The backward pass reports each leaf once, after the last rule that adds to its gradient: here a weight read by
+    /// two ops, whose gradient at the report must already be the sum of both.
+    @Test func leavesAreReportedWhenTheirGradientIsFinal() throws {
+        let w = try Tensor(shape: [1, 3], data: [1, 2, 3], requiresGrad: true)
+        let b = try Tensor(shape: [1, 3], data: [0.5, -0.5, 0.25], requiresGrad: true)
+        let logits = try add(add(multiply(w, by: 2), b), multiply(w, by: -3))
+        let loss = try crossEntropy(logits, labels: [1])
+        nonisolated(unsafe) var reported: [(Tensor, [Float])] = []
+        try loss.backward(gradient: nil, hooks: BackwardHooks(
+            leafReady: { leaf in reported.append((leaf, leaf.grad!.scalars)) }, afterRule: {}))
+        #expect(reported.count == 2)
+        #expect(reported.contains { $0.0 === w && $0.1 == w.grad!.scalars })
+        #expect(reported.contains { $0.0 === b && $0.1 == b.grad!.scalars })
+    }
+
     @Test func synchronisedBatchNormEqualsTheWholeBatch() throws {
         let shape = [3, 5, 4, 6]
         let count = shape.reduce(1, *)

@@ -16,7 +16,7 @@ public struct DataParallel: Sendable {
     /// Gradients are summed in buckets of about this many bytes, each started as soon as its gradients are final.
     public var bucketBytes: Int
 
-    public init(collective: any Collective, synchronizeBatchNorm: Bool = false, bucketBytes: Int = 1 << 21) {
+    public init(collective: any Collective, synchronizeBatchNorm: Bool = false, bucketBytes: Int = 1 << 19) {
         self.collective = collective
         self.synchronizeBatchNorm = synchronizeBatchNorm
         self.bucketBytes = bucketBytes

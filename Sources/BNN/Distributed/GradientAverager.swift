@@ -50,7 +50,7 @@ final class GradientAverager {
     /// Seconds spent in `finish()` waiting for sums the backward pass did not hide, summed over steps.
     private(set) var exposedSeconds = 0.0
 
-    init(parameters: [Tensor], collective: any Collective, bucketBytes: Int = 1 << 21) {
+    init(parameters: [Tensor], collective: any Collective, bucketBytes: Int = 1 << 19) {
         self.collective = collective
         var buckets: [Bucket] = []
         var current: [Tensor] = []

@@ -326,3 +326,95 @@ struct SyntheticSplit: ImageSplit, BatchPlan {
         }
     }
 }
+
+extension TrainingBenchmark {
+    /// Data-parallel training speed, as measured by one rank of several.
+    public struct DataParallelRow: Sendable {
+        /// `resnet20-1w1a` and the like.
+        public var model: String
+        public var ranks: Int
+        public var threadsPerRank: Int
+        /// Images per step over all ranks.
+        public var batch: Int
+        public var steps: Int
+        public var imagesPerSecond: Double
+        public var secondsPerStep: Double
+        /// Gradient bytes summed over the ranks per step, and the buckets they travel in.
+        public var bytesPerStep: Int
+        public var buckets: Int
+        /// Seconds per step the rank waited for gradient sums after its backward pass (what overlap did not hide).
+        public var exposedSecondsPerStep: Double
+        /// Seconds the same sums take with nothing else running (all buckets started at once, after the steps).
+        public var allreduceSecondsPerStep: Double
+
+        /// The share of the sums' time hidden behind the backward pass: 1 − exposed / alone (0 when nothing is hidden).
+        public var overlap: Double {
+            allreduceSecondsPerStep > 0 ? max(0, 1 - exposedSecondsPerStep / allreduceSecondsPerStep) : 0
+        }
+    }
+
+    /// Trains `warmupSteps + steps` data-parallel steps of `network` on this rank's part of each batch of `batchSize`
+    /// images (the trainer's step: counts agreed, loss summed, gradients averaged in buckets during the backward
+    /// pass), timing the last `steps`; then times the same gradient sums alone. Every rank of `collective` must call
+    /// it with the same arguments.
+    public static func measureDataParallel(
+        network: String = "resnet20", variant: NetworkVariant, batchSize: Int, steps: Int, warmupSteps: Int = 2,
+        data: any ImageSplit, collective: any Collective, synchronizeBatchNorm: Bool = false, seed: UInt64 = 1
+    ) throws -> DataParallelRow {
+        let definition = try NetworkRegistry.named(network)
+        let model = try definition(NetworkOptions(
+            variant: variant, estimator: try makeEstimator(named: "reste"), classes: data.classCount, seed: seed,
+            inputShape: data.imageShape))
+        model.setEstimatorEpoch(5, of: 10)
+        model.train()
+        let optimizer = SGD(parameters: model.namedParameters(), learningRate: 0.01)
+        let step = TrainingStep(
+            model: model, optimizer: optimizer, indicatorWeights: model.binaryConvolutions.map(\.weight), indicatorPower: 3)
+        let averager = GradientAverager(
+            parameters: model.namedParameters().map(\.tensor).filter(\.requiresGrad), collective: collective)
+        let plan = try data.batchPlan(batchSize: min(batchSize, data.count), seed: seed, training: true)
+        func batches(_ epoch: Int) -> PrefetchingSequence<ThrowingEpochSlice> {
+            PrefetchingSequence(
+                ThrowingEpochSlice(plan.epochBatches(epoch), shard: collective.rank, of: collective.size), prefetch: 2)
+        }
+        var epoch = 0
+        var iterator = batches(epoch).makeIterator()
+        var elapsed = 0.0, exposed = 0.0, images = 0
+        for index in 0..<(warmupSteps + steps) {
+            if index == warmupSteps { _ = try collective.sum([0], what: "the start of the timed steps") }
+            let start = TrainingProgress.monotonicSeconds()
+            var next = iterator.next()
+            if next == nil {
+                epoch += 1
+                iterator = batches(epoch).makeIterator()
+                next = iterator.next()
+            }
+            guard let batch = try next?.get() else { throw TrainingError.invalidConfiguration("bench: the data holds no image") }
+            let count = Int(try collective.sum([Double(batch.count)], what: "the images of a step")[0])
+            let exposedBefore = averager.exposedSeconds
+            _ = try step.run(
+                batch,
+                replica: TrainingStep.Replica(averager: averager, batchImages: count, synchronizeBatchNorm: synchronizeBatchNorm)
+            ) { _ in }
+            if index >= warmupSteps {
+                elapsed += TrainingProgress.monotonicSeconds() - start
+                exposed += averager.exposedSeconds - exposedBefore
+                images += count
+            }
+        }
+        // The same sums with nothing to overlap: every bucket started at once.
+        var alone = 0.0
+        for _ in 0..<steps {
+            _ = try collective.sum([0], what: "the start of a gradient sum alone")
+            let start = TrainingProgress.monotonicSeconds()
+            averager.begin(share: 1)
+            try averager.finish()
+            alone += TrainingProgress.monotonicSeconds() - start
+        }
+        return DataParallelRow(
+            model: modelName(network, variant), ranks: collective.size, threadsPerRank: Kernels.threads,
+            batch: images / max(steps, 1), steps: steps, imagesPerSecond: Double(images) / elapsed,
+            secondsPerStep: elapsed / Double(steps), bytesPerStep: averager.bytesPerStep, buckets: averager.bucketCount,
+            exposedSecondsPerStep: exposed / Double(steps), allreduceSecondsPerStep: alone / Double(steps))
+    }
+}
