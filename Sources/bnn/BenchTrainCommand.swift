@@ -223,6 +223,7 @@ extension BenchTrainCommand {
                     ("gradient_bytes_per_step", .number(Double(row.bytesPerStep))), ("buckets", .number(Double(row.buckets))),
                     ("exposed_seconds_per_step", .number(row.exposedSecondsPerStep)),
                     ("allreduce_seconds_per_step", .number(row.allreduceSecondsPerStep)),
+                    ("summed_during_backward", .number(row.overlap)),
                 ]
                 let line = Self.rowPrefix + "{" + fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ") + "}\n"
                 FileHandle.standardOutput.write(Data(line.utf8))
@@ -252,7 +253,7 @@ extension BenchTrainCommand {
                         warmupSteps: warmupSteps, data: data)
                     return ScalingRow(
                         model: row.model, ranks: 1, threadsPerRank: row.threads, imagesPerSecond: row.imagesPerSecond,
-                        bytesPerStep: 0, buckets: 0, exposed: 0, alone: 0)
+                        bytesPerStep: 0, buckets: 0, exposed: 0, alone: 0, hidden: 0)
                 }
             } else {
                 results[count] = try launchRanks(count)
@@ -261,20 +262,20 @@ extension BenchTrainCommand {
         print("""
             Data-parallel training, batch \(batchSize) over all ranks, \(warmupSteps) warm-up + \(steps) timed steps, \
             synthetic images\(syncBatchNorm ? ", batch norm synchronised" : ""); CPU \(Kernels.cpuDescription), \(cores) cores
-            (sums alone: every gradient bucket summed with nothing else running; exposed: the wait after the backward \
-            pass; hidden = 1 − exposed / alone)
+            (sums alone: every gradient bucket summed with nothing else running; wait: after the backward pass, for \
+            the sums and the slower rank; during backward: the gradient bytes already summed when the backward pass ended)
             """)
         for name in names {
             let model = Self.network(name).map { TrainingBenchmark.modelName($0.name, $0.variant) } ?? name
             print("\n\(model)")
-            print("  ranks  threads/rank    images/s  vs 1 rank   gradient MB/step  buckets  sums alone ms  exposed ms  hidden")
+            print("  ranks  threads/rank    images/s  vs 1 rank   gradient MB/step  buckets  sums alone ms     wait ms  during backward")
             let baseline = results[1]?.first { $0.model == model }?.imagesPerSecond
             for count in ranks.sorted() {
                 guard let row = results[count]?.first(where: { $0.model == model }) else { continue }
                 let ratio = baseline.map { String(format: "%.2fx", row.imagesPerSecond / $0) } ?? "-"
-                let exchange = count == 1 ? "                -        -              -           -       -"
-                    : String(format: "%17.2f  %7d  %13.2f  %10.2f  %5.0f %%", Double(row.bytesPerStep) / 1e6, row.buckets,
-                             row.alone * 1e3, row.exposed * 1e3, row.alone > 0 ? 100 * max(0, 1 - row.exposed / row.alone) : 0)
+                let exchange = count == 1 ? "                -        -              -           -                -"
+                    : String(format: "%17.2f  %7d  %13.2f  %10.2f  %13.0f %%", Double(row.bytesPerStep) / 1e6, row.buckets,
+                             row.alone * 1e3, row.exposed * 1e3, 100 * row.hidden)
                 print(String(format: "  %5d  %12d  %10.1f  %9@", count, row.threadsPerRank, row.imagesPerSecond, ratio) + exchange)
             }
         }
@@ -289,18 +290,19 @@ extension BenchTrainCommand {
         var buckets: Int
         var exposed: Double
         var alone: Double
+        var hidden: Double
 
         enum CodingKeys: String, CodingKey {
             case model, ranks, buckets
             case threadsPerRank = "threads_per_rank", imagesPerSecond = "images_per_second"
             case bytesPerStep = "gradient_bytes_per_step", exposed = "exposed_seconds_per_step"
-            case alone = "allreduce_seconds_per_step"
+            case alone = "allreduce_seconds_per_step", hidden = "summed_during_backward"
         }
 
         init(model: String, ranks: Int, threadsPerRank: Int, imagesPerSecond: Double, bytesPerStep: Int, buckets: Int,
-             exposed: Double, alone: Double) {
+             exposed: Double, alone: Double, hidden: Double) {
             (self.model, self.ranks, self.threadsPerRank, self.imagesPerSecond) = (model, ranks, threadsPerRank, imagesPerSecond)
-            (self.bytesPerStep, self.buckets, self.exposed, self.alone) = (bytesPerStep, buckets, exposed, alone)
+            (self.bytesPerStep, self.buckets, self.exposed, self.alone, self.hidden) = (bytesPerStep, buckets, exposed, alone, hidden)
         }
     }
 

@@ -47,8 +47,11 @@ final class GradientAverager {
 
     /// Bytes summed per step (all buckets).
     let bytesPerStep: Int
-    /// Seconds spent in `finish()` waiting for sums the backward pass did not hide, summed over steps.
+    /// Seconds spent in `finish()` waiting for sums the backward pass did not hide (and for slower ranks), summed
+    /// over steps.
     private(set) var exposedSeconds = 0.0
+    /// Bytes whose sum had completed when the backward pass ended, summed over steps.
+    private(set) var bytesSummedDuringBackward = 0
 
     init(parameters: [Tensor], collective: any Collective, bucketBytes: Int = 1 << 19) {
         self.collective = collective
@@ -105,6 +108,12 @@ final class GradientAverager {
     /// Starts the buckets no gradient completed (parameters the step did not reach contribute zeros), waits for
     /// every sum and writes the averaged gradients back.
     func finish() throws {
+        // What the backward pass hid: the buckets whose sums are already done when it ends.
+        for b in started {
+            if let ticket = buckets[b].ticket, try collective.isComplete(ticket) {
+                bytesSummedDuringBackward += buckets[b].buffer.count * MemoryLayout<Float>.stride
+            }
+        }
         for b in buckets.indices where buckets[b].ticket == nil && !started.contains(b) { try start(b) }
         let clock = TrainingProgress.monotonicSeconds()
         for b in started {

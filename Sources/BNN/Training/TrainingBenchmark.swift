@@ -346,11 +346,9 @@ extension TrainingBenchmark {
         public var exposedSecondsPerStep: Double
         /// Seconds the same sums take with nothing else running (all buckets started at once, after the steps).
         public var allreduceSecondsPerStep: Double
-
-        /// The share of the sums' time hidden behind the backward pass: 1 − exposed / alone (0 when nothing is hidden).
-        public var overlap: Double {
-            allreduceSecondsPerStep > 0 ? max(0, 1 - exposedSecondsPerStep / allreduceSecondsPerStep) : 0
-        }
+        /// The share of the gradient bytes whose sums were complete when the backward pass ended: what the
+        /// backward pass hid.
+        public var overlap: Double
     }
 
     /// Trains `warmupSteps + steps` data-parallel steps of `network` on this rank's part of each batch of `batchSize`
@@ -379,7 +377,7 @@ extension TrainingBenchmark {
         }
         var epoch = 0
         var iterator = batches(epoch).makeIterator()
-        var elapsed = 0.0, exposed = 0.0, images = 0
+        var elapsed = 0.0, exposed = 0.0, images = 0, hiddenBytes = 0
         for index in 0..<(warmupSteps + steps) {
             if index == warmupSteps { _ = try collective.sum([0], what: "the start of the timed steps") }
             let start = TrainingProgress.monotonicSeconds()
@@ -392,6 +390,7 @@ extension TrainingBenchmark {
             guard let batch = try next?.get() else { throw TrainingError.invalidConfiguration("bench: the data holds no image") }
             let count = Int(try collective.sum([Double(batch.count)], what: "the images of a step")[0])
             let exposedBefore = averager.exposedSeconds
+            let hiddenBefore = averager.bytesSummedDuringBackward
             _ = try step.run(
                 batch,
                 replica: TrainingStep.Replica(averager: averager, batchImages: count, synchronizeBatchNorm: synchronizeBatchNorm)
@@ -399,6 +398,7 @@ extension TrainingBenchmark {
             if index >= warmupSteps {
                 elapsed += TrainingProgress.monotonicSeconds() - start
                 exposed += averager.exposedSeconds - exposedBefore
+                hiddenBytes += averager.bytesSummedDuringBackward - hiddenBefore
                 images += count
             }
         }
@@ -415,6 +415,7 @@ extension TrainingBenchmark {
             model: modelName(network, variant), ranks: collective.size, threadsPerRank: Kernels.threads,
             batch: images / max(steps, 1), steps: steps, imagesPerSecond: Double(images) / elapsed,
             secondsPerStep: elapsed / Double(steps), bytesPerStep: averager.bytesPerStep, buckets: averager.bucketCount,
-            exposedSecondsPerStep: exposed / Double(steps), allreduceSecondsPerStep: alone / Double(steps))
+            exposedSecondsPerStep: exposed / Double(steps), allreduceSecondsPerStep: alone / Double(steps),
+            overlap: Double(hiddenBytes) / Double(max(averager.bytesPerStep * steps, 1)))
     }
 }
