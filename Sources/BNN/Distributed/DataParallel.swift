@@ -91,7 +91,7 @@ struct StartAgreement {
         let theirs = try TrainingConfiguration(json: self.configuration, place: "rank 0's settings")
         if let difference = theirs.firstDifference(from: configuration) {
             throw TrainingError.invalidConfiguration(
-                "rank \(rank) was started with \(difference.key) \(difference.other), rank 0 with \(difference.mine): "
+                "this rank (\(rank)) was started with \(difference.key) \(difference.other), rank 0 with \(difference.mine): "
                     + "every rank must be given the same settings")
         }
         if classes != self.classes || inputShape != self.inputShape {
