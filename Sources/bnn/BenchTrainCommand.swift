@@ -119,10 +119,7 @@ struct BenchTrainCommand: ParsableCommand {
         for name in measured {
             let (network, variant) = Self.network(name)!
             let definition = try NetworkRegistry.named(network)
-            // Synthetic images of the network's size: CIFAR-10's pipeline for 32×32 networks, plain tensors otherwise.
-            let data = try split ?? (definition.inputShape == [32, 32, 3]
-                ? TrainingBenchmark.syntheticData(images: 4 * batchSize)
-                : TrainingBenchmark.syntheticImages(count: 4 * batchSize, shape: definition.inputShape, classes: definition.classes))
+            let data = try split ?? TrainingBenchmark.syntheticSplit(for: definition, images: 4 * batchSize)
             let row = try TrainingBenchmark.measure(
                 network: network, variant: variant, estimator: "reste", batchSize: batchSize, steps: steps,
                 warmupSteps: warmupSteps, data: data)
@@ -209,25 +206,11 @@ extension BenchTrainCommand {
         for name in scalingModels {
             let (network, variant) = Self.network(name)!
             let definition = try NetworkRegistry.named(network)
-            let data: any ImageSplit = definition.inputShape == [32, 32, 3]
-                ? TrainingBenchmark.syntheticData(images: 4 * batchSize)
-                : try TrainingBenchmark.syntheticImages(count: 4 * batchSize, shape: definition.inputShape, classes: definition.classes)
+            let data = try TrainingBenchmark.syntheticSplit(for: definition, images: 4 * batchSize)
             let row = try TrainingBenchmark.measureDataParallel(
                 network: network, variant: variant, batchSize: batchSize, steps: steps, warmupSteps: warmupSteps, data: data,
                 collective: collective, synchronizeBatchNorm: syncBatchNorm)
-            if collective.rank == 0 {
-                let fields: [(String, JSONValueText)] = [
-                    ("model", .text(row.model)), ("ranks", .number(Double(row.ranks))),
-                    ("threads_per_rank", .number(Double(row.threadsPerRank))), ("batch", .number(Double(row.batch))),
-                    ("images_per_second", .number(row.imagesPerSecond)), ("seconds_per_step", .number(row.secondsPerStep)),
-                    ("gradient_bytes_per_step", .number(Double(row.bytesPerStep))), ("buckets", .number(Double(row.buckets))),
-                    ("exposed_seconds_per_step", .number(row.exposedSecondsPerStep)),
-                    ("allreduce_seconds_per_step", .number(row.allreduceSecondsPerStep)),
-                    ("summed_during_backward", .number(row.overlap)),
-                ]
-                let line = Self.rowPrefix + "{" + fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ") + "}\n"
-                FileHandle.standardOutput.write(Data(line.utf8))
-            }
+            if collective.rank == 0 { FileHandle.standardOutput.write(Data((Self.rowPrefix + row.json + "\n").utf8)) }
         }
         collective.finalize()
     }
@@ -245,9 +228,7 @@ extension BenchTrainCommand {
                 results[1] = try names.map { name in
                     let (network, variant) = Self.network(name)!
                     let definition = try NetworkRegistry.named(network)
-                    let data: any ImageSplit = definition.inputShape == [32, 32, 3]
-                        ? TrainingBenchmark.syntheticData(images: 4 * batchSize)
-                        : try TrainingBenchmark.syntheticImages(count: 4 * batchSize, shape: definition.inputShape, classes: definition.classes)
+                    let data = try TrainingBenchmark.syntheticSplit(for: definition, images: 4 * batchSize)
                     let row = try TrainingBenchmark.measure(
                         network: network, variant: variant, estimator: "reste", batchSize: batchSize, steps: steps,
                         warmupSteps: warmupSteps, data: data)
@@ -331,18 +312,6 @@ extension BenchTrainCommand {
         }
         return try output.split(separator: "\n").filter { $0.hasPrefix(Self.rowPrefix) }.map { line in
             try JSONDecoder().decode(ScalingRow.self, from: Data(line.dropFirst(Self.rowPrefix.count).utf8))
-        }
-    }
-}
-
-/// A JSON scalar for the rows above.
-enum JSONValueText {
-    case text(String), number(Double)
-
-    var json: String {
-        switch self {
-        case .text(let value): "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        case .number(let value): value.isFinite ? String(format: "%.9g", value) : "null"
         }
     }
 }

@@ -88,18 +88,8 @@ struct MPITrainingTests {
     /// orders of a 1W1A network part ways, the single process's included, because a sign input within rounding
     /// of zero flips; the full-precision test below follows several steps.
     @Test func oneStepOfTwoRanksEqualsOneProcess() throws {
-        let work = try Self.temporaryDirectory()
+        let (a, b, work, ranks) = try Self.oneProcessAndTwoRanks(["--epochs", "1"])
         defer { try? FileManager.default.removeItem(at: work) }
-        let data = try Self.data(in: work)
-        let common = ["train", "--data", data.path, "--epochs", "1", "--batch-size", "256", "--quiet"]
-        let single = try run(Self.bnn(), common + ["--out", work.appendingPathComponent("one").path, "--threads", "2"])
-        #expect(single.status == 0, "\(single.output)")
-        let ranks = try run(
-            Self.mpirun(),
-            Self.mpiArguments(ranks: 2) + [try Self.bnn()] + common + ["--out", work.appendingPathComponent("two").path, "--sync-bn"])
-        #expect(ranks.status == 0, "\(ranks.output)")
-        let a = try Self.tensors(work.appendingPathComponent("one/checkpoint.safetensors"))
-        let b = try Self.tensors(work.appendingPathComponent("two/checkpoint.safetensors"))
         #expect(Self.relativeDifference(a, b, Self.isWeight) < 1e-7)
         #expect(Self.relativeDifference(a, b, Self.isMomentum) < 1e-6)
 
@@ -107,25 +97,33 @@ struct MPITrainingTests {
         let log = try String(contentsOf: work.appendingPathComponent("two/log.jsonl"), encoding: .utf8)
         #expect(log.split(separator: "\n").count == 1)
         #expect(log.contains("\"images\": 256"))
-        #expect(ranks.output.contains("ranks: 2"))
+        #expect(ranks.contains("ranks: 2"))
     }
 
     /// Full-precision ResNet-20, three steps: the same weights within float rounding (measured 9e-7 relative; the
     /// single process with 1 and with 2 threads differs by 3e-5 after the same steps).
     @Test func threeStepsOfTwoRanksEqualOneProcess() throws {
-        let work = try Self.temporaryDirectory()
+        let (a, b, work, _) = try Self.oneProcessAndTwoRanks(["--variant", "fp", "--epochs", "3"])
         defer { try? FileManager.default.removeItem(at: work) }
-        let data = try Self.data(in: work)
-        let common = ["train", "--data", data.path, "--variant", "fp", "--epochs", "3", "--batch-size", "256", "--quiet"]
-        let single = try run(Self.bnn(), common + ["--out", work.appendingPathComponent("one").path, "--threads", "2"])
+        #expect(Self.relativeDifference(a, b, Self.isWeight) < 1e-5)
+    }
+
+    /// `bnn train` on the 256 images with batch 256 and `options`, in one process with 2 threads (run directory
+    /// one/) and on 2 ranks with --sync-bn (two/): both checkpoints' tensors, the work directory (the caller
+    /// removes it) and the ranks' output.
+    static func oneProcessAndTwoRanks(_ options: [String]) throws
+        -> (one: [String: [Float]], two: [String: [Float]], work: URL, output: String)
+    {
+        let work = try temporaryDirectory()
+        let data = try data(in: work)
+        let common = ["train", "--data", data.path, "--batch-size", "256", "--quiet"] + options
+        let single = try run(bnn(), common + ["--out", work.appendingPathComponent("one").path, "--threads", "2"])
         #expect(single.status == 0, "\(single.output)")
         let ranks = try run(
-            Self.mpirun(),
-            Self.mpiArguments(ranks: 2) + [try Self.bnn()] + common + ["--out", work.appendingPathComponent("two").path, "--sync-bn"])
+            mpirun(), mpiArguments(ranks: 2) + [try bnn()] + common + ["--out", work.appendingPathComponent("two").path, "--sync-bn"])
         #expect(ranks.status == 0, "\(ranks.output)")
-        let a = try Self.tensors(work.appendingPathComponent("one/checkpoint.safetensors"))
-        let b = try Self.tensors(work.appendingPathComponent("two/checkpoint.safetensors"))
-        #expect(Self.relativeDifference(a, b, Self.isWeight) < 1e-5)
+        return (try tensors(work.appendingPathComponent("one/checkpoint.safetensors")),
+                try tensors(work.appendingPathComponent("two/checkpoint.safetensors")), work, ranks.output)
     }
 }
 

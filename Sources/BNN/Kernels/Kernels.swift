@@ -115,25 +115,20 @@ public enum Kernels {
     /// Measures the in-register XNOR + popcount + add throughput of the active path with `threads` threads
     /// for about `seconds` (three runs, best kept), in binary multiply-accumulates per second.
     public static func popcountPeak(threads: Int, seconds: Double) throws -> Double {
-        let operation = "Kernels.popcountPeak"
-        guard let n = Int32(exactly: threads), (1...4096).contains(n) else {
-            throw KernelError.argument(
-                "threads", of: operation, "must be between 1 and 4096, got \(threads)", status: CK_ERR_INVALID_SIZE)
-        }
-        guard seconds > 0, seconds <= 3600 else {
-            throw KernelError.argument(
-                "seconds", of: operation, "must be in (0, 3600], got \(seconds)", status: CK_ERR_INVALID_SIZE)
-        }
-        var rate = 0.0
-        try check(ck_popcount_peak(n, seconds, &rate), "\(operation)(threads: \(threads), seconds: \(seconds))")
-        return rate
+        try measurePeak("Kernels.popcountPeak", threads: threads, seconds: seconds, ck_popcount_peak)
     }
 
     /// Measures the in-register float multiply-add throughput of the active path (the fused multiply-adds of the
     /// float convolution kernels) with `threads` threads for about `seconds` (three runs, best kept), in
     /// multiply-adds per second.
     public static func fmaPeak(threads: Int, seconds: Double) throws -> Double {
-        let operation = "Kernels.fmaPeak"
+        try measurePeak("Kernels.fmaPeak", threads: threads, seconds: seconds, ck_fma_peak)
+    }
+
+    private static func measurePeak(
+        _ operation: String, threads: Int, seconds: Double,
+        _ measure: (Int32, Double, UnsafeMutablePointer<Double>) -> ck_status
+    ) throws -> Double {
         guard let n = Int32(exactly: threads), (1...4096).contains(n) else {
             throw KernelError.argument(
                 "threads", of: operation, "must be between 1 and 4096, got \(threads)", status: CK_ERR_INVALID_SIZE)
@@ -143,7 +138,7 @@ public enum Kernels {
                 "seconds", of: operation, "must be in (0, 3600], got \(seconds)", status: CK_ERR_INVALID_SIZE)
         }
         var rate = 0.0
-        try check(ck_fma_peak(n, seconds, &rate), "\(operation)(threads: \(threads), seconds: \(seconds))")
+        try check(measure(n, seconds, &rate), "\(operation)(threads: \(threads), seconds: \(seconds))")
         return rate
     }
 }

@@ -349,6 +349,25 @@ extension TrainingBenchmark {
         /// The share of the gradient bytes whose sums were complete when the backward pass ended: what the
         /// backward pass hid.
         public var overlap: Double
+
+        /// One JSON object (keys as the property names in snake case; seconds and bytes per step).
+        public var json: String {
+            JSONValue.object([
+                ("model", .string(model)), ("ranks", .integer(ranks)), ("threads_per_rank", .integer(threadsPerRank)),
+                ("batch", .integer(batch)), ("steps", .integer(steps)), ("images_per_second", .real(imagesPerSecond)),
+                ("seconds_per_step", .real(secondsPerStep)), ("gradient_bytes_per_step", .integer(bytesPerStep)),
+                ("buckets", .integer(buckets)), ("exposed_seconds_per_step", .real(exposedSecondsPerStep)),
+                ("allreduce_seconds_per_step", .real(allreduceSecondsPerStep)), ("summed_during_backward", .real(overlap)),
+            ]).serialized(spaced: true)
+        }
+    }
+
+    /// Synthetic images of `definition`'s own size for benchmarks: CIFAR-10's pipeline for 32×32 networks, plain
+    /// tensors otherwise.
+    public static func syntheticSplit(for definition: NetworkDefinition, images: Int) throws -> any ImageSplit {
+        definition.inputShape == [32, 32, 3]
+            ? syntheticData(images: images)
+            : try syntheticImages(count: images, shape: definition.inputShape, classes: definition.classes)
     }
 
     /// Trains `warmupSteps + steps` data-parallel steps of `network` on this rank's part of each batch of `batchSize`
