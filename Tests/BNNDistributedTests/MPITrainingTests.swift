@@ -191,24 +191,39 @@ extension MPITrainingTests {
         #expect(a == b)
     }
 
-    /// A rank that stops (SIGSTOP) is named by rank 0 within --rank-timeout plus 5 s, the job ends, and the last
-    /// checkpoint loads.
-    @Test func stoppedRankIsNamed() throws {
+    /// A rank that stops (SIGSTOP) is named by the other within --rank-timeout plus 5 s, the job ends, and the last
+    /// checkpoint loads: rank 1 named by rank 0, and rank 0 (which writes the files) named by rank 1.
+    @Test(arguments: [1, 0])
+    func stoppedRankIsNamed(rank: Int) throws {
         let work = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: work) }
         let data = try Self.data(in: work)
         let out = work.appendingPathComponent("run")
         let started = try start(try Self.mpirun(), try Self.training(data, out: out, epochs: 200, extra: ["--rank-timeout", "2"]))
         try Self.waitForCheckpoint(out, of: started)
-        let rank1 = try Self.rankProcess(1, out: out)
-        kill(rank1, SIGSTOP)
-        defer { kill(rank1, SIGKILL) }
+        let stopped = try Self.rankProcess(rank, out: out)
+        kill(stopped, SIGSTOP)
+        defer { kill(stopped, SIGKILL) }
         let began = Date()
         let ended = try started.finish(timeout: 60)
         #expect(Date().timeIntervalSince(began) < 30)
         #expect(ended.status != 0)
-        #expect(ended.output.contains("rank 1 stopped responding"), "\(ended.output)")
+        #expect(ended.output.contains("rank \(rank) stopped responding"), "\(ended.output)")
         _ = try Checkpoint.read(from: out.appendingPathComponent("checkpoint.safetensors"))
+    }
+
+    /// Under mpirun without a loadable MPI library, `bnn train` stops at once and says what to install.
+    @Test func missingMPILibraryIsNamed() throws {
+        let work = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: work) }
+        let data = try Self.data(in: work)
+        let ended = try run(
+            try Self.mpirun(),
+            ["-x", "BNN_MPI_LIBRARY=/nonexistent/libmpi.so.40"] + (try Self.training(data, out: work.appendingPathComponent("run"), epochs: 1)),
+            timeout: 120)
+        #expect(ended.status != 0)
+        #expect(ended.output.contains("cannot load /nonexistent/libmpi.so.40"), "\(ended.output)")
+        #expect(ended.output.contains("openmpi-bin"), "\(ended.output)")
     }
 
     /// A rank that dies (SIGKILL) ends the job within seconds; mpirun names it; the last checkpoint loads.
