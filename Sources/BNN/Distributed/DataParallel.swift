@@ -34,21 +34,25 @@ struct StartAgreement {
     var configuration: String
     var classes: Int
     var inputShape: [Int]
+    /// Training and validation images.
+    var images: [Int]
     var checkpoint: Data?
     var failed: Bool
 
-    init(configuration: TrainingConfiguration, classes: Int, inputShape: [Int], checkpoint: Data?, failed: Bool) {
+    init(configuration: TrainingConfiguration, classes: Int, inputShape: [Int], images: [Int], checkpoint: Data?, failed: Bool) {
         self.configuration = configuration.json
         self.classes = classes
         self.inputShape = inputShape
+        self.images = images
         self.checkpoint = checkpoint
         self.failed = failed
     }
 
-    private init(configuration: String, classes: Int, inputShape: [Int], checkpoint: Data?, failed: Bool) {
+    private init(configuration: String, classes: Int, inputShape: [Int], images: [Int], checkpoint: Data?, failed: Bool) {
         self.configuration = configuration
         self.classes = classes
         self.inputShape = inputShape
+        self.images = images
         self.checkpoint = checkpoint
         self.failed = failed
     }
@@ -57,7 +61,8 @@ struct StartAgreement {
     func send(_ collective: any Collective) throws {
         let header = JSONValue.object([
             ("failed", .bool(failed)), ("configuration", .string(configuration)), ("classes", .integer(classes)),
-            ("input_shape", .array(inputShape.map { .integer($0) })), ("checkpoint_bytes", .integer(checkpoint?.count ?? -1)),
+            ("input_shape", .array(inputShape.map { .integer($0) })), ("images", .array(images.map { .integer($0) })),
+            ("checkpoint_bytes", .integer(checkpoint?.count ?? -1)),
         ]).serialized(spaced: false)
         _ = try collective.broadcast(Array(header.utf8), what: "the run's settings from rank 0")
         if let checkpoint {
@@ -73,6 +78,7 @@ struct StartAgreement {
             var configuration: String
             var classes: Int
             var input_shape: [Int]
+            var images: [Int]
             var checkpoint_bytes: Int
         }
         let decoded = try JSONDecoder().decode(Header.self, from: Data(header))
@@ -83,21 +89,22 @@ struct StartAgreement {
         }
         return StartAgreement(
             configuration: decoded.configuration, classes: decoded.classes, inputShape: decoded.input_shape,
-            checkpoint: checkpoint, failed: false)
+            images: decoded.images, checkpoint: checkpoint, failed: false)
     }
 
     /// Throws naming the first setting in which this rank differs from rank 0.
-    func requireSame(configuration: TrainingConfiguration, classes: Int, inputShape: [Int], rank: Int) throws {
+    func requireSame(configuration: TrainingConfiguration, classes: Int, inputShape: [Int], images: [Int], rank: Int) throws {
         let theirs = try TrainingConfiguration(json: self.configuration, place: "rank 0's settings")
         if let difference = theirs.firstDifference(from: configuration) {
             throw TrainingError.invalidConfiguration(
                 "this rank (\(rank)) was started with \(difference.key) \(difference.other), rank 0 with \(difference.mine): "
                     + "every rank must be given the same settings")
         }
-        if classes != self.classes || inputShape != self.inputShape {
+        if classes != self.classes || inputShape != self.inputShape || images != self.images {
             throw TrainingError.invalidConfiguration(
-                "rank \(rank) reads \(classes) classes of \(inputShape) images, rank 0 \(self.classes) classes of "
-                    + "\(self.inputShape): every rank must read the same data")
+                "this rank (\(rank)) reads \(images[0]) training and \(images[1]) validation images of \(classes) classes, "
+                    + "\(inputShape); rank 0 \(self.images[0]) and \(self.images[1]) of \(self.classes) classes, \(self.inputShape): "
+                    + "every rank must read the same data")
         }
     }
 }

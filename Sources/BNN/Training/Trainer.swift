@@ -175,6 +175,7 @@ public final class Trainer {
             checkpointBytes = files?.checkpoint
             if let collective = dataParallel?.collective {
                 try StartAgreement(configuration: configuration, classes: classes, inputShape: inputShape,
+                                   images: [training.count, validation?.count ?? 0],
                                    checkpoint: checkpointBytes, failed: failure != nil).send(collective)
             }
             if let failure { throw failure }
@@ -183,7 +184,9 @@ public final class Trainer {
             removedTemporaryFiles = []
             let collective = dataParallel!.collective
             let agreement = try StartAgreement.receive(collective)
-            try agreement.requireSame(configuration: configuration, classes: classes, inputShape: inputShape, rank: collective.rank)
+            try agreement.requireSame(
+                configuration: configuration, classes: classes, inputShape: inputShape,
+                images: [training.count, validation?.count ?? 0], rank: collective.rank)
             checkpointBytes = agreement.checkpoint
         }
         if let checkpointBytes {
