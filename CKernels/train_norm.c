@@ -199,3 +199,32 @@ ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const 
     }
     return CK_OK;
 }
+
+ck_status ck_batchnorm_relu_backward_input_f32(const float *g, const float *y, const float *center, const float *a,
+                                               const float *b, const float *k, const float *pre, float slope_at_zero,
+                                               int64_t rows, int64_t channels, int accumulate, float *dx) {
+    if (g == NULL || a == NULL || pre == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
+    if (b != NULL && (y == NULL || center == NULL)) return CK_ERR_NULL_POINTER;
+    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
+    const int threads = ck_get_num_threads();
+    const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
+#pragma omp parallel for num_threads(threads) if (rows * channels > PARALLEL_MIN)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t end = min64(rows, (blk + 1) * BLOCK);
+        for (int64_t r = blk * BLOCK; r < end; r++) {
+            const float *gr = g + r * channels, *xr = pre + r * channels;
+            const float *yr = b != NULL ? y + r * channels : NULL;
+            float *out = dx + r * channels;
+            /* The batch-norm input gradient as ck_batchnorm_backward_input_f32 computes it, then the ReLU rule as
+             * ck_relu_backward_f32 applies it (two flat selects, so the loop vectorises). */
+            for (int64_t c = 0; c < channels; c++) {
+                const float d = b != NULL ? a[c] * gr[c] + b[c] * (yr[c] - center[c]) + (k != NULL ? k[c] : 0.0f)
+                                          : a[c] * gr[c] + (k != NULL ? k[c] : 0.0f);
+                const float at_zero = xr[c] == 0.0f ? slope_at_zero * d : 0.0f;
+                const float v = xr[c] > 0.0f ? d : at_zero;
+                out[c] = accumulate ? out[c] + v : v;
+            }
+        }
+    }
+    return CK_OK;
+}

@@ -87,6 +87,16 @@ ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const 
                                           const float *b, const float *k, int64_t rows, int64_t channels,
                                           int accumulate, float *dx);
 
+/**
+ * The input gradient of batch norm applied to y = relu(pre), through the ReLU: the value
+ * ck_batchnorm_backward_input_f32 computes for y (with `y` as its x; b == NULL for evaluation mode), then the rule of
+ * ck_relu_backward_f32 with `pre` and `slope_at_zero`, written (or added, with `accumulate`) to `dx`, with the same
+ * float operations as the two kernels in turn, without the gradient of y in memory between them.
+ */
+ck_status ck_batchnorm_relu_backward_input_f32(const float *g, const float *y, const float *center, const float *a,
+                                               const float *b, const float *k, const float *pre, float slope_at_zero,
+                                               int64_t rows, int64_t channels, int accumulate, float *dx);
+
 /* Convolution ------------------------------------------------------------------------------------- */
 
 /**

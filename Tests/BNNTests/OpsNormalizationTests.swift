@@ -150,3 +150,43 @@ struct OpsNormalizationTests {
         }
     }
 }
+
+/// `batchNorm2d(reluOf:)` is `batchNorm2d(relu(x))` to the bit: output, the input's gradient (written and added to),
+/// γ's and β's gradients and the running statistics, in training and evaluation mode, with exact zeros in x (where the
+/// ReLU's gradient at 0 applies) and both rules at 0.
+@Suite("Batch norm of a ReLU")
+struct BatchNormOfReLUTests {
+    @Test(arguments: [(true, Float(0)), (true, Float(0.5)), (false, Float(0)), (false, Float(0.5))])
+    func fusedEqualsTwoOps(training: Bool, gradientAtZero: Float) throws {
+        let shape = [3, 5, 4, 7]
+        var generator = Xoshiro256StarStar(seed: 17)
+        // A third of the inputs exactly 0.
+        let values = (0..<shape.reduce(1, *)).map { i -> Float in
+            i % 3 == 0 ? 0 : Float(Double(generator.next() >> 11) * 0x1p-53 * 4 - 2)
+        }
+        let upstream = try Tensor.randn(shape: shape, using: &generator)
+        let earlier = try Tensor.randn(shape: shape, using: &generator)
+        func run(fused: Bool) throws -> (out: [Float], dx: [Float], dw: [Float], db: [Float], stats: [Float]) {
+            let x = try Tensor(shape: shape, data: values, requiresGrad: true)
+            // x's gradient already holds something: the op must add to it.
+            x.grad = try Tensor(shape: shape, data: earlier.scalars)
+            let w = try Tensor(shape: [7], data: (0..<7).map { Float($0) * 0.25 - 0.6 }, requiresGrad: true)
+            let b = try Tensor(shape: [7], data: (0..<7).map { Float($0) * 0.1 }, requiresGrad: true)
+            let statistics = try BatchNormStatistics(channels: 7)
+            try statistics.runningVar.withUnsafeMutableBufferPointer { $0.update(repeating: 1.5) }
+            let out = fused
+                ? try batchNorm2d(reluOf: x, gradientAtZero: gradientAtZero, weight: w, bias: b, statistics: statistics, training: training)
+                : try batchNorm2d(
+                    relu(x, gradientAtZero: gradientAtZero), weight: w, bias: b, statistics: statistics, training: training)
+            try out.backward(gradient: upstream)
+            return (out.scalars, x.grad!.scalars, w.grad!.scalars, b.grad!.scalars,
+                    statistics.runningMean.scalars + statistics.runningVar.scalars)
+        }
+        let fused = try run(fused: true), separate = try run(fused: false)
+        #expect(fused.out.map(\.bitPattern) == separate.out.map(\.bitPattern))
+        #expect(fused.dx.map(\.bitPattern) == separate.dx.map(\.bitPattern))
+        #expect(fused.dw.map(\.bitPattern) == separate.dw.map(\.bitPattern))
+        #expect(fused.db.map(\.bitPattern) == separate.db.map(\.bitPattern))
+        #expect(fused.stats.map(\.bitPattern) == separate.stats.map(\.bitPattern))
+    }
+}

@@ -39,8 +39,8 @@ public final class ResNet18: Module {
 
         /// `[N, H, W, in]` → `[N, H/stride, W/stride, channels]`.
         public override func callAsFunction(_ x: Tensor) throws -> Tensor {
-            var out = try bn1(relu(conv1(x)))
-            out = try bn2(relu(conv2(out)))
+            var out = try bn1(reluOf: conv1(x))
+            out = try bn2(reluOf: conv2(out))
             return try add(out, shortcut(x))
         }
     }

@@ -55,14 +55,14 @@ public final class ResNet20: Module {
 
         /// `[N, H, W, in]` → `[N, H/stride, W/stride, channels]`.
         public override func callAsFunction(_ x: Tensor) throws -> Tensor {
-            var out = try bn1(relu(conv1(x), gradientAtZero: reluGradientAtZero))
+            var out = try bn1(reluOf: conv1(x), gradientAtZero: reluGradientAtZero)
             let shortcut = try shortcutPadding.map { try shortcutOptionA(x, channelPadding: $0, stride: 2) } ?? x
             if biReal {
                 // out = bn1(ReLU(conv1(x))) + shortcut(x); out = bn2(ReLU(conv2(out))) + out.
                 out = try add(out, shortcut)
-                return try add(bn2(relu(conv2(out), gradientAtZero: reluGradientAtZero)), out)
+                return try add(bn2(reluOf: conv2(out), gradientAtZero: reluGradientAtZero), out)
             }
-            out = try bn2(relu(conv2(out), gradientAtZero: reluGradientAtZero))
+            out = try bn2(reluOf: conv2(out), gradientAtZero: reluGradientAtZero)
             return try add(out, shortcut)
         }
     }
@@ -139,7 +139,7 @@ public final class ResNet20: Module {
 
     /// Logits `[N, classes]` for NHWC images `[N, H, W, 3]` (CIFAR: 32×32).
     public override func callAsFunction(_ x: Tensor) throws -> Tensor {
-        var out = try bn1(relu(conv1(x)))
+        var out = try bn1(reluOf: conv1(x))
         for block in layer1 + layer2 + layer3 { out = try block(out) }
         return try linear(bn2(globalAvgPool(out)))
     }

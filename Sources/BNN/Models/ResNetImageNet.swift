@@ -44,8 +44,8 @@ public final class ResNetImageNet: Module {
 
         /// `[N, H, W, in]` → `[N, ⌈H/stride⌉, ⌈W/stride⌉, channels]`.
         public override func callAsFunction(_ x: Tensor) throws -> Tensor {
-            let first = try add(bn1(relu(conv1(x))), downsample(x))
-            return try add(bn2(relu(conv2(first))), first)
+            let first = try add(bn1(reluOf: conv1(x)), downsample(x))
+            return try add(bn2(reluOf: conv2(first)), first)
         }
     }
 

@@ -49,6 +49,14 @@ public final class BatchNorm2d: BatchNormBase {
     public override func callAsFunction(_ x: Tensor) throws -> Tensor {
         try batchNorm2d(x, weight: weight, bias: bias, statistics: statistics, training: isTraining, eps: eps)
     }
+
+    /// `self(relu(x, gradientAtZero:))` as one op (`batchNorm2d(reluOf:)`): the same values and gradients, one
+    /// pass less in the backward.
+    public func callAsFunction(reluOf x: Tensor, gradientAtZero: Float = 0) throws -> Tensor {
+        try batchNorm2d(
+            reluOf: x, gradientAtZero: gradientAtZero, weight: weight, bias: bias, statistics: statistics,
+            training: isTraining, eps: eps)
+    }
 }
 
 /// Batch normalisation per feature of `[N, features]` (`torch.nn.BatchNorm1d` on 2-d input), with the same

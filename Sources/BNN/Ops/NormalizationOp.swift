@@ -67,10 +67,28 @@ public func batchNorm1d(
         operation: "batchNorm1d")
 }
 
+/// `batchNorm2d(relu(x, gradientAtZero:), ...)` as one op: the same values and gradients to the bit, without the
+/// gradient of the ReLU's output in memory (the backward pass writes x's gradient in one pass: batch norm's input
+/// gradient, then the ReLU rule). Blocks that normalise a ReLU's output use it.
+public func batchNorm2d(
+    reluOf x: Tensor, gradientAtZero: Float = 0, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?,
+    training: Bool, eps: Float = 1e-5
+) throws -> Tensor {
+    try requireRank(x, 4, "x", of: "batchNorm2d(reluOf:)", layout: "[N, H, W, C]")
+    try requireNonEmpty(x, "x", of: "batchNorm2d(reluOf:)")
+    let y = Tensor(uninitializedShape: x.shape)
+    try check(ck_relu_forward_f32(x.pointer, Int64(x.count), y.pointer), "batchNorm2d(reluOf: \(x.shape)) relu")
+    GraphTracer.record(.relu, inputs: [x], result: y)
+    return try batchNorm(
+        y, weight: weight, bias: bias, statistics: statistics, training: training, eps: eps,
+        operation: "batchNorm2d", relu: (x, gradientAtZero))
+}
+
 /// Both ranks are a `rows × channels` matrix with the channel innermost.
+/// With `relu`, `x` is relu(pre) and the op stands for both: it records `pre` as its input and writes pre's gradient.
 private func batchNorm(
     _ x: Tensor, weight: Tensor?, bias: Tensor?, statistics: BatchNormStatistics?, training: Bool, eps: Float,
-    operation: String
+    operation: String, relu: (pre: Tensor, gradientAtZero: Float)? = nil
 ) throws -> Tensor {
     try requireNonEmpty(x, "x", of: operation)
     let channels = x.shape[x.rank - 1]
@@ -118,14 +136,16 @@ private func batchNorm(
         parameters: [("weight", weight), ("bias", bias), ("running_mean", statistics?.runningMean),
                      ("running_var", statistics?.runningVar)])
 
-    result.record(operation, inputs: [x, weight, bias]) { gradient in
-        let needSumGX = (training && x.requiresGrad) || weight?.requiresGrad == true
-        let needSumG = (training && x.requiresGrad) || bias?.requiresGrad == true
+    // The tensor whose gradient this op writes: x, or the ReLU's input.
+    let source = relu?.pre ?? x
+    result.record(operation, inputs: [source, weight, bias]) { gradient in
+        let needSumGX = (training && source.requiresGrad) || weight?.requiresGrad == true
+        let needSumG = (training && source.requiresGrad) || bias?.requiresGrad == true
         var sumG = [Float](repeating: 0, count: channels)
         var sumGX = sumG
         // Synchronised, dx needs the whole batch's sums: kept in double until they are added over the ranks.
         var batchSums: (g: [Double], gx: [Double])?
-        if let synchronization, training, x.requiresGrad {
+        if let synchronization, training, source.requiresGrad {
             let sums = try synchronization.gradientSums(
                 gradient: gradient, x: x, mean: mean, rows: rows, operation: operation, context: "\(context) backward")
             sumG = sums.local.g
@@ -144,7 +164,7 @@ private func batchNorm(
             accumulateChannels((0..<channels).map { sumGX[$0] * invstd[$0] }, into: weight)
         }
         if let bias, bias.requiresGrad { accumulateChannels(sumG, into: bias) }
-        guard x.requiresGrad else { return }
+        guard source.requiresGrad else { return }
         if training {
             // dx = γ·invstd·(g − Σg/M − x̂·Σ(g·x̂)/M) with x̂ = (x − mean)·invstd, as a·g + b·(x − mean) + k.
             // Synchronised, the sums and M are the whole batch's, over all ranks (γ's and β's gradients above stay
@@ -162,24 +182,39 @@ private func batchNorm(
                 b[c] = Float(-s * i * i * gx / m)
                 k[c] = Float(-s * g / m)
             }
-            try x.accumulateGradient { buffer, accumulate in
-                try check(
-                    ck_batchnorm_backward_input_f32(
-                        gradient.pointer, x.pointer, mean, a, b, k, Int64(rows), Int64(channels), accumulate ? 1 : 0,
-                        buffer.baseAddress!),
-                    "\(context) backward")
-            }
+            try inputGradient(
+                of: x, gradient, x, mean, a, b, k, relu: relu, rows: rows, channels: channels, context: context)
         } else {
-            try x.accumulateGradient { buffer, accumulate in
-                try check(
-                    ck_batchnorm_backward_input_f32(
-                        gradient.pointer, nil, nil, scale, nil, nil, Int64(rows), Int64(channels), accumulate ? 1 : 0,
-                        buffer.baseAddress!),
-                    "\(context) backward")
-            }
+            try inputGradient(
+                of: x, gradient, nil, nil, scale, nil, nil, relu: relu, rows: rows, channels: channels, context: context)
         }
     }
     return result
+}
+
+/// Adds a·g + b·(x − mean) + k (b nil: a·g + k) to the gradient of `input`, or, after a ReLU, that value through
+/// the ReLU's rule to the gradient of the ReLU's input.
+private func inputGradient(
+    of input: Tensor, _ gradient: Tensor, _ x: Tensor?, _ mean: [Float]?, _ a: [Float], _ b: [Float]?, _ k: [Float]?,
+    relu: (pre: Tensor, gradientAtZero: Float)?, rows: Int, channels: Int, context: String
+) throws {
+    if let relu {
+        try relu.pre.accumulateGradient { buffer, accumulate in
+            try check(
+                ck_batchnorm_relu_backward_input_f32(
+                    gradient.pointer, x?.pointer, mean, a, b, k, relu.pre.pointer, relu.gradientAtZero, Int64(rows),
+                    Int64(channels), accumulate ? 1 : 0, buffer.baseAddress!),
+                "\(context) backward through the ReLU")
+        }
+        return
+    }
+    try input.accumulateGradient { buffer, accumulate in
+        try check(
+            ck_batchnorm_backward_input_f32(
+                gradient.pointer, x?.pointer, mean, a, b, k, Int64(rows), Int64(channels), accumulate ? 1 : 0,
+                buffer.baseAddress!),
+            "\(context) backward")
+    }
 }
 
 /// PyTorch's update: n += 1; factor = momentum ?? 1/n; running = (1 − factor)·running + factor·batch, with the
