@@ -165,9 +165,12 @@ ck_status ck_channel_sums_f32(const float *g, const float *x, const float *cente
     return status;
 }
 
-ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const float *center, const float *a,
-                                          const float *b, const float *k, int64_t rows, int64_t channels,
-                                          int accumulate, float *dx) {
+/* The input gradient of batch norm, a·g + b·(x − mean) + k (b == NULL: a·g + k), written or added to dx; with
+ * `pre`, batch norm was applied to y = relu(pre) (`x` is y) and the value goes through the ReLU rule to pre's
+ * gradient. */
+static ck_status batchnorm_input_gradient(const float *g, const float *x, const float *center, const float *a,
+                                          const float *b, const float *k, const float *pre, float slope_at_zero,
+                                          int64_t rows, int64_t channels, int accumulate, float *dx) {
     if (g == NULL || a == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
     if (b != NULL && (x == NULL || center == NULL)) return CK_ERR_NULL_POINTER;
     if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
@@ -178,9 +181,20 @@ ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const 
         const int64_t end = min64(rows, (blk + 1) * BLOCK);
         for (int64_t r = blk * BLOCK; r < end; r++) {
             const float *gr = g + r * channels;
+            const float *xr = b != NULL ? x + r * channels : NULL;
             float *out = dx + r * channels;
-            if (b != NULL) {
-                const float *xr = x + r * channels;
+            if (pre != NULL) {
+                /* Batch norm's value as below, then the ReLU rule as ck_relu_backward_f32 applies it (two flat
+                 * selects, so the loop vectorises). */
+                const float *pr = pre + r * channels;
+                for (int64_t c = 0; c < channels; c++) {
+                    const float d = b != NULL ? a[c] * gr[c] + b[c] * (xr[c] - center[c]) + (k != NULL ? k[c] : 0.0f)
+                                              : a[c] * gr[c] + (k != NULL ? k[c] : 0.0f);
+                    const float at_zero = pr[c] == 0.0f ? slope_at_zero * d : 0.0f;
+                    const float v = pr[c] > 0.0f ? d : at_zero;
+                    out[c] = accumulate ? out[c] + v : v;
+                }
+            } else if (b != NULL) {
                 if (accumulate) {
                     for (int64_t c = 0; c < channels; c++)
                         out[c] += a[c] * gr[c] + b[c] * (xr[c] - center[c]) + (k != NULL ? k[c] : 0.0f);
@@ -200,31 +214,15 @@ ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const 
     return CK_OK;
 }
 
+ck_status ck_batchnorm_backward_input_f32(const float *g, const float *x, const float *center, const float *a,
+                                          const float *b, const float *k, int64_t rows, int64_t channels,
+                                          int accumulate, float *dx) {
+    return batchnorm_input_gradient(g, x, center, a, b, k, NULL, 0.0f, rows, channels, accumulate, dx);
+}
+
 ck_status ck_batchnorm_relu_backward_input_f32(const float *g, const float *y, const float *center, const float *a,
                                                const float *b, const float *k, const float *pre, float slope_at_zero,
                                                int64_t rows, int64_t channels, int accumulate, float *dx) {
-    if (g == NULL || a == NULL || pre == NULL || dx == NULL) return CK_ERR_NULL_POINTER;
-    if (b != NULL && (y == NULL || center == NULL)) return CK_ERR_NULL_POINTER;
-    if (!matrix_ok(rows, channels)) return CK_ERR_INVALID_SIZE;
-    const int threads = ck_get_num_threads();
-    const int64_t blocks = (rows + BLOCK - 1) / BLOCK;
-#pragma omp parallel for num_threads(threads) if (rows * channels > PARALLEL_MIN)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        const int64_t end = min64(rows, (blk + 1) * BLOCK);
-        for (int64_t r = blk * BLOCK; r < end; r++) {
-            const float *gr = g + r * channels, *xr = pre + r * channels;
-            const float *yr = b != NULL ? y + r * channels : NULL;
-            float *out = dx + r * channels;
-            /* The batch-norm input gradient as ck_batchnorm_backward_input_f32 computes it, then the ReLU rule as
-             * ck_relu_backward_f32 applies it (two flat selects, so the loop vectorises). */
-            for (int64_t c = 0; c < channels; c++) {
-                const float d = b != NULL ? a[c] * gr[c] + b[c] * (yr[c] - center[c]) + (k != NULL ? k[c] : 0.0f)
-                                          : a[c] * gr[c] + (k != NULL ? k[c] : 0.0f);
-                const float at_zero = xr[c] == 0.0f ? slope_at_zero * d : 0.0f;
-                const float v = xr[c] > 0.0f ? d : at_zero;
-                out[c] = accumulate ? out[c] + v : v;
-            }
-        }
-    }
-    return CK_OK;
+    if (pre == NULL) return CK_ERR_NULL_POINTER;
+    return batchnorm_input_gradient(g, y, center, a, b, k, pre, slope_at_zero, rows, channels, accumulate, dx);
 }
