@@ -195,21 +195,8 @@ extension MPITrainingTests {
     /// checkpoint loads: rank 1 named by rank 0, and rank 0 (which writes the files) named by rank 1.
     @Test(arguments: [1, 0])
     func stoppedRankIsNamed(rank: Int) throws {
-        let work = try Self.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: work) }
-        let data = try Self.data(in: work)
-        let out = work.appendingPathComponent("run")
-        let started = try start(try Self.mpirun(), try Self.training(data, out: out, epochs: 200, extra: ["--rank-timeout", "2"]))
-        try Self.waitForCheckpoint(out, of: started)
-        let stopped = try Self.rankProcess(rank, out: out)
-        kill(stopped, SIGSTOP)
-        defer { kill(stopped, SIGKILL) }
-        let began = Date()
-        let ended = try started.finish(timeout: 60)
-        #expect(Date().timeIntervalSince(began) < 30)
-        #expect(ended.status != 0)
-        #expect(ended.output.contains("rank \(rank) stopped responding"), "\(ended.output)")
-        _ = try Checkpoint.read(from: out.appendingPathComponent("checkpoint.safetensors"))
+        try expectJobEnds(
+            when: rank, receives: SIGSTOP, extra: ["--rank-timeout", "2"], naming: "rank \(rank) stopped responding")
     }
 
     /// Under mpirun without a loadable MPI library, `bnn train` stops at once and says what to install.
@@ -228,18 +215,28 @@ extension MPITrainingTests {
 
     /// A rank that dies (SIGKILL) ends the job within seconds; mpirun names it; the last checkpoint loads.
     @Test func killedRankEndsTheJob() throws {
+        try expectJobEnds(when: 1, receives: SIGKILL, naming: "rank 1")
+    }
+
+    /// Starts a 2-rank training, sends `signal` to `rank` once the first checkpoint is written, and expects the job
+    /// to fail within 30 s with `message` in its output, leaving a checkpoint that loads.
+    private func expectJobEnds(
+        when rank: Int, receives signal: Int32, extra: [String] = [], naming message: String
+    ) throws {
         let work = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: work) }
         let data = try Self.data(in: work)
         let out = work.appendingPathComponent("run")
-        let started = try start(try Self.mpirun(), try Self.training(data, out: out, epochs: 200))
+        let started = try start(try Self.mpirun(), try Self.training(data, out: out, epochs: 200, extra: extra))
         try Self.waitForCheckpoint(out, of: started)
-        kill(try Self.rankProcess(1, out: out), SIGKILL)
+        let process = try Self.rankProcess(rank, out: out)
+        kill(process, signal)
+        defer { kill(process, SIGKILL) }  // a stopped rank would otherwise outlive the test
         let began = Date()
         let ended = try started.finish(timeout: 60)
         #expect(Date().timeIntervalSince(began) < 30)
         #expect(ended.status != 0)
-        #expect(ended.output.contains("rank 1"), "\(ended.output)")
+        #expect(ended.output.contains(message), "\(ended.output)")
         _ = try Checkpoint.read(from: out.appendingPathComponent("checkpoint.safetensors"))
     }
 }
@@ -287,7 +284,7 @@ func start(_ executable: String, _ arguments: [String]) throws -> Started {
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("bnn-mpi-output-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
     let handle = FileHandle(forWritingAtPath: outputFile.path)
     process.standardOutput = handle
     process.standardError = handle
